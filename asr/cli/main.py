@@ -1,0 +1,63 @@
+"""Entry point of the ``asr`` console script.
+
+Every module listed in ``COMMAND_MODULES`` defines ``register(subparsers)`` that adds
+one sub-command (with its own sub-sub-commands where needed) and sets ``func`` on the
+parsed namespace. Handlers return an exit status (0 = success).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "asr.cli.corpus",   # asr corpus synth
+    "asr.cli.data",     # asr data timit
+    "asr.cli.feats",    # asr feats
+    "asr.cli.lang",     # asr lang ...
+    "asr.cli.gmm",      # asr gmm {mono,tri1,tri2,tri3,align,decode}
+    "asr.cli.decode",   # asr decode ...
+    "asr.cli.score",    # asr score
+    "asr.cli.gen",      # asr gen {train,sample}
+    "asr.cli.dnn",      # asr dnn {pretrain,train,decode,...}
+    "asr.cli.seq",      # asr seq {train}
+    "asr.cli.report",   # asr report
+]
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback, exit 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asr", description="Hybrid DNN-HMM speech recognition toolkit."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a command not built yet
+            if e.name == name:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        rc = args.func(args)
+    except (UserError, FileNotFoundError, ValueError) as e:
+        print(f"asr {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
