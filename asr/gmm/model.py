@@ -1,0 +1,299 @@
+"""Diagonal-covariance GMMs for all pdfs of an HMM system, stored as flat tensors.
+
+Every Gaussian ``g`` of every pdf lives in one row of ``means (G, D)`` / ``vars (G, D)`` /
+``log_weights (G,)`` with ``gauss2pdf[g]`` naming its pdf (Kaldi's ``AmDiagGmm`` flattened).
+Log-likelihoods of a block of frames for every Gaussian are ONE matrix product of the frame
+features ``[x^2, x, 1] (T, 2D+1)`` with precomputed parameters ``(2D+1, P*M)`` laid out per pdf
+and padded to the largest mixture size ``M`` (padding columns give ``-inf``), followed by a
+logsumexp over the ``M`` components of each pdf:
+
+    log N(x; mu, diag(v)) + log w = sum_d [-x_d^2 / (2 v_d) + x_d mu_d / v_d]
+                                    + log w - 1/2 sum_d [mu_d^2 / v_d + log(2 pi v_d)].
+
+EM follows Kaldi's ``MleDiagGmmUpdate`` (zeroth/first/second-order statistics per Gaussian,
+variance floor, removal of low-count Gaussians) and ``DiagGmm::Split`` / ``AmDiagGmm::SplitByCount``
+for mixing up (targets proportional to occupancy^0.2, split the heaviest component, means
+perturbed by +-0.2 standard deviations).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """The one device decision of a run: ``name`` if given (``cpu``/``cuda``), else CUDA when
+    available, else CPU."""
+    if name:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but CUDA is not available")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class GmmAccs:
+    """Sufficient statistics per Gaussian: ``occ (G,)``, ``x (G, D)``, ``x2 (G, D)`` (float64)."""
+
+    occ: Tensor
+    x: Tensor
+    x2: Tensor
+
+    @classmethod
+    def zeros(cls, num_gauss: int, dim: int, device: torch.device | str = "cpu") -> "GmmAccs":
+        z = dict(dtype=torch.float64, device=device)
+        return cls(torch.zeros(num_gauss, **z), torch.zeros(num_gauss, dim, **z),
+                   torch.zeros(num_gauss, dim, **z))
+
+    def add_(self, other: "GmmAccs") -> "GmmAccs":
+        """In-place sum (reduce accumulators of parallel jobs)."""
+        self.occ += other.occ.to(self.occ.device)
+        self.x += other.x.to(self.x.device)
+        self.x2 += other.x2.to(self.x2.device)
+        return self
+
+    def accumulate(self, x: Tensor, gauss: Tensor, post: Tensor) -> None:
+        """Add frames ``x (T, D)`` with Gaussian indices ``gauss (T, M)`` (``-1`` = none) and
+        posteriors ``post (T, M)`` — one ``index_add`` per order over all frames."""
+        keep = gauss >= 0
+        rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(gauss)[keep]
+        g = gauss[keep]
+        p = post[keep].to(torch.float64)
+        xd = x.to(torch.float64)[rows]
+        self.occ.index_add_(0, g, p)
+        self.x.index_add_(0, g, xd * p[:, None])
+        self.x2.index_add_(0, g, xd * xd * p[:, None])
+
+    def pdf_occupancy(self, gauss2pdf: Tensor, num_pdfs: int) -> Tensor:
+        """Total occupancy per pdf ``(num_pdfs,)``."""
+        return torch.zeros(num_pdfs, dtype=torch.float64, device=self.occ.device).index_add_(
+            0, gauss2pdf.to(self.occ.device), self.occ)
+
+
+class DiagGmmSet:
+    """All pdfs' diagonal GMMs in flat tensors.
+
+    Attributes: ``means (G, D)``, ``vars (G, D)``, ``log_weights (G,)`` (log mixture weight of each
+    Gaussian within its pdf), ``gauss2pdf (G,)`` long, ``num_pdfs``. Gaussians are kept sorted by pdf.
+    """
+
+    def __init__(self, means: Tensor, vars: Tensor, log_weights: Tensor, gauss2pdf: Tensor,
+                 num_pdfs: int) -> None:
+        if means.shape != vars.shape or means.dim() != 2:
+            raise ValueError(f"means {tuple(means.shape)} and vars {tuple(vars.shape)} must be (G, D)")
+        if log_weights.shape != (means.shape[0],) or gauss2pdf.shape != (means.shape[0],):
+            raise ValueError("log_weights and gauss2pdf must be (G,)")
+        counts = torch.bincount(gauss2pdf, minlength=num_pdfs)
+        if counts.numel() != num_pdfs or bool((counts == 0).any()):
+            raise ValueError(f"every pdf 0..{num_pdfs - 1} needs at least one Gaussian")
+        order = torch.argsort(gauss2pdf, stable=True)
+        self.means = means[order].float()
+        self.vars = vars[order].float()
+        self.log_weights = log_weights[order].float()
+        self.gauss2pdf = gauss2pdf[order].long()
+        self.num_pdfs = int(num_pdfs)
+        self._prepare()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def single(cls, mean: Tensor, var: Tensor, num_pdfs: int) -> "DiagGmmSet":
+        """Flat start: every pdf = one Gaussian with the given ``mean (D,)`` / ``var (D,)``."""
+        return cls(mean.expand(num_pdfs, -1).clone(), var.expand(num_pdfs, -1).clone(),
+                   torch.zeros(num_pdfs), torch.arange(num_pdfs), num_pdfs)
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    @property
+    def num_gauss(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    def to(self, device: torch.device | str) -> "DiagGmmSet":
+        return DiagGmmSet(self.means.to(device), self.vars.to(device), self.log_weights.to(device),
+                          self.gauss2pdf.to(device), self.num_pdfs)
+
+    def to_dict(self) -> dict[str, Tensor | int]:
+        return {"means": self.means.cpu(), "vars": self.vars.cpu(),
+                "log_weights": self.log_weights.cpu(), "gauss2pdf": self.gauss2pdf.cpu(),
+                "num_pdfs": self.num_pdfs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiagGmmSet":
+        return cls(d["means"], d["vars"], d["log_weights"], d["gauss2pdf"], int(d["num_pdfs"]))
+
+    def _prepare(self) -> None:
+        """Precompute the padded ``(2D+1, P*M)`` parameter matrix and the pdf -> Gaussian layout."""
+        P, D = self.num_pdfs, self.dim
+        counts = torch.bincount(self.gauss2pdf, minlength=P)
+        self.num_comp = counts
+        M = int(counts.max())
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(self.num_gauss, device=self.device) - first[self.gauss2pdf]
+        self.max_comp = M
+        # Gaussian index of (pdf, slot), -1 for padding.
+        self.pdf_gauss = torch.full((P, M), -1, dtype=torch.long, device=self.device)
+        self.pdf_gauss[self.gauss2pdf, slot] = torch.arange(self.num_gauss, device=self.device)
+        inv = 1.0 / self.vars.double()
+        mu = self.means.double()
+        const = (self.log_weights.double()
+                 - 0.5 * ((mu * mu * inv).sum(1) + torch.log(self.vars.double()).sum(1) + D * LOG_2PI))
+        params = torch.zeros(2 * D + 1, P * M, dtype=torch.float64, device=self.device)
+        params[2 * D] = -math.inf
+        cols = self.gauss2pdf * M + slot
+        params[:D, cols] = (-0.5 * inv).T
+        params[D:2 * D, cols] = (mu * inv).T
+        params[2 * D, cols] = const
+        self._params = params.float()
+
+    # -- likelihoods ----------------------------------------------------------------------------
+    @staticmethod
+    def _augment(x: Tensor) -> Tensor:
+        return torch.cat([x * x, x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
+
+    def component_loglikes(self, x: Tensor) -> Tensor:
+        """``x (T, D)`` -> ``(T, P, M)``: log(w_g N(x_t; g)) per pdf and slot (``-inf`` = padding).
+        One matmul of ``[x^2, x, 1]`` with the precomputed parameters."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
+        x = x.to(self.device, torch.float32)
+        return (self._augment(x) @ self._params).view(x.shape[0], self.num_pdfs, self.max_comp)
+
+    def loglikes(self, x: Tensor, chunk: int = 20000) -> Tensor:
+        """``x (T, D)`` -> per-pdf log-likelihoods ``(T, num_pdfs)`` (float32)."""
+        out = [torch.logsumexp(self.component_loglikes(x[i:i + chunk]), dim=2)
+               for i in range(0, x.shape[0], chunk)]
+        return torch.cat(out, 0) if out else torch.zeros(0, self.num_pdfs, device=self.device)
+
+    def gauss_posteriors(self, x: Tensor, pdfs: Tensor, chunk: int = 20000) -> tuple[Tensor, Tensor, Tensor]:
+        """Posteriors of the components of the aligned pdf of each frame (Viterbi training).
+
+        ``x (T, D)``, ``pdfs (T,)`` -> ``(gauss (T, M) Gaussian ids or -1, post (T, M), loglike (T,))``
+        where ``loglike[t] = log p(x_t | pdfs[t])``.
+        """
+        gs, ps, ls = [], [], []
+        pdfs = pdfs.to(self.device)
+        for i in range(0, x.shape[0], chunk):
+            comp = self.component_loglikes(x[i:i + chunk])
+            p = pdfs[i:i + chunk]
+            sel = comp[torch.arange(p.shape[0], device=self.device), p]      # (t, M)
+            ll = torch.logsumexp(sel, 1)
+            ps.append(torch.exp(sel - ll[:, None]))
+            gs.append(self.pdf_gauss[p])
+            ls.append(ll)
+        if not gs:
+            e = torch.zeros(0, self.max_comp, device=self.device)
+            return e.long(), e, torch.zeros(0, device=self.device)
+        return torch.cat(gs), torch.cat(ps), torch.cat(ls)
+
+    def accumulate(self, accs: GmmAccs, x: Tensor, pdfs: Tensor) -> float:
+        """E-step for frames ``x (T, D)`` aligned to ``pdfs (T,)``; returns the total log-likelihood."""
+        g, p, ll = self.gauss_posteriors(x, pdfs)
+        accs.accumulate(x.to(self.device), g, p)
+        return float(ll.double().sum())
+
+    # -- M-step ---------------------------------------------------------------------------------
+    def update(self, accs: GmmAccs, min_var: float = 1e-3, min_count: float = 10.0,
+               remove_low_count: bool = True) -> "DiagGmmSet":
+        """ML re-estimation (Kaldi ``MleDiagGmmUpdate``): weights occ_g / occ_pdf, means x/occ,
+        variances x2/occ - mean^2 floored at ``min_var``. Gaussians with ``occ < min_count`` keep
+        their old mean/variance, and are removed (if ``remove_low_count``) unless they are the
+        best-occupied Gaussian of their pdf. Pdfs with no data keep their parameters. Returns a new set.
+        """
+        occ = accs.occ.to(self.device)
+        pdf_occ = torch.zeros(self.num_pdfs, dtype=torch.float64, device=self.device).index_add_(
+            0, self.gauss2pdf, occ)
+        ok = occ >= max(min_count, 1e-10)
+        safe = occ.clamp_min(1e-10)[:, None]
+        mean = accs.x.to(self.device) / safe
+        var = (accs.x2.to(self.device) / safe - mean * mean).clamp_min(min_var)
+        means = torch.where(ok[:, None], mean.float(), self.means)
+        vars_ = torch.where(ok[:, None], var.float(), self.vars)
+        has = pdf_occ[self.gauss2pdf] > 0
+        w = torch.where(has, occ / pdf_occ[self.gauss2pdf].clamp_min(1e-300), torch.exp(self.log_weights.double()))
+        keep = torch.ones(self.num_gauss, dtype=torch.bool, device=self.device)
+        if remove_low_count:
+            best = torch.full((self.num_pdfs,), -1.0, dtype=torch.float64, device=self.device)
+            best = best.scatter_reduce(0, self.gauss2pdf, occ, reduce="amax")
+            # The (first) best Gaussian of each pdf is always kept.
+            is_best = torch.zeros_like(keep)
+            cand = torch.nonzero(occ == best[self.gauss2pdf]).squeeze(1)
+            first = torch.full((self.num_pdfs,), self.num_gauss, dtype=torch.long, device=self.device)
+            first = first.scatter_reduce(0, self.gauss2pdf[cand], cand, reduce="amin")
+            is_best[first] = True
+            keep = (ok | is_best) & has | ~has
+        w = torch.where(keep, w, torch.zeros_like(w))
+        w_pdf = torch.zeros(self.num_pdfs, dtype=torch.float64, device=self.device).index_add_(0, self.gauss2pdf, w)
+        w = (w / w_pdf[self.gauss2pdf]).clamp_min(1e-10)
+        idx = torch.nonzero(keep).squeeze(1)
+        return DiagGmmSet(means[idx], vars_[idx], torch.log(w[idx]).float(), self.gauss2pdf[idx],
+                          self.num_pdfs)
+
+    def split(self, target_total: int, pdf_occ: Tensor, generator: torch.Generator,
+              power: float = 0.2, perturb: float = 0.2, min_count: float = 20.0) -> "DiagGmmSet":
+        """Mix up to about ``target_total`` Gaussians (Kaldi ``SplitByCount`` + ``DiagGmm::Split``).
+
+        Per-pdf targets are proportional to ``pdf_occ^power`` (``pdf_occ (P,)`` occupancies from the
+        last E-step), at most ``pdf_occ / min_count``, never fewer than now. Each round splits the
+        heaviest component of every pdf still short of its target into two halves of the weight
+        whose means move by +-``perturb`` standard deviations along one random direction
+        (``generator`` makes it deterministic).
+        """
+        pdf_occ = pdf_occ.to(self.device, torch.float64)
+        cur = self.num_comp.to(self.device)
+        share = pdf_occ.clamp_min(0) ** power
+        tot = float(share.sum())
+        if tot <= 0 or target_total <= self.num_gauss:
+            return self
+        target = torch.floor(share / tot * target_total + 0.5).long()
+        target = torch.minimum(target, torch.floor(pdf_occ / min_count).long())
+        target = torch.maximum(target, cur)
+        means, vars_, logw, g2p = self.means, self.vars, self.log_weights, self.gauss2pdf
+        counts = cur.clone()
+        while True:
+            need = counts < target
+            if not bool(need.any()):
+                break
+            G = means.shape[0]
+            best = torch.full((self.num_pdfs,), -math.inf, device=self.device)
+            best = best.scatter_reduce(0, g2p, logw, reduce="amax")
+            cand = torch.nonzero((logw == best[g2p]) & need[g2p]).squeeze(1)
+            first = torch.full((self.num_pdfs,), G, dtype=torch.long, device=self.device)
+            first = first.scatter_reduce(0, g2p[cand], cand, reduce="amin")
+            gs = first[need]
+            sd = vars_[gs].sqrt()
+            r = torch.randn(gs.shape[0], self.dim, generator=generator, dtype=torch.float32).to(self.device)
+            delta = perturb * sd * r
+            half = logw[gs] - math.log(2.0)
+            means = means.clone()
+            logw = logw.clone()
+            new_mean = means[gs] + delta
+            means[gs] = means[gs] - delta
+            logw[gs] = half
+            means = torch.cat([means, new_mean])
+            vars_ = torch.cat([vars_, vars_[gs]])
+            logw = torch.cat([logw, half])
+            g2p = torch.cat([g2p, g2p[gs]])
+            counts = counts + need.long()
+        return DiagGmmSet(means, vars_, logw, g2p, self.num_pdfs)
+
+
+def global_stats(feats: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Global mean and variance ``(D,)`` of a list of ``(T_i, D)`` matrices (float64 sums)."""
+    n = sum(int(f.shape[0]) for f in feats)
+    if n == 0:
+        raise ValueError("no frames to compute global statistics from")
+    s = sum(f.double().sum(0) for f in feats)
+    s2 = sum((f.double() ** 2).sum(0) for f in feats)
+    mean = s / n
+    return mean.float(), (s2 / n - mean * mean).clamp_min(1e-6).float()

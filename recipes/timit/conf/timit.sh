@@ -1,0 +1,13 @@
+# Real LDC TIMIT (run.sh --corpus /path/to/TIMIT): the sizes of Kaldi's s5 TIMIT recipe
+# (2500 leaves / 15000 Gaussians for the triphone systems, a 6 x 1024 DBN).
+corpus_size=
+seed=1
+nj=8
+mono_gauss=1000
+tri1_leaves=2500; tri1_gauss=15000
+tri2_leaves=2500; tri2_gauss=15000
+tri3_leaves=2500; tri3_gauss=15000
+dnn_layers=6; dnn_units=1024
+dbn_epochs=2
+dnn_max_epochs=20
+seq_criterion=mpe; seq_epochs=4

@@ -1,0 +1,12 @@
+# Tiny corpus, tiny models: seconds per stage. Used by the tests (smoke / kill-and-resume).
+corpus_size=tiny
+seed=1
+nj=2
+mono_gauss=100
+tri1_leaves=60; tri1_gauss=200
+tri2_leaves=60; tri2_gauss=200
+tri3_leaves=60; tri3_gauss=200
+dnn_layers=2; dnn_units=64
+dbn_epochs=1
+dnn_max_epochs=2
+seq_criterion=mpe; seq_epochs=1

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# TIMIT-style phone recognition, from corpus to the comparison report:
+#   GMM-HMM baseline (mono -> tri1 -> tri2 LDA+MLLT -> tri3 SAT)
+#   -> DBN-pretrained DNN-HMM (frame CE) [+ random-init ablation] -> sequence training (MPE).
+#
+# Usage: recipes/timit/run.sh [--corpus DIR] [--exp DIR] [--config FILE] [--nj N]
+#                             [--stage N] [--stop-stage N] [--mode phone|word] [--init-dbn PATH]
+#   --corpus   a TIMIT-layout corpus (real LDC TIMIT or generated); default: generate the
+#              `default` corpus under EXP/corpus with `asr corpus synth`.
+#   --exp      everything the run writes goes under it (default: exp), RESULTS and report.md included.
+#   --config   shell file of size choices (default: conf/default.sh; conf/timit.sh with --corpus).
+#   --stage    resume from stage N (stages already done are skipped anyway: see below).
+#   --init-dbn seed the DNN from a DBN trained by another run instead of pretraining one.
+#
+# Stages (number: name): 0 setup, 1 corpus, 2 data, 3 feats, 4 lang, 5 mono, 6 tri1, 7 tri2,
+# 8 tri3, 9 dbn, 10 dnn, 11 dnn_rand, 12 dnn_mpe, 13 report.
+# Each stage's output directory gets a `.recipe_done` marker holding the hash of the exact
+# command it ran; a re-run skips a stage only when that hash matches, so a stage killed
+# mid-way (no marker) is run again from its own checkpoints or from its start.
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here="$top/recipes/timit"
+
+corpus=""
+exp=exp
+config=""
+nj_opt=""
+stage=0
+stop_stage=100
+mode=phone
+init_dbn=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --corpus) corpus=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    --nj) nj_opt=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --mode) mode=$2; shift 2 ;;
+    --init-dbn) init_dbn=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$config" ]; then
+  if [ -n "$corpus" ]; then config="$here/conf/timit.sh"; else config="$here/conf/default.sh"; fi
+fi
+[ -f "$config" ] || { echo "run.sh: config $config not found" >&2; exit 2; }
+# shellcheck source=/dev/null
+. "$config"
+[ -n "$nj_opt" ] && nj=$nj_opt
+case "$mode" in phone|word) ;; *) echo "run.sh: --mode must be phone or word" >&2; exit 2 ;; esac
+
+mkdir -p "$exp"
+exp=$(cd "$exp" && pwd)
+[ -n "$corpus" ] && corpus=$(cd "$corpus" && pwd)
+
+log() { echo -e "$(date '+%H:%M:%S') [run.sh] $*" >&2; }
+timing="$exp/stage_times.tsv"
+
+# run_stage NUM NAME OUTDIR CMD...: run CMD unless OUTDIR holds a marker for the same command.
+# Markers chain: each hash covers the previous stage's marker too, so re-running a stage with
+# other settings invalidates every later stage.
+chain=""
+run_stage() {
+  local num=$1 name=$2 out=$3; shift 3
+  local h
+  h=$( { echo "$chain"; printf '%q ' "$@"; } | sha1sum | cut -c1-16)
+  if [ "$num" -lt "$stage" ] || [ "$num" -gt "$stop_stage" ]; then
+    [ -f "$out/.recipe_done" ] && chain=$(cat "$out/.recipe_done")
+    return 0
+  fi
+  if [ -f "$out/.recipe_done" ] && [ "$(cat "$out/.recipe_done")" = "$h" ]; then
+    log "stage $num ($name): done already, skipping"
+    chain=$h
+    return 0
+  fi
+  log "stage $num ($name): $*"
+  rm -f "$out/.recipe_done"
+  local t0=$SECONDS
+  "$@"
+  mkdir -p "$out"
+  echo "$h" > "$out/.recipe_done.tmp" && mv "$out/.recipe_done.tmp" "$out/.recipe_done"
+  chain=$h
+  printf '%s\t%s\t%d\n' "$num" "$name" $((SECONDS - t0)) >> "$timing"
+  log "stage $num ($name): finished in $((SECONDS - t0)) s"
+}
+
+# Stage 0: set-up of a fresh machine (idempotent).
+if [ "$stage" -le 0 ]; then bash "$top/recipes/setup.sh"; fi
+asr="$top/.venv/bin/asr"
+export PYTHONHASHSEED=0
+
+data=$exp/data
+fb=$exp/data/fbank
+lang=$exp/lang
+[ "$mode" = word ] && lang=$exp/lang_wrd
+
+# 1: corpus (generated unless --corpus is given)
+if [ -z "$corpus" ]; then
+  corpus=$exp/corpus
+  run_stage 1 corpus "$corpus" "$asr" corpus synth "$corpus" --size "$corpus_size" --seed "$seed" --nj "$nj"
+fi
+
+# 2: Kaldi-style data dirs (train / dev / test), 48-phone text, 39-phone scoring text
+run_stage 2 data "$data" "$asr" data timit "$corpus" "$data"
+
+# 3: features: MFCC (GMM systems) and log-mel fbank (DNN) with per-speaker CMVN stats
+feats() {
+  for s in train dev test; do
+    "$asr" feats "$data/$s" --type mfcc --nj "$nj"
+    mkdir -p "$fb"
+    rm -rf "$fb/$s.tmp"; mkdir -p "$fb/$s.tmp"
+    for f in wav.scp text text.39 text.wrd phone_times utt2spk spk2utt spk2gender utt2dur; do
+      [ -f "$data/$s/$f" ] && cp "$data/$s/$f" "$fb/$s.tmp/"
+    done
+    rm -rf "$fb/$s"; mv "$fb/$s.tmp" "$fb/$s"
+    "$asr" feats "$fb/$s" --type fbank --nj "$nj"
+  done
+}
+run_stage 3 feats "$data/train/data" feats
+
+# 4: lang: phone bigram LM (phone recognition) or word n-gram + lexicon (word recognition)
+if [ "$mode" = phone ]; then
+  run_stage 4 lang "$lang" "$asr" lang phones --text "$data/train/text" --out "$lang"
+else
+  run_stage 4 lang "$lang" "$asr" lang words --lexicon "$top/data/lexicon.txt" --text "$data/train/text.wrd" --out "$lang"
+fi
+
+# decode_gmm SYS: decode dev (choosing the LM weight there) then test with dev's choice
+decode_gmm() {
+  local sys=$1
+  "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
+  "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/test" --out "$exp/$sys/decode_test" \
+    --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
+}
+decode_dnn() {
+  local sys=$1
+  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$fb/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
+  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$fb/test" --out "$exp/$sys/decode_test" \
+    --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
+}
+# RESULTS is rebuilt from the decode dirs after every stage, so a resumed run ends with the
+# same file as an uninterrupted one.
+update_results() {
+  local tmp="$exp/RESULTS.tmp"
+  : > "$tmp"
+  for sys in mono tri1 tri2 tri3 dnn dnn_rand dnn_mpe dnn_smbr dnn_mmi; do
+    for set in dev test; do
+      local f="$exp/$sys/decode_$set/scoring"
+      [ -f "$f" ] && cat "$f" >> "$tmp"
+    done
+  done
+  mv "$tmp" "$exp/RESULTS"
+}
+
+# 5-8: GMM-HMM baseline
+gmm_stage() {
+  local sys=$1; shift
+  "$asr" gmm "$sys" --data "$data/train" --lang "$lang" --out "$exp/$sys" --nj "$nj" --seed "$seed" "$@"
+  decode_gmm "$sys"
+  update_results
+}
+run_stage 5 mono "$exp/mono" gmm_stage mono --gauss "$mono_gauss"
+run_stage 6 tri1 "$exp/tri1" gmm_stage tri1 --ali "$exp/mono" --leaves "$tri1_leaves" --gauss "$tri1_gauss"
+run_stage 7 tri2 "$exp/tri2" gmm_stage tri2 --ali "$exp/tri1" --leaves "$tri2_leaves" --gauss "$tri2_gauss"
+run_stage 8 tri3 "$exp/tri3" gmm_stage tri3 --ali "$exp/tri2" --leaves "$tri3_leaves" --gauss "$tri3_gauss"
+
+# 9: DBN pretraining on fbank (stack of RBMs from asr.generative), unless --init-dbn reuses one
+dbn=$exp/dbn
+if [ -n "$init_dbn" ]; then
+  dbn=$init_dbn
+  log "stage 9 (dbn): reusing the DBN at $dbn"
+else
+  run_stage 9 dbn "$exp/dbn" "$asr" dnn pretrain --data "$fb/train" --out "$exp/dbn" \
+    --layers "$dnn_layers" --units "$dnn_units" --epochs "$dbn_epochs" --seed "$seed"
+fi
+
+# 10: DNN fine-tuning (frame cross-entropy on tri3 alignments) + hybrid decoding
+dnn_stage() {
+  local sys=$1; shift
+  "$asr" dnn train --data "$fb/train" --ali "$exp/tri3" --out "$exp/$sys" \
+    --layers "$dnn_layers" --units "$dnn_units" --max-epochs "$dnn_max_epochs" --seed "$seed" "$@"
+  decode_dnn "$sys"
+  update_results
+}
+run_stage 10 dnn "$exp/dnn" dnn_stage dnn --dbn "$dbn"
+# 11: ablation: the same network from a random initialisation
+run_stage 11 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand --random-init
+
+# 12: sequence-discriminative training from the CE model
+seq_stage() {
+  local sys=dnn_$seq_criterion
+  "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$fb/train" --ali "$exp/tri3" \
+    --graph "$exp/tri3/graph" --out "$exp/$sys" --epochs "$seq_epochs" --seed "$seed"
+  decode_dnn "$sys"
+  update_results
+}
+run_stage 12 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage
+
+# 13: comparison report (report.md + plots), printed
+if [ "$stop_stage" -ge 13 ]; then
+  update_results
+  "$asr" report --exp "$exp"
+fi

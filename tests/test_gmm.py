@@ -1,0 +1,130 @@
+"""Tests of asr.gmm.model against direct computations on small random problems."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from asr.gmm.model import DiagGmmSet, GmmAccs, global_stats
+
+
+def _random_set(gen: torch.Generator, num_pdfs: int = 4, dim: int = 3, comps=(1, 3, 2, 4)) -> DiagGmmSet:
+    g2p = torch.cat([torch.full((c,), p) for p, c in enumerate(comps)])
+    G = g2p.numel()
+    w = torch.rand(G, generator=gen) + 0.1
+    wsum = torch.zeros(num_pdfs).index_add_(0, g2p, w)
+    return DiagGmmSet(torch.randn(G, dim, generator=gen) * 2, torch.rand(G, dim, generator=gen) + 0.3,
+                      torch.log(w / wsum[g2p]), g2p, num_pdfs)
+
+
+def _direct_loglikes(m: DiagGmmSet, x: torch.Tensor) -> torch.Tensor:
+    out = torch.full((x.shape[0], m.num_pdfs), -math.inf, dtype=torch.float64)
+    for g in range(m.num_gauss):
+        mu, v = m.means[g].double(), m.vars[g].double()
+        lg = (-0.5 * (((x.double() - mu) ** 2) / v + torch.log(2 * math.pi * v)).sum(1)
+              + m.log_weights[g].double())
+        p = int(m.gauss2pdf[g])
+        out[:, p] = torch.logaddexp(out[:, p], lg)
+    return out
+
+
+def test_loglikes_match_direct_per_gaussian_computation():
+    gen = torch.Generator().manual_seed(0)
+    m = _random_set(gen)
+    x = torch.randn(50, 3, generator=gen) * 2
+    ll = m.loglikes(x, chunk=17)
+    assert ll.shape == (50, 4)
+    torch.testing.assert_close(ll.double(), _direct_loglikes(m, x), rtol=1e-4, atol=1e-3)
+
+
+def test_mstep_equals_closed_form_weighted_mean_and_variance():
+    gen = torch.Generator().manual_seed(1)
+    m = _random_set(gen)
+    x = torch.randn(400, 3, generator=gen) * 1.5
+    pdfs = torch.randint(0, 4, (400,), generator=gen)
+    accs = GmmAccs.zeros(m.num_gauss, 3)
+    m.accumulate(accs, x, pdfs)
+    new = m.update(accs, min_var=1e-6, min_count=0.0, remove_low_count=False)
+    # Direct: responsibilities within each frame's pdf, then weighted mean / variance.
+    comp = torch.stack([_gauss_ll(m, g, x) for g in range(m.num_gauss)], 1)     # (T, G)
+    mask = m.gauss2pdf[None, :] == pdfs[:, None]
+    comp = comp.masked_fill(~mask, -math.inf)
+    r = torch.softmax(comp, 1)                                                   # (T, G)
+    occ = r.sum(0)
+    mean = (r.T @ x.double()) / occ[:, None]
+    var = (r.T @ x.double() ** 2) / occ[:, None] - mean ** 2
+    torch.testing.assert_close(new.means.double(), mean, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(new.vars.double(), var, rtol=1e-4, atol=1e-4)
+    pdf_occ = torch.zeros(4, dtype=torch.float64).index_add_(0, m.gauss2pdf, occ)
+    torch.testing.assert_close(new.log_weights.double(), torch.log(occ / pdf_occ[m.gauss2pdf]),
+                               rtol=1e-4, atol=1e-4)
+
+
+def _gauss_ll(m: DiagGmmSet, g: int, x: torch.Tensor) -> torch.Tensor:
+    mu, v = m.means[g].double(), m.vars[g].double()
+    return (-0.5 * (((x.double() - mu) ** 2) / v + torch.log(2 * math.pi * v)).sum(1)
+            + m.log_weights[g].double())
+
+
+def test_em_steps_increase_log_likelihood_and_splitting_helps():
+    gen = torch.Generator().manual_seed(2)
+    # Data: two pdfs, each a 3-component mixture in 2-D.
+    centres = torch.tensor([[[0., 0.], [4., 0.], [0., 4.]], [[-3., -3.], [3., 3.], [-3., 3.]]])
+    pdfs = torch.randint(0, 2, (3000,), generator=gen)
+    comp = torch.randint(0, 3, (3000,), generator=gen)
+    x = centres[pdfs, comp] + 0.5 * torch.randn(3000, 2, generator=gen)
+    mean, var = global_stats([x])
+    m = DiagGmmSet.single(mean, var, 2)
+    prev = -math.inf
+    for it in range(12):
+        accs = GmmAccs.zeros(m.num_gauss, 2)
+        ll = m.accumulate(accs, x, pdfs) / x.shape[0]
+        assert ll >= prev - 1e-4, (it, ll, prev)
+        prev = ll
+        m = m.update(accs, min_count=1.0)
+        if it in (1, 4):
+            m = m.split(8, accs.pdf_occupancy(m.gauss2pdf, 2) if accs.occ.numel() == m.num_gauss
+                        else torch.full((2,), 1500.0), gen)
+    assert m.num_gauss >= 6
+    assert prev > -3.2    # 3 well separated components of sd 0.5: about -2.35 - log 3 = -1.8 nats/frame... per 2-D
+    single = DiagGmmSet.single(mean, var, 2)
+    assert prev > single.gauss_posteriors(x, pdfs)[2].mean().item() + 0.5
+
+
+def test_split_reaches_target_and_is_deterministic():
+    gen = torch.Generator().manual_seed(3)
+    m = _random_set(gen)
+    occ = torch.tensor([1000.0, 100.0, 5000.0, 2000.0])
+    a = m.split(30, occ, torch.Generator().manual_seed(7))
+    b = m.split(30, occ, torch.Generator().manual_seed(7))
+    assert abs(a.num_gauss - 30) <= 3 and a.num_gauss > m.num_gauss
+    torch.testing.assert_close(a.means, b.means)
+    # Weights still normalised per pdf; counts never drop; min_count cap respected (pdf 1: 100/20 = 5).
+    w = torch.zeros(4).index_add_(0, a.gauss2pdf, a.log_weights.exp())
+    torch.testing.assert_close(w, torch.ones(4))
+    assert bool((a.num_comp >= m.num_comp).all()) and int(a.num_comp[1]) <= 5
+    # The split pair straddles the parent mean: their weighted mean is unchanged per pdf.
+    def pdf_mean(s):
+        wm = s.log_weights.exp()[:, None] * s.means
+        return torch.zeros(4, 3).index_add_(0, s.gauss2pdf, wm)
+    torch.testing.assert_close(pdf_mean(a), pdf_mean(m), rtol=1e-4, atol=1e-4)
+
+
+def test_low_count_gaussians_removed_and_variance_floored():
+    gen = torch.Generator().manual_seed(4)
+    m = DiagGmmSet(torch.tensor([[0.0], [10.0], [100.0]]), torch.ones(3, 1), torch.log(torch.full((3,), 1 / 3)),
+                   torch.zeros(3, dtype=torch.long), 1)
+    x = torch.cat([torch.zeros(50, 1), 10 + 0.001 * torch.randn(50, 1, generator=gen)])
+    accs = GmmAccs.zeros(3, 1)
+    m.accumulate(accs, x, torch.zeros(100, dtype=torch.long))
+    new = m.update(accs, min_var=0.01, min_count=5.0)
+    assert new.num_gauss == 2                      # the Gaussian at 100 got no data
+    assert float(new.vars.min()) == torch.tensor(0.01).item()
+
+
+def test_serialisation_round_trip():
+    gen = torch.Generator().manual_seed(5)
+    m = _random_set(gen)
+    m2 = DiagGmmSet.from_dict(m.to_dict())
+    x = torch.randn(10, 3, generator=gen)
+    torch.testing.assert_close(m.loglikes(x), m2.loglikes(x))
