@@ -76,17 +76,18 @@ def test_em_steps_increase_log_likelihood_and_splitting_helps():
     mean, var = global_stats([x])
     m = DiagGmmSet.single(mean, var, 2)
     prev = -math.inf
-    for it in range(12):
+    for it in range(14):
         accs = GmmAccs.zeros(m.num_gauss, 2)
         ll = m.accumulate(accs, x, pdfs) / x.shape[0]
-        assert ll >= prev - 1e-4, (it, ll, prev)
-        prev = ll
+        assert ll >= prev - 1e-5, (it, ll, prev)   # EM never decreases the likelihood
         m = m.update(accs, min_count=1.0)
-        if it in (1, 4):
-            m = m.split(8, accs.pdf_occupancy(m.gauss2pdf, 2) if accs.occ.numel() == m.num_gauss
-                        else torch.full((2,), 1500.0), gen)
+        prev = ll
+        if it in (2, 6):                            # mixing up may lower it once; restart the check
+            m = m.split(6, accs.pdf_occupancy(m.gauss2pdf, 2), gen)
+            prev = -math.inf
     assert m.num_gauss >= 6
-    assert prev > -3.2    # 3 well separated components of sd 0.5: about -2.35 - log 3 = -1.8 nats/frame... per 2-D
+    # Entropy bound of the true model: 2-D N(0, 0.25 I) has -0.55 nats/dim entropy... log p ~ -0.42 - log 3.
+    assert prev > -1.7
     single = DiagGmmSet.single(mean, var, 2)
     assert prev > single.gauss_posteriors(x, pdfs)[2].mean().item() + 0.5
 

@@ -15,14 +15,9 @@ def as_dense_posteriors(post: Tensor, n: int, num_gauss: int, weights: Tensor | 
     if post.is_sparse:
         post = post.to_dense()
     if post.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        if post.dim() != 1 or post.shape[0] != n:
-            raise ValueError(f"Gaussian ids must have shape ({n},), got {tuple(post.shape)}")
-        if n and (int(post.min()) < 0 or int(post.max()) >= num_gauss):
-            raise ValueError(f"Gaussian ids must lie in [0, {num_gauss}), got range "
-                             f"[{int(post.min())}, {int(post.max())}]")
-        w = torch.ones(n, dtype=torch.float64) if weights is None else _check_weights(weights, n)
+        ids, w = check_ids(post, n, num_gauss, weights)
         dense = torch.zeros(n, num_gauss, dtype=torch.float64)
-        dense[torch.arange(n), post.long()] = w
+        dense[torch.arange(n), ids] = w
         return dense
     if weights is not None:
         raise ValueError("weights are only accepted with hard Gaussian ids; scale the soft posteriors instead")
@@ -32,6 +27,17 @@ def as_dense_posteriors(post: Tensor, n: int, num_gauss: int, weights: Tensor | 
     if not torch.isfinite(post).all() or (post < 0).any():
         raise ValueError("posteriors must be finite and non-negative")
     return post
+
+
+def check_ids(post: Tensor, n: int, num_gauss: int, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Validate hard Gaussian ids ``(N,)``; return ``(ids int64, weights float64)``."""
+    if post.dim() != 1 or post.shape[0] != n:
+        raise ValueError(f"Gaussian ids must have shape ({n},), got {tuple(post.shape)}")
+    if n and (int(post.min()) < 0 or int(post.max()) >= num_gauss):
+        raise ValueError(f"Gaussian ids must lie in [0, {num_gauss}), got range "
+                         f"[{int(post.min())}, {int(post.max())}]")
+    w = torch.ones(n, dtype=torch.float64) if weights is None else _check_weights(weights, n)
+    return post.long(), w
 
 
 def _check_weights(weights: Tensor, n: int) -> Tensor:

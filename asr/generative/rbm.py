@@ -1,0 +1,544 @@
+"""Restricted Boltzmann machines: Bernoulli-Bernoulli and Gaussian-Bernoulli.
+
+Conventions (Hinton, "A practical guide to training restricted Boltzmann machines", UTML TR
+2010-003, referred to as *the guide* below):
+
+* ``W`` has shape ``(n_visible, n_hidden)``; ``b`` is the visible bias ``(n_visible,)``,
+  ``c`` the hidden bias ``(n_hidden,)``. Hidden units are always binary.
+* Bernoulli visible units: ``E(v, h) = -v.b - h.c - v W h``, data must lie in [0, 1]
+  (probabilities are accepted, as in the guide section 3.2).
+* Gaussian visible units assume **unit variance** (guide section 13.2): the caller normalises
+  each input dimension to zero mean and unit variance, and
+  ``E(v, h) = ||v - b||^2 / 2 - h.c - v W h``. Use a smaller learning rate (0.01 rather than
+  0.1; :class:`RBMTrainConfig` picks that default when ``lr`` is ``None``).
+
+Everything operates on batches: ``v`` is ``(B, n_visible)``, ``h`` is ``(B, n_hidden)``.
+Randomness always comes from an explicit ``torch.Generator`` on the model's device.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from asr.generative.checkpoint import register_module
+
+VISIBLE_TYPES = ("bernoulli", "gaussian")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced NaN/Inf. The model has been restored to the last good state.
+
+    Attributes:
+        step: global update step (1-based) at which the non-finite value appeared.
+        epoch: epoch (1-based) of that step.
+        state_dict: copy of the last finite parameters (already loaded back into the model).
+        history: the per-epoch metrics recorded before the failure.
+    """
+
+    def __init__(self, message: str, step: int, epoch: int, state_dict: dict[str, Tensor],
+                 history: list[dict[str, float]] | None = None):
+        super().__init__(message)
+        self.step = step
+        self.epoch = epoch
+        self.state_dict = state_dict
+        self.history = history or []
+
+
+@register_module
+class RBM(nn.Module):
+    """Restricted Boltzmann machine with binary hidden units.
+
+    Args:
+        n_visible: number of visible units D.
+        n_hidden: number of hidden units H.
+        visible: ``"bernoulli"`` (data in [0, 1]) or ``"gaussian"`` (unit-variance, zero-mean
+            normalised real-valued data).
+        init_std: standard deviation of the initial weights (guide section 8: 0.01).
+        generator: generator for the initial weights (default: a CPU generator seeded 0).
+
+    Biases start at zero; :func:`train_rbm` can set the visible bias from data marginals
+    (guide section 8, ``log p / (1 - p)``).
+    """
+
+    def __init__(self, n_visible: int, n_hidden: int, visible: str = "bernoulli",
+                 init_std: float = 0.01, generator: torch.Generator | None = None):
+        super().__init__()
+        if visible not in VISIBLE_TYPES:
+            raise ValueError(f"visible must be one of {VISIBLE_TYPES}, got {visible!r}")
+        if n_visible < 1 or n_hidden < 1:
+            raise ValueError(f"RBM sizes must be positive, got {n_visible}x{n_hidden}")
+        self.n_visible = int(n_visible)
+        self.n_hidden = int(n_hidden)
+        self.visible = visible
+        self.init_std = float(init_std)
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.W = nn.Parameter(torch.randn(n_visible, n_hidden, generator=g) * init_std)
+        self.b = nn.Parameter(torch.zeros(n_visible))
+        self.c = nn.Parameter(torch.zeros(n_hidden))
+
+    # -- checkpoint support -------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments needed to rebuild this module (see ``asr.generative.save``)."""
+        return {"n_visible": self.n_visible, "n_hidden": self.n_hidden,
+                "visible": self.visible, "init_std": self.init_std}
+
+    def extra_repr(self) -> str:
+        return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, visible={self.visible!r}"
+
+    # -- energies -------------------------------------------------------------------------
+    def _check_v(self, v: Tensor, what: str = "v") -> None:
+        if v.dim() != 2 or v.shape[1] != self.n_visible:
+            raise ValueError(f"{what} must have shape (B, {self.n_visible}), got {tuple(v.shape)}")
+
+    def energy(self, v: Tensor, h: Tensor) -> Tensor:
+        """Joint energy E(v, h), shape ``(B,)``."""
+        self._check_v(v)
+        inter = ((v @ self.W) * h).sum(1)
+        if self.visible == "bernoulli":
+            vis = -(v @ self.b)
+        else:
+            vis = 0.5 * ((v - self.b) ** 2).sum(1)
+        return vis - h @ self.c - inter
+
+    def free_energy(self, v: Tensor) -> Tensor:
+        """Free energy F(v) = -log sum_h exp(-E(v, h)), shape ``(B,)``; p(v) = exp(-F(v)) / Z."""
+        self._check_v(v)
+        hid = F.softplus(v @ self.W + self.c).sum(1)
+        if self.visible == "bernoulli":
+            return -(v @ self.b) - hid
+        return 0.5 * ((v - self.b) ** 2).sum(1) - hid
+
+    # -- conditionals and sampling -----------------------------------------------------
+    def hidden_probs(self, v: Tensor) -> Tensor:
+        """p(h_j = 1 | v) = sigmoid(c_j + v W_:j), shape ``(B, H)``."""
+        return torch.sigmoid(v @ self.W + self.c)
+
+    def visible_mean(self, h: Tensor) -> Tensor:
+        """E[v | h], shape ``(B, D)``: sigmoid(b + W h) (Bernoulli) or b + W h (Gaussian)."""
+        a = h @ self.W.t() + self.b
+        return torch.sigmoid(a) if self.visible == "bernoulli" else a
+
+    def sample_hidden(self, v: Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Return ``(p(h|v), h ~ p(h|v))``, both ``(B, H)``."""
+        p = self.hidden_probs(v)
+        return p, torch.bernoulli(p, generator=generator)
+
+    def sample_visible(self, h: Tensor, generator: torch.Generator | None = None
+                       ) -> tuple[Tensor, Tensor]:
+        """Return ``(E[v|h], v ~ p(v|h))``, both ``(B, D)``."""
+        m = self.visible_mean(h)
+        if self.visible == "bernoulli":
+            return m, torch.bernoulli(m, generator=generator)
+        return m, m + torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
+
+    @torch.no_grad()
+    def gibbs(self, v: Tensor, steps: int = 1, generator: torch.Generator | None = None
+              ) -> tuple[Tensor, Tensor]:
+        """Run ``steps`` block-Gibbs sweeps v -> h -> v from ``v`` ``(B, D)``.
+
+        Returns ``(v_mean, v_sample)`` of the last sweep (each ``(B, D)``).
+        """
+        self._check_v(v)
+        mean = v
+        for _ in range(steps):
+            _, h = self.sample_hidden(v, generator)
+            mean, v = self.sample_visible(h, generator)
+        return mean, v
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
+               init: Tensor | None = None) -> Tensor:
+        """Draw ``n`` visible vectors by a block-Gibbs chain of ``steps`` sweeps.
+
+        The chain starts from ``init`` ``(n, D)`` or from uniform noise (Bernoulli) /
+        standard normal (Gaussian) noise. Returns the mean of p(v|h) of the last sweep, ``(n, D)``.
+        """
+        dev = self.W.device
+        if init is None:
+            if self.visible == "bernoulli":
+                init = torch.bernoulli(torch.full((n, self.n_visible), 0.5, device=dev),
+                                       generator=generator)
+            else:
+                init = torch.randn(n, self.n_visible, generator=generator, device=dev)
+        mean, _ = self.gibbs(init.to(dev), steps, generator)
+        return mean
+
+    # -- monitoring ------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruction_error(self, v: Tensor) -> Tensor:
+        """Mean squared error per element between v and E[v | h = p(h|v)] (mean-field), scalar."""
+        self._check_v(v)
+        return ((self.visible_mean(self.hidden_probs(v)) - v) ** 2).mean()
+
+    @torch.no_grad()
+    def pseudo_log_likelihood(self, v: Tensor, generator: torch.Generator | None = None,
+                              exact: bool = False) -> Tensor:
+        """Pseudo-log-likelihood sum_i log p(v_i | v_-i) per sample, shape ``(B,)``.
+
+        Bernoulli visible units only (binary data; probabilities are rounded). With
+        ``exact=False`` one random coordinate per sample is flipped and the result scaled
+        by D (stochastic estimate as in scikit-learn's ``BernoulliRBM.score_samples``);
+        ``exact=True`` sums over all D coordinates (D free-energy evaluations per sample).
+        """
+        if self.visible != "bernoulli":
+            raise ValueError("pseudo-log-likelihood is defined here for Bernoulli visible units only")
+        self._check_v(v)
+        v = (v > 0.5).to(self.W.dtype)
+        fe = self.free_energy(v)
+        if not exact:
+            idx = torch.randint(0, self.n_visible, (v.shape[0],), generator=generator,
+                                device=v.device)
+            vf = v.clone()
+            rows = torch.arange(v.shape[0], device=v.device)
+            vf[rows, idx] = 1.0 - vf[rows, idx]
+            return self.n_visible * F.logsigmoid(self.free_energy(vf) - fe)
+        total = torch.zeros_like(fe)
+        for i in range(self.n_visible):  # D vectorised evaluations over the batch
+            vf = v.clone()
+            vf[:, i] = 1.0 - vf[:, i]
+            total += F.logsigmoid(self.free_energy(vf) - fe)
+        return total
+
+
+# ---------------------------------------------------------------------------------------
+# Partition function: exact enumeration and annealed importance sampling
+# ---------------------------------------------------------------------------------------
+
+def _all_binary(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """All 2^n binary vectors, ``(2^n, n)``."""
+    idx = torch.arange(2 ** n, device=device)
+    return ((idx[:, None] >> torch.arange(n, device=device)) & 1).to(dtype)
+
+
+@torch.no_grad()
+def exact_log_z(rbm: RBM, max_units: int = 22) -> Tensor:
+    """Exact log partition function by enumerating the hidden configurations (float64 scalar).
+
+    log Z = logsumexp_h [ h.c + sum_i softplus(b_i + W_i h) ]                 (Bernoulli)
+    log Z = logsumexp_h [ h.c + ||b + W h||^2 / 2 - ||b||^2 / 2 ] + D/2 log 2 pi  (Gaussian)
+
+    Feasible only for ``n_hidden <= max_units`` (Bernoulli models with fewer visible units
+    enumerate the visible layer instead).
+    """
+    W, b, c = (t.detach().double() for t in (rbm.W, rbm.b, rbm.c))
+    if rbm.visible == "bernoulli" and rbm.n_visible < rbm.n_hidden:
+        if rbm.n_visible > max_units:
+            raise ValueError(f"too many units to enumerate ({rbm.n_visible} visible)")
+        v = _all_binary(rbm.n_visible, W.device, W.dtype)
+        return torch.logsumexp(v @ b + F.softplus(v @ W + c).sum(1), 0)
+    if rbm.n_hidden > max_units:
+        raise ValueError(f"too many hidden units to enumerate ({rbm.n_hidden})")
+    h = _all_binary(rbm.n_hidden, W.device, W.dtype)
+    a = h @ W.t() + b
+    if rbm.visible == "bernoulli":
+        return torch.logsumexp(h @ c + F.softplus(a).sum(1), 0)
+    return (torch.logsumexp(h @ c + 0.5 * (a ** 2).sum(1) - 0.5 * (b @ b), 0)
+            + 0.5 * rbm.n_visible * _LOG_2PI)
+
+
+@dataclass
+class AISResult:
+    """Output of :func:`ais_log_z`: estimate of log Z and a +-3 std-error band."""
+
+    log_z: float
+    log_z_low: float
+    log_z_high: float
+    log_weights: Tensor  # (n_chains,) float64
+
+
+def base_rate_bias(data: Tensor, visible: str, eps: float = 1e-3) -> Tensor:
+    """Visible bias of the base-rate model from data marginals (Salakhutdinov & Murray 2008).
+
+    Bernoulli: ``log p / (1 - p)`` of the per-unit mean (clamped to [eps, 1 - eps]);
+    Gaussian: the data mean. ``data`` is ``(N, D)``; returns ``(D,)``.
+    """
+    m = data.double().mean(0)
+    if visible == "bernoulli":
+        m = m.clamp(eps, 1 - eps)
+        return torch.log(m) - torch.log1p(-m)
+    return m
+
+
+@torch.no_grad()
+def ais_log_z(rbm: RBM, base_bias: Tensor | None = None, n_chains: int = 100,
+              betas: int | Tensor = 10000, generator: torch.Generator | None = None) -> AISResult:
+    """Annealed importance sampling estimate of log Z (Salakhutdinov & Murray, ICML 2008).
+
+    The base model A has no weights, visible bias ``base_bias`` (from
+    :func:`base_rate_bias`, zeros if None) and H hidden units with zero bias, so
+    ``log Z_A = H log 2 + sum softplus(b_A)`` (Bernoulli) or ``H log 2 + D/2 log 2 pi``
+    (Gaussian, unit variance). Intermediate distributions
+    ``p_k(v, h) ∝ exp(-(1 - beta_k) E_A(v) - beta_k E_B(v, h))`` are bridged by block Gibbs
+    transitions; all chains run in parallel in float64.
+
+    Args:
+        betas: number of intermediate temperatures (uniformly spaced in [0, 1]) or the
+            increasing schedule itself (starting at 0, ending at 1).
+        n_chains: number of independent AIS runs M.
+    Returns:
+        :class:`AISResult` with ``log_z = log mean_m w_m + log Z_A``.
+    """
+    dev = rbm.W.device
+    W, b, c = (t.detach().double() for t in (rbm.W, rbm.b, rbm.c))
+    D, H = W.shape
+    bA = (torch.zeros(D, dtype=torch.float64, device=dev) if base_bias is None
+          else base_bias.to(dev, torch.float64))
+    if isinstance(betas, int):
+        betas = torch.linspace(0.0, 1.0, betas, dtype=torch.float64)
+    betas = betas.to(torch.float64).tolist()
+    if betas[0] != 0.0 or betas[-1] != 1.0:
+        raise ValueError("AIS schedule must start at 0 and end at 1")
+    gauss = rbm.visible == "gaussian"
+
+    def log_p_star(v: Tensor, beta: float) -> Tensor:
+        # unnormalised log marginal of v at temperature beta, (M,)
+        hid = F.softplus(beta * (v @ W + c)).sum(1)
+        if gauss:
+            return (-0.5 * (1 - beta) * ((v - bA) ** 2).sum(1)
+                    - 0.5 * beta * ((v - b) ** 2).sum(1) + hid)
+        return (1 - beta) * (v @ bA) + beta * (v @ b) + hid
+
+    def sample_v_given_h(h: Tensor, beta: float) -> Tensor:
+        a = (1 - beta) * bA + beta * (b + h @ W.t())
+        if gauss:
+            return a + torch.randn(a.shape, generator=generator, device=dev, dtype=a.dtype)
+        return torch.bernoulli(torch.sigmoid(a), generator=generator)
+
+    # exact sample from the base model
+    if gauss:
+        v = bA + torch.randn(n_chains, D, generator=generator, device=dev, dtype=torch.float64)
+        log_za = H * math.log(2.0) + 0.5 * D * _LOG_2PI
+    else:
+        v = torch.bernoulli(torch.sigmoid(bA).expand(n_chains, D).contiguous(), generator=generator)
+        log_za = H * math.log(2.0) + F.softplus(bA).sum().item()
+    log_w = torch.zeros(n_chains, dtype=torch.float64, device=dev)
+    for k in range(1, len(betas)):
+        log_w += log_p_star(v, betas[k]) - log_p_star(v, betas[k - 1])
+        if k < len(betas) - 1:
+            beta = betas[k]
+            h = torch.bernoulli(torch.sigmoid(beta * (v @ W + c)), generator=generator)
+            v = sample_v_given_h(h, beta)
+    lse = torch.logsumexp(log_w, 0) - math.log(n_chains)
+    # +-3 standard errors of the mean weight, in log space
+    wm = torch.exp(log_w - log_w.max())
+    mean = wm.mean()
+    se = wm.std() / math.sqrt(n_chains) if n_chains > 1 else torch.zeros((), dtype=torch.float64)
+    off = log_w.max().item() + log_za
+    low = math.log(max((mean - 3 * se).item(), 1e-300)) + off
+    high = math.log((mean + 3 * se).item()) + off
+    return AISResult(log_z=lse.item() + log_za, log_z_low=low, log_z_high=high, log_weights=log_w)
+
+
+@torch.no_grad()
+def log_likelihood(rbm: RBM, v: Tensor, log_z: float | Tensor) -> Tensor:
+    """log p(v) = -F(v) - log Z per sample, shape ``(B,)`` (float64)."""
+    return -rbm.free_energy(v).double() - torch.as_tensor(log_z, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# Training: contrastive divergence (CD-k) and persistent CD
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class RBMTrainConfig:
+    """Hyper-parameters of :func:`train_rbm` (defaults follow the guide).
+
+    Attributes:
+        epochs: passes over the data.
+        batch_size: minibatch size when ``data`` is a tensor (guide section 4: 10-100).
+        lr: learning rate; ``None`` means 0.1 for Bernoulli and 0.01 for Gaussian visible units.
+        momentum: final momentum (guide section 9: 0.9).
+        initial_momentum: momentum for the first ``momentum_epochs`` epochs (0.5).
+        momentum_epochs: number of epochs at ``initial_momentum``.
+        weight_decay: L2 penalty on W (guide section 10: 1e-4 .. 1e-5 times... 2e-4 default).
+        k: number of Gibbs steps in the negative phase (CD-k).
+        persistent: persistent CD (Tieleman 2008): negative chains carry over between updates.
+        init_visible_bias: set b from the data marginals of the first minibatch
+            (``log p/(1-p)`` / mean) before training.
+        check_input: verify every minibatch is finite and, for Bernoulli units, in [0, 1].
+    """
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float | None = None
+    momentum: float = 0.9
+    initial_momentum: float = 0.5
+    momentum_epochs: int = 5
+    weight_decay: float = 2e-4
+    k: int = 1
+    persistent: bool = False
+    init_visible_bias: bool = True
+    check_input: bool = True
+
+    def learning_rate(self, visible: str) -> float:
+        """The effective learning rate for an RBM with ``visible`` units."""
+        if self.lr is not None:
+            return self.lr
+        return 0.1 if visible == "bernoulli" else 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DataSource = Tensor | Callable[[], Iterable[Tensor]] | Iterable[Tensor]
+
+
+def iter_minibatches(data: DataSource, batch_size: int, generator: torch.Generator | None
+                     ) -> Iterator[Tensor]:
+    """One epoch of minibatches from a tensor (shuffled with ``generator``), a callable
+    returning an iterable of batches, or a re-iterable of batches."""
+    if isinstance(data, Tensor):
+        if data.dim() != 2:
+            raise ValueError(f"data must be a 2-D tensor (N, D), got shape {tuple(data.shape)}")
+        perm = torch.randperm(data.shape[0], generator=generator)
+        for i in range(0, data.shape[0], batch_size):
+            yield data[perm[i:i + batch_size].to(data.device)]
+    elif callable(data):
+        yield from data()
+    else:
+        yield from data
+
+
+def check_batch(rbm: RBM, v: Tensor, where: str = "data") -> None:
+    """Raise ValueError if ``v`` has the wrong shape, non-finite values, or (Bernoulli
+    visible units) values outside [0, 1]."""
+    if v.dim() != 2 or v.shape[1] != rbm.n_visible:
+        raise ValueError(f"{where}: expected batches of shape (B, {rbm.n_visible}), "
+                         f"got {tuple(v.shape)}")
+    if not torch.isfinite(v).all():
+        raise ValueError(f"{where}: contains NaN or Inf")
+    if rbm.visible == "bernoulli":
+        lo, hi = v.min().item(), v.max().item()
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{where}: Bernoulli visible units need values in [0, 1], "
+                             f"got range [{lo:.4g}, {hi:.4g}] (normalise the data, or use "
+                             f"visible='gaussian' for real-valued features)")
+
+
+@torch.no_grad()
+def cd_gradient(rbm: RBM, v0: Tensor, k: int = 1, generator: torch.Generator | None = None,
+                chain: Tensor | None = None) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+    """CD-k (or PCD when ``chain`` is given) estimate of the log-likelihood gradient.
+
+    Positive statistics use ``p(h|v0)``; the negative chain starts at ``v0`` (CD) or at the
+    persistent ``chain`` state, runs ``k`` block-Gibbs sweeps sampling binary hidden states,
+    and its final visible state is the mean of p(v|h) (guide section 3.2). Negative
+    statistics use that state and its hidden probabilities.
+
+    Returns ``((dW (D, H), db (D,), dc (H,)), v_k)`` where the gradient is averaged over the
+    batch and ``v_k`` is the sampled chain end (to carry for PCD).
+    """
+    ph0 = rbm.hidden_probs(v0)
+    v = v0 if chain is None else chain
+    vs = v
+    vm = v
+    h = torch.bernoulli(ph0, generator=generator) if chain is None else \
+        torch.bernoulli(rbm.hidden_probs(v), generator=generator)
+    for step in range(k):
+        vm, vs = rbm.sample_visible(h, generator)
+        if step < k - 1:
+            h = torch.bernoulli(rbm.hidden_probs(vs), generator=generator)
+    phk = rbm.hidden_probs(vm)
+    n = v0.shape[0]
+    dW = (v0.t() @ ph0 - vm.t() @ phk) / n
+    db = (v0 - vm).mean(0)
+    dc = (ph0 - phk).mean(0)
+    return (dW, db, dc), vs
+
+
+def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
+              generator: torch.Generator | None = None,
+              callback: Callable[[int, dict[str, float], RBM], None] | None = None
+              ) -> list[dict[str, float]]:
+    """Train ``rbm`` in place by CD-k or persistent CD with momentum and weight decay.
+
+    Update (guide sections 9-10): ``vel = m * vel + lr * (grad - wd * W)``, ``theta += vel``
+    (weight decay on W only). Minibatches are moved to the model's device.
+
+    Args:
+        data: ``Tensor (N, D)`` (shuffled each epoch with ``generator``), a callable
+            returning an iterable of ``(B, D)`` batches (called once per epoch, for streaming
+            large data), or a re-iterable of batches.
+        generator: source of all randomness (shuffling and Gibbs sampling); it must live on
+            the model's device. Default: a fresh generator seeded 0.
+        callback: called after every epoch as ``callback(epoch, metrics, rbm)``.
+    Returns:
+        One dict per epoch: ``epoch``, ``recon_error`` (mean over batches of the mean squared
+        reconstruction error), ``free_energy`` (mean F(v) of the data), ``lr``, ``momentum``,
+        ``batches``, ``seconds``.
+    Raises:
+        ValueError: bad input (shape, NaN, Bernoulli data outside [0, 1]).
+        TrainingDiverged: NaN/Inf parameters; the last good state is restored in ``rbm``.
+    """
+    cfg = cfg or RBMTrainConfig()
+    dev = rbm.W.device
+    if generator is None:
+        generator = torch.Generator(device=dev).manual_seed(0)
+    lr = cfg.learning_rate(rbm.visible)
+    params = (rbm.W, rbm.b, rbm.c)
+    vel = [torch.zeros_like(p) for p in params]
+    chain: Tensor | None = None
+    history: list[dict[str, float]] = []
+    step = 0
+    first = True
+    with torch.no_grad():
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            mom = cfg.initial_momentum if epoch <= cfg.momentum_epochs else cfg.momentum
+            rec_sum, fe_sum, nb = 0.0, 0.0, 0
+            for v0 in iter_minibatches(data, cfg.batch_size, generator):
+                v0 = v0.to(dev, rbm.W.dtype)
+                if cfg.check_input:
+                    check_batch(rbm, v0, where=f"epoch {epoch} batch {nb + 1}")
+                if first and cfg.init_visible_bias:
+                    rbm.b.copy_(base_rate_bias(v0, rbm.visible).to(rbm.b.dtype))
+                first = False
+                step += 1
+                good = [p.detach().clone() for p in params]
+                if cfg.persistent and (chain is None or chain.shape[0] != v0.shape[0]):
+                    chain = v0.clone()
+                grads, vk = cd_gradient(rbm, v0, cfg.k, generator,
+                                        chain if cfg.persistent else None)
+                if cfg.persistent:
+                    chain = vk
+                for p, g, u in zip(params, grads, vel):
+                    if p is rbm.W and cfg.weight_decay:
+                        g = g - cfg.weight_decay * p
+                    u.mul_(mom).add_(g, alpha=lr)
+                    p.add_(u)
+                rec = rbm.reconstruction_error(v0).item()
+                if not math.isfinite(rec) or not all(torch.isfinite(p).all() for p in params):
+                    for p, q in zip(params, good):
+                        p.copy_(q)
+                    state = {k: t.detach().clone() for k, t in rbm.state_dict().items()}
+                    raise TrainingDiverged(
+                        f"RBM training diverged at step {step} (epoch {epoch}): non-finite "
+                        f"parameters or reconstruction error (lr={lr}); last good state restored",
+                        step=step, epoch=epoch, state_dict=state, history=history)
+                rec_sum += rec
+                fe_sum += rbm.free_energy(v0).mean().item()
+                nb += 1
+            if nb == 0:
+                raise ValueError(f"epoch {epoch}: the data source yielded no batches "
+                                 "(pass a tensor or a callable that returns a fresh iterable)")
+            m = {"epoch": epoch, "recon_error": rec_sum / nb, "free_energy": fe_sum / nb,
+                 "lr": lr, "momentum": mom, "batches": nb,
+                 "seconds": time.perf_counter() - t0}
+            history.append(m)
+            if callback is not None:
+                callback(epoch, m, rbm)
+    return history
+
+
+def clone_rbm(rbm: RBM) -> RBM:
+    """Deep copy of an RBM (e.g. to keep a snapshot before training)."""
+    return copy.deepcopy(rbm)
