@@ -162,14 +162,14 @@ class RBM(nn.Module):
         The chain starts from ``init`` ``(n, D)`` or from uniform noise (Bernoulli) /
         standard normal (Gaussian) noise. Returns the mean of p(v|h) of the last sweep, ``(n, D)``.
         """
-        dev = self.W.device
+        dev, dt = self.W.device, self.W.dtype
         if init is None:
             if self.visible == "bernoulli":
-                init = torch.bernoulli(torch.full((n, self.n_visible), 0.5, device=dev),
+                init = torch.bernoulli(torch.full((n, self.n_visible), 0.5, device=dev, dtype=dt),
                                        generator=generator)
             else:
-                init = torch.randn(n, self.n_visible, generator=generator, device=dev)
-        mean, _ = self.gibbs(init.to(dev), steps, generator)
+                init = torch.randn(n, self.n_visible, generator=generator, device=dev, dtype=dt)
+        mean, _ = self.gibbs(init.to(dev, dt), steps, generator)
         return mean
 
     # -- monitoring ------------------------------------------------------------------------
@@ -359,9 +359,10 @@ class RBMTrainConfig:
         momentum: final momentum (guide section 9: 0.9).
         initial_momentum: momentum for the first ``momentum_epochs`` epochs (0.5).
         momentum_epochs: number of epochs at ``initial_momentum``.
-        weight_decay: L2 penalty on W (guide section 10: 1e-4 .. 1e-5 times... 2e-4 default).
+        weight_decay: L2 penalty coefficient on W (guide section 10 suggests 1e-2 .. 1e-5).
         k: number of Gibbs steps in the negative phase (CD-k).
         persistent: persistent CD (Tieleman 2008): negative chains carry over between updates.
+        sample_visible: negative statistics from sampled (not mean) visible states.
         init_visible_bias: set b from the data marginals of the first minibatch
             (``log p/(1-p)`` / mean) before training.
         check_input: verify every minibatch is finite and, for Bernoulli units, in [0, 1].
@@ -376,6 +377,7 @@ class RBMTrainConfig:
     weight_decay: float = 2e-4
     k: int = 1
     persistent: bool = False
+    sample_visible: bool = False
     init_visible_bias: bool = True
     check_input: bool = True
 
@@ -426,12 +428,14 @@ def check_batch(rbm: RBM, v: Tensor, where: str = "data") -> None:
 
 @torch.no_grad()
 def cd_gradient(rbm: RBM, v0: Tensor, k: int = 1, generator: torch.Generator | None = None,
-                chain: Tensor | None = None) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+                chain: Tensor | None = None, sample_visible: bool = False
+                ) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
     """CD-k (or PCD when ``chain`` is given) estimate of the log-likelihood gradient.
 
     Positive statistics use ``p(h|v0)``; the negative chain starts at ``v0`` (CD) or at the
     persistent ``chain`` state, runs ``k`` block-Gibbs sweeps sampling binary hidden states,
-    and its final visible state is the mean of p(v|h) (guide section 3.2). Negative
+    and its final visible state is the mean of p(v|h) (guide section 3.2; less sampling
+    noise) or, with ``sample_visible``, a sample (unbiased as k -> infinity). Negative
     statistics use that state and its hidden probabilities.
 
     Returns ``((dW (D, H), db (D,), dc (H,)), v_k)`` where the gradient is averaged over the
@@ -447,6 +451,8 @@ def cd_gradient(rbm: RBM, v0: Tensor, k: int = 1, generator: torch.Generator | N
         vm, vs = rbm.sample_visible(h, generator)
         if step < k - 1:
             h = torch.bernoulli(rbm.hidden_probs(vs), generator=generator)
+    if sample_visible:
+        vm = vs
     phk = rbm.hidden_probs(vm)
     n = v0.shape[0]
     dW = (v0.t() @ ph0 - vm.t() @ phk) / n
@@ -507,7 +513,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                 if cfg.persistent and (chain is None or chain.shape[0] != v0.shape[0]):
                     chain = v0.clone()
                 grads, vk = cd_gradient(rbm, v0, cfg.k, generator,
-                                        chain if cfg.persistent else None)
+                                        chain if cfg.persistent else None, cfg.sample_visible)
                 if cfg.persistent:
                     chain = vk
                 for p, g, u in zip(params, grads, vel):

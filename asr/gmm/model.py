@@ -155,6 +155,8 @@ class DiagGmmSet:
         params[D:2 * D, cols] = (mu * inv).T
         params[2 * D, cols] = const
         self._params = params.float()
+        # Same parameters as (P, M, 2D+1): the rows of one pdf, for aligned-pdf-only E-steps.
+        self._params_pdf = self._params.T.reshape(P, M, 2 * D + 1).contiguous()
 
     # -- likelihoods ----------------------------------------------------------------------------
     @staticmethod
@@ -175,18 +177,24 @@ class DiagGmmSet:
                for i in range(0, x.shape[0], chunk)]
         return torch.cat(out, 0) if out else torch.zeros(0, self.num_pdfs, device=self.device)
 
-    def gauss_posteriors(self, x: Tensor, pdfs: Tensor, chunk: int = 20000) -> tuple[Tensor, Tensor, Tensor]:
+    def gauss_posteriors(self, x: Tensor, pdfs: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
         """Posteriors of the components of the aligned pdf of each frame (Viterbi training).
 
         ``x (T, D)``, ``pdfs (T,)`` -> ``(gauss (T, M) Gaussian ids or -1, post (T, M), loglike (T,))``
-        where ``loglike[t] = log p(x_t | pdfs[t])``.
+        where ``loglike[t] = log p(x_t | pdfs[t])``. Only the ``M`` components of each frame's pdf
+        are evaluated (a batched ``(M, 2D+1) x (2D+1,)`` product per frame).
         """
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
+        if pdfs.shape != (x.shape[0],):
+            raise ValueError(f"{x.shape[0]} frames but {tuple(pdfs.shape)} pdf labels")
         gs, ps, ls = [], [], []
         pdfs = pdfs.to(self.device)
+        x = x.to(self.device, torch.float32)
         for i in range(0, x.shape[0], chunk):
-            comp = self.component_loglikes(x[i:i + chunk])
             p = pdfs[i:i + chunk]
-            sel = comp[torch.arange(p.shape[0], device=self.device), p]      # (t, M)
+            aug = self._augment(x[i:i + chunk])
+            sel = torch.bmm(self._params_pdf[p], aug.unsqueeze(2)).squeeze(2)      # (t, M)
             ll = torch.logsumexp(sel, 1)
             ps.append(torch.exp(sel - ll[:, None]))
             gs.append(self.pdf_gauss[p])

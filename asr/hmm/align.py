@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from asr.hmm.topology import Topology, chain_phones, chain_states
 from asr.hmm.transition import TransitionModel
 
 NEG_INF = float("-inf")
@@ -51,6 +52,22 @@ def equal_align(num_frames: int, chain_len: int) -> Tensor:
     if num_frames < chain_len:
         raise ValueError(f"cannot align {num_frames} frames to a chain of {chain_len} states")
     return torch.div(torch.arange(num_frames) * chain_len, num_frames, rounding_mode="floor")
+
+
+def frame_labels(states: Tensor, phones: Tensor, topo: Topology) -> tuple[Tensor, Tensor]:
+    """Per-frame phone ids and hmm-state indices of a chain alignment.
+
+    Args:
+        states: LongTensor (T,) chain-state index per frame (:attr:`AlignResult.states`).
+        phones: LongTensor (N,) the utterance's phone sequence the chain was built from.
+        topo: its topology.
+    Returns:
+        (phone_ali LongTensor (T,), hmm_state_ali LongTensor (T,)).
+    """
+    cp, cs = chain_phones(phones, topo), chain_states(phones, topo)
+    if states.numel() and int(states.max()) >= cp.numel():
+        raise ValueError(f"alignment uses chain state {int(states.max())} but the chain has {cp.numel()}")
+    return cp[states], cs[states]
 
 
 def _logsumexp_matvec(alpha: Tensor, log_A: Tensor) -> Tensor:
@@ -129,7 +146,7 @@ def _align_batch(loglikes: Sequence[Tensor], chains: Sequence[Tensor],
     em = torch.full((B, Tm, Sm), NEG_INF, dtype=torch.float64, device=dev)
     for b, (x, c) in enumerate(zip(loglikes, chains)):
         chain[b, : c.numel()] = c
-        em[b, : x.shape[0], : c.numel()] = x.to(torch.float64)[:, c]
+        em[b, : x.shape[0], : c.numel()] = x[:, c].to(torch.float64)
     em.masked_fill_(~s_valid.unsqueeze(1), NEG_INF)
     loop = torch.where(s_valid, loop_lp[chain], torch.full_like(chain, 0, dtype=torch.float64))
     adv = torch.where(s_valid, next_lp[chain], torch.full_like(chain, 0, dtype=torch.float64))

@@ -36,11 +36,6 @@ class FstArrays:
         return int(self.src.numel())
 
 
-def _parse_text(text: str, lattice: bool = False) -> tuple[int, list[list[str]]]:
-    rows = [ln.split() for ln in text.splitlines() if ln.strip()]
-    return len(rows), rows
-
-
 def fst_to_arrays(fst: "kaldifst.StdVectorFst") -> FstArrays:
     """Arc arrays of a ``StdVectorFst`` (states renumbered as in the text form: unchanged ids)."""
     rows = [ln.split() for ln in fst.to_str().splitlines() if ln.strip()]

@@ -1,0 +1,1 @@
+"""Corpora: the LDC TIMIT reader and the TTS-generated TIMIT-style corpus."""

@@ -1,0 +1,166 @@
+"""WFST decoding of per-utterance log-likelihood matrices over HCLG with ``kaldi_decoder``.
+
+``kaldi_decoder.DecodableCtc(m, offset=0)`` returns ``m[t, ilabel - 1]`` for graph input label
+``ilabel``, which is exactly our HCLG convention (``ilabel = pdf + 1``). The matrix passed is
+``acwt * loglikes`` (the acoustic scale lives in the decodable, as in Kaldi's
+``DecodableAmDiagGmmScaled``); lattices are returned with the acoustic costs divided by ``acwt``
+again (unscaled, as Kaldi writes them), so a language-model weight ``LMWT`` is applied at
+scoring time as "graph cost + acoustic cost / LMWT" (Kaldi ``score.sh``: ``lattice-scale
+--inv-acoustic-scale=LMWT``).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from asr.lang.lexicon import SymbolTable
+
+
+@dataclass
+class DecodeConfig:
+    """Decoder settings (Kaldi ``decode.sh`` defaults).
+
+    acwt: acoustic scale applied to log-likelihoods during search.
+    beam: search beam (graph + scaled acoustic cost units).
+    lattice_beam: lattice pruning beam.
+    max_active: cap on active states per frame.
+    lmwt_grid: language-model weights (inverse acoustic scales) tried when scoring lattices;
+        the best one is chosen on dev only (Kaldi ``score.sh``: 1..20 style grid).
+    """
+
+    acwt: float = 0.1
+    beam: float = 13.0
+    lattice_beam: float = 6.0
+    max_active: int = 7000
+    lmwt_grid: tuple[float, ...] = field(default_factory=lambda: tuple(float(x) for x in range(1, 21)))
+
+    def __post_init__(self) -> None:
+        if self.acwt <= 0 or self.beam <= 0 or self.lattice_beam <= 0 or self.max_active < 1:
+            raise ValueError(f"invalid decode config {self}")
+        if not self.lmwt_grid or min(self.lmwt_grid) <= 0:
+            raise ValueError(f"lmwt_grid must be non-empty and positive, got {self.lmwt_grid}")
+
+
+class Graph:
+    """A loaded decoding graph: ``fst`` (const HCLG), ``words`` symbol table, ``num_pdfs``."""
+
+    def __init__(self, graph_dir: str | Path) -> None:
+        import json
+
+        import kaldifst
+
+        graph_dir = Path(graph_dir)
+        p = graph_dir / "HCLG.fst"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} missing: build the graph (asr.lang.graph.make_hclg) first")
+        vec = kaldifst.StdVectorFst.read(str(p))
+        if vec is None:
+            raise ValueError(f"could not read {p}")
+        self.fst = kaldifst.StdConstFst(vec)
+        self.words = SymbolTable.read(graph_dir / "words.txt")
+        meta = graph_dir / "graph.json"
+        self.num_pdfs = json.loads(meta.read_text())["num_pdfs"] if meta.is_file() else None
+        self.dir = graph_dir
+
+    def check(self, utt: str, loglikes: Tensor) -> np.ndarray:
+        """Validate one utterance's matrix; returns it as contiguous float32 numpy."""
+        if loglikes.dim() != 2 or loglikes.shape[0] == 0:
+            raise ValueError(f"utterance {utt}: log-likelihoods must be (T > 0, num_pdfs), "
+                             f"got {tuple(loglikes.shape)}")
+        if self.num_pdfs is not None and loglikes.shape[1] != self.num_pdfs:
+            raise ValueError(f"utterance {utt}: {loglikes.shape[1]} log-likelihood columns but graph "
+                             f"{self.dir} has {self.num_pdfs} pdfs")
+        x = loglikes.detach().to("cpu", torch.float32)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"utterance {utt}: non-finite log-likelihoods")
+        return np.ascontiguousarray(x.numpy())
+
+    def word_strings(self, ids: list[int]) -> list[str]:
+        return [self.words.symbols[i] for i in ids]
+
+
+def decode_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig) -> list[int] | None:
+    """1-best word ids of one utterance with ``FasterDecoder``; None if no path survives.
+
+    Falls back to the best partial path (no final state reached) with a warning, as Kaldi does.
+    """
+    import kaldi_decoder
+    import kaldifst
+
+    x = graph.check(utt, loglikes) * np.float32(cfg.acwt)
+    opts = kaldi_decoder.FasterDecoderOptions(beam=cfg.beam, max_active=cfg.max_active)
+    dec = kaldi_decoder.FasterDecoder(graph.fst, opts)
+    dec.decode(kaldi_decoder.DecodableCtc(x))
+    ok, best = dec.get_best_path(use_final_probs=True)
+    if not ok:
+        ok, best = dec.get_best_path(use_final_probs=False)
+        if not ok:
+            return None
+        warnings.warn(f"utterance {utt}: no final state reached; using the best partial path",
+                      UserWarning, stacklevel=2)
+    ok, _, olabels, _ = kaldifst.get_linear_symbol_sequence(best)
+    return list(olabels) if ok else None
+
+
+def lattice_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig):
+    """Raw state-level lattice (``kaldifst.Lattice``) of one utterance with ``LatticeSimpleDecoder``;
+    weights (graph cost, unscaled acoustic cost) in -ln; None if decoding failed."""
+    import kaldi_decoder
+    import kaldifst
+
+    x = graph.check(utt, loglikes) * np.float32(cfg.acwt)
+    conf = kaldi_decoder.LatticeSimpleDecoderConfig(beam=cfg.beam, lattice_beam=cfg.lattice_beam)
+    dec = kaldi_decoder.LatticeSimpleDecoder(graph.fst, conf)
+    dec.decode(kaldi_decoder.DecodableCtc(x))
+    ok, lat = dec.get_raw_lattice(use_final_probs=True)
+    if not ok or lat.num_states == 0:
+        ok, lat = dec.get_raw_lattice(use_final_probs=False)
+        if not ok or lat.num_states == 0:
+            return None
+        warnings.warn(f"utterance {utt}: no final state reached; lattice ends at the last frame",
+                      UserWarning, stacklevel=2)
+    kaldifst.scale_lattice([[1.0, 0.0], [0.0, 1.0 / cfg.acwt]], lat)
+    return lat
+
+
+def lattice_best_words(lat, lmwt: float) -> list[int]:
+    """Word ids of the best path of a lattice under cost ``graph + acoustic / lmwt``."""
+    import kaldifst
+
+    lat = lat.copy()
+    kaldifst.scale_lattice([[1.0, 0.0], [0.0, 1.0 / lmwt]], lat)
+    best = kaldifst.shortest_path(lat, n=1)
+    ok, _, olabels, _ = kaldifst.get_linear_symbol_sequence(best)
+    if not ok:
+        raise RuntimeError("shortest path of a lattice is not linear")
+    return list(olabels)
+
+
+def decode_utts(graph_dir: str | Path, loglikes: dict[str, Tensor], cfg: DecodeConfig) -> dict[str, list[str]]:
+    """1-best word strings per utterance.
+
+    Args:
+        graph_dir: directory with ``HCLG.fst`` and ``words.txt``.
+        loglikes: {utt: Tensor (T, num_pdfs)} log-likelihoods (natural log, unscaled).
+    Returns:
+        {utt: words}; utterances whose search found no path are reported by id in a warning and
+        left out (with their count).
+    """
+    graph = Graph(graph_dir)
+    out: dict[str, list[str]] = {}
+    failed: list[str] = []
+    for utt, ll in loglikes.items():
+        ids = decode_one(graph, utt, ll, cfg)
+        if ids is None:
+            failed.append(utt)
+            continue
+        out[utt] = graph.word_strings(ids)
+    if failed:
+        warnings.warn(f"decoding failed for {len(failed)} utterance(s): {failed[:10]}", UserWarning,
+                      stacklevel=2)
+    return out

@@ -1,0 +1,525 @@
+"""Stage runners ``mono`` / ``tri1`` / ``tri2`` / ``tri3``: read directories, train with
+:mod:`asr.gmm.train`, write a self-contained ``exp/<name>/`` (Kaldi ``steps/train_*.sh``).
+
+``exp/<name>/``: ``final.pt`` (topology, context dependency, transition model, GMMs, feature
+pipeline incl. LDA+MLLT matrix), ``trans.pt`` (tri3: fMLLR per training speaker),
+``ali_pdf.ark`` / ``ali_phone.ark`` / ``ali_state.ark`` (Kaldi int vectors), ``log/train.log``
+(one JSON record per iteration), ``log/failed_utts.txt``, ``config.json`` and ``.done``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from asr.gmm.model import DiagGmmSet, pick_device
+from asr.gmm.pipeline import FeaturePipeline
+from asr.gmm.train import (
+    JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels, frame_labels,
+    gaussian_posteriors_sparse, init_gmm_from_alignment, mono_init, silence_weights, train_viterbi,
+    utterance_chains,
+)
+from asr.hmm import ContextDependency, Topology, TransitionModel
+
+
+# ------------------------------------------------------------------------------------ configs
+@dataclass
+class MonoConfig(TrainConfig):
+    """``train_mono.sh``: flat start, realign often early, mix up to ``total_gauss``."""
+
+    num_iters: int = 30
+    realign_iters: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 17, 20, 23, 26)
+    total_gauss: int = 1000
+    max_iter_inc: int = 20
+    min_count: float = 3.0
+
+
+@dataclass
+class TriConfig(TrainConfig):
+    """``train_deltas.sh`` (tri1): new tree from the previous alignment, ``num_leaves`` / ``total_gauss``."""
+
+    num_iters: int = 20
+    realign_iters: tuple[int, ...] = (6, 12, 17)
+    total_gauss: int = 6000
+    max_iter_inc: int = 14
+    num_leaves: int = 1200
+    tree_min_count: float = 100.0
+
+
+@dataclass
+class LdaMlltConfig(TriConfig):
+    """``train_lda_mllt.sh`` (tri2): splice +-``context``, LDA to ``lda_dim``, MLLT on ``mllt_iters``."""
+
+    context: int = 4
+    lda_dim: int = 40
+    mllt_iters: tuple[int, ...] = (1, 3, 5, 9)
+
+
+@dataclass
+class SatConfig(TriConfig):
+    """``train_sat.sh`` (tri3): per-speaker fMLLR re-estimated on ``fmllr_iters``."""
+
+    fmllr_iters: tuple[int, ...] = (1, 4, 8, 12)
+    fmllr_update_iters: int = 10
+
+
+STAGE_CONFIGS = {"mono": MonoConfig, "tri1": TriConfig, "tri2": LdaMlltConfig, "tri3": SatConfig}
+PREVIOUS = {"tri1": "mono", "tri2": "tri1", "tri3": "tri2"}
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclass
+class TrainData:
+    """Raw (CMN'd) features, transcripts as phone ids and the speaker map of a data dir."""
+
+    raw: dict[str, Tensor]
+    phones: dict[str, Tensor]
+    utt2spk: dict[str, str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def _read_table(path: Path) -> dict[str, list[str]]:
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        cols = line.split()
+        if cols:
+            out[cols[0]] = cols[1:]
+    return out
+
+
+def read_transcripts(data_dir: str | Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``(text utt -> 48-set phones, utt2spk)`` of a data dir (``asr.datadir`` when available)."""
+    data_dir = Path(data_dir)
+    try:
+        from asr.datadir import read_data_dir
+    except ImportError:
+        read_data_dir = None
+    if read_data_dir is not None:
+        dd = read_data_dir(data_dir)
+        return {u: list(t) for u, t in dd.text.items()}, dict(dd.utt2spk)
+    for f in ("text", "utt2spk"):
+        if not (data_dir / f).is_file():
+            raise FileNotFoundError(f"{data_dir / f} not found (not a data directory?)")
+    text = _read_table(data_dir / "text")
+    return text, {u: s[0] for u, s in _read_table(data_dir / "utt2spk").items()}
+
+
+def phone_ids() -> tuple[dict[str, int], int]:
+    """Phone -> id (1..48) and the silence id."""
+    from asr.lang.phones import SILENCE, load_phone_set
+
+    ids = {p: i + 1 for i, p in enumerate(load_phone_set())}
+    return ids, ids[SILENCE]
+
+
+def load_train_data(data_dir: str | Path, raw_dim: int | None = None) -> TrainData:
+    """Features (per-speaker CMN) + transcripts. Utterances with unknown phones or without features
+    are skipped with their ids recorded; a feature dimension other than ``raw_dim`` is an error."""
+    from asr.features import load_feats
+
+    text, utt2spk = read_transcripts(data_dir)
+    raw = load_feats(data_dir, cmvn=True)
+    ids, _ = phone_ids()
+    phones, skipped = {}, []
+    for u in sorted(raw):
+        toks = text.get(u)
+        if not toks or any(t not in ids for t in toks) or u not in utt2spk:
+            skipped.append(u)
+            continue
+        phones[u] = torch.tensor([ids[t] for t in toks], dtype=torch.long)
+    if not phones:
+        raise ValueError(f"{data_dir}: no utterance with features and a valid transcript")
+    dims = {int(x.shape[1]) for x in raw.values()}
+    if len(dims) != 1 or (raw_dim is not None and dims != {raw_dim}):
+        raise ValueError(f"{data_dir}: feature dimension {sorted(dims)} does not match the model's "
+                         f"{raw_dim}; re-run `asr feats` with the type the previous stage used "
+                         "or retrain from `asr gmm mono`")
+    return TrainData({u: raw[u] for u in phones}, phones, {u: utt2spk[u] for u in phones}, skipped)
+
+
+# ------------------------------------------------------------------------------------ model dir
+@dataclass
+class GmmSystem:
+    """A trained GMM-HMM system loaded from ``exp/<name>/`` (see :func:`load_system`)."""
+
+    topo: Topology
+    ctx: ContextDependency
+    trans: TransitionModel
+    gmm: DiagGmmSet
+    pipeline: FeaturePipeline
+    stage: str
+    silence: list[int]
+    fmllr: dict[str, Tensor] | None = None
+    si_model: str | None = None
+    exp_dir: Path | None = None
+
+    @property
+    def num_pdfs(self) -> int:
+        return self.ctx.num_pdfs
+
+    def features(self, data_dir: str | Path, utts: list[str] | None = None,
+                 fmllr: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Model features ``{utt: (T, dim)}`` of ``data_dir`` through the saved pipeline; with
+        ``fmllr`` (speaker -> ``(dim, dim+1)``) each utterance gets its speaker's transform."""
+        from asr.features import load_feats
+
+        raw = load_feats(data_dir, cmvn=True, utts=utts)
+        utt2spk = read_transcripts(data_dir)[1] if fmllr is not None else {}
+        out = {}
+        for u, x in raw.items():
+            if x.shape[1] != self.pipeline.raw_dim:
+                raise ValueError(f"{data_dir}: utterance {u} has {x.shape[1]}-dim features, model "
+                                 f"{self.exp_dir} expects {self.pipeline.raw_dim}")
+            w = None if fmllr is None else fmllr.get(utt2spk.get(u, ""))
+            out[u] = self.pipeline.apply(x, w)
+        return out
+
+    def loglikes(self, feats: Tensor) -> Tensor:
+        """``(T, dim)`` -> ``(T, num_pdfs)`` acoustic log-likelihoods."""
+        return self.gmm.loglikes(feats)
+
+    def to_dict(self) -> dict:
+        return {"topo": self.topo.to_dict(), "ctx": self.ctx.to_dict(), "trans": self.trans.to_dict(),
+                "gmm": self.gmm.to_dict(), "pipeline": self.pipeline.to_dict(), "stage": self.stage,
+                "silence": self.silence, "si_model": self.si_model}
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_system(exp_dir: str | Path, device: torch.device | str = "cpu") -> GmmSystem:
+    """Load ``exp_dir/final.pt`` (and ``trans.pt`` when present)."""
+    exp_dir = Path(exp_dir)
+    f = exp_dir / "final.pt"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: train it with `asr gmm {exp_dir.name} ...` first")
+    d = torch.load(f, map_location="cpu", weights_only=False)
+    fm = None
+    if (exp_dir / "trans.pt").is_file():
+        fm = torch.load(exp_dir / "trans.pt", map_location="cpu", weights_only=False)
+    return GmmSystem(Topology.from_dict(d["topo"]), ContextDependency.from_dict(d["ctx"]),
+                     TransitionModel.from_dict(d["trans"]), DiagGmmSet.from_dict(d["gmm"]).to(device),
+                     FeaturePipeline.from_dict(d["pipeline"]), d["stage"], list(d["silence"]), fm,
+                     d.get("si_model"), exp_dir)
+
+
+def write_alignments(out_dir: Path, phones: dict[str, Tensor], alis: dict[str, Tensor],
+                     chains: dict[str, Tensor], topo: Topology) -> None:
+    """``ali_pdf.ark``, ``ali_phone.ark``, ``ali_state.ark`` (kaldi-io int vectors, sorted keys)."""
+    import kaldi_io
+
+    names = ("ali_pdf.ark", "ali_phone.ark", "ali_state.ark")
+    fs = [open(out_dir / (n + ".tmp"), "wb") for n in names]
+    try:
+        for u in sorted(alis):
+            ph, st = frame_labels(phones[u], alis[u], topo)
+            for f, v in zip(fs, (chains[u][alis[u]], ph, st)):
+                kaldi_io.write_vec_int(f, v.numpy().astype("int32"), key=u)
+    finally:
+        for f in fs:
+            f.close()
+    for n in names:
+        os.replace(out_dir / (n + ".tmp"), out_dir / n)
+
+
+def read_alignments(exp_dir: Path, phones: dict[str, Tensor], topo: Topology) -> tuple[dict[str, Tensor], list[str]]:
+    """Chain-state alignments from ``ali_phone.ark`` + ``ali_state.ark`` of a previous stage, for
+    the utterances in ``phones``; returns (alis, utts without a usable alignment)."""
+    import kaldi_io
+
+    ph = {k: torch.from_numpy(v.astype("int64")) for k, v in kaldi_io.read_vec_int_ark(str(exp_dir / "ali_phone.ark"))}
+    st = {k: torch.from_numpy(v.astype("int64")) for k, v in kaldi_io.read_vec_int_ark(str(exp_dir / "ali_state.ark"))}
+    alis, missing = {}, []
+    for u in sorted(phones):
+        if u not in ph or u not in st:
+            missing.append(u)
+            continue
+        alis[u] = chain_ali_from_labels(phones[u], ph[u], st[u], topo, utt=u)
+    return alis, missing
+
+
+def _check_previous(prev_dir: Path | None, stage: str) -> Path:
+    want = PREVIOUS[stage]
+    if prev_dir is None:
+        raise ValueError(f"`asr gmm {stage}` needs --ali pointing at a finished `{want}` stage")
+    if not (prev_dir / ".done").is_file() or not (prev_dir / "final.pt").is_file():
+        raise FileNotFoundError(f"{prev_dir} is not a finished stage (no .done / final.pt): run "
+                                f"`asr gmm {want} --out {prev_dir} ...` first")
+    return prev_dir
+
+
+class _Logger:
+    def __init__(self, out: Path) -> None:
+        (out / "log").mkdir(parents=True, exist_ok=True)
+        self.path = out / "log" / "train.log"
+        self.path.write_text("")
+
+    def __call__(self, rec: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline, data: TrainData,
+            alis: dict[str, Tensor], failed: list[str], silence: int, cfg_dict: dict,
+            fmllr: dict[str, Tensor] | None = None, si_model: str | None = None) -> GmmSystem:
+    from asr.jobs.stage import mark_done
+
+    sys_ = GmmSystem(state.topo, state.ctx, state.trans, state.gmm.to("cpu"), pipeline, stage, [silence],
+                     fmllr, si_model, out)
+    chains = utterance_chains({u: data.phones[u] for u in alis}, state.ctx, state.topo)
+    write_alignments(out, data.phones, alis, chains, state.topo)
+    if fmllr is not None:
+        _atomic_save(fmllr, out / "trans.pt")
+    _atomic_save(sys_.to_dict(), out / "final.pt")
+    bad = sorted(set(failed) | set(data.skipped))
+    _atomic_text(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in bad))
+    if bad:
+        print(f"asr gmm {stage}: {len(bad)} utterance(s) skipped (could not be aligned or no valid "
+              f"transcript), listed in {out / 'log' / 'failed_utts.txt'}: {', '.join(bad[:5])}"
+              + (" ..." if len(bad) > 5 else ""))
+    _atomic_text(out / "config.json", json.dumps(cfg_dict, indent=1, default=str) + "\n")
+    mark_done(out, cfg_dict)
+    return sys_
+
+
+def _start(out: Path) -> None:
+    from asr.jobs.stage import clear_done
+
+    out.mkdir(parents=True, exist_ok=True)
+    clear_done(out)
+
+
+# ------------------------------------------------------------------------------------ stages
+def run_mono(data_dir: str | Path, lang_dir: str | Path, out_dir: str | Path, cfg: MonoConfig | None = None,
+             nj: int = 1, seed: int = 0, device: str | None = None) -> GmmSystem:
+    """Monophone training (Kaldi ``train_mono.sh``) on CMN'd MFCC + deltas."""
+    cfg = cfg or MonoConfig()
+    out = Path(out_dir)
+    _check_lang(lang_dir)
+    dev = pick_device(device)
+    _start(out)
+    data = load_train_data(data_dir)
+    pipeline = FeaturePipeline("delta", raw_dim=next(iter(data.raw.values())).shape[1])
+    feats = {u: pipeline.apply(x) for u, x in data.raw.items()}
+    _, sil = phone_ids()
+    topo = Topology(max(phone_ids()[0].values()))
+    state = mono_init(feats, topo)
+    state.gmm = state.gmm.to(dev)
+    gen = torch.Generator().manual_seed(seed)
+    runner = JobRunner(data.utt2spk, nj, dev)
+    res = train_viterbi(feats, data.phones, state, cfg, runner, gen, log=_Logger(out), desc="mono")
+    return _finish(out, "mono", res.state, pipeline, data, res.alis, res.failed,
+                   sil, _cfg_dict("mono", cfg, data_dir, lang_dir, None, seed))
+
+
+def _cfg_dict(stage: str, cfg, data_dir, lang_dir, ali_dir, seed) -> dict:
+    return {"stage": stage, "data": str(data_dir), "lang": str(lang_dir),
+            "ali": None if ali_dir is None else str(ali_dir), "seed": seed, **asdict(cfg)}
+
+
+def _check_lang(lang_dir: str | Path) -> None:
+    """The lang dir must use this model's phone set (phones.txt lists all 48 phones)."""
+    p = Path(lang_dir) / "phones.txt"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: build the lang dir with `asr lang phones|words` first")
+    have = {line.split()[0] for line in p.read_text().splitlines() if line.split()}
+    miss = sorted(set(phone_ids()[0]) - have)
+    if miss:
+        raise ValueError(f"{p}: phone set differs from the model phone set (missing {miss[:5]})")
+
+
+def _tri_common(data_dir, lang_dir, ali_dir, out_dir, stage: str, cfg: TriConfig, nj: int, seed: int,
+                device: str | None):
+    prev = _check_previous(Path(ali_dir) if ali_dir else None, stage)
+    _check_lang(lang_dir)
+    psys = load_system(prev)
+    dev = pick_device(device)
+    out = Path(out_dir)
+    _start(out)
+    data = load_train_data(data_dir, raw_dim=psys.pipeline.raw_dim)
+    alis, missing = read_alignments(prev, data.phones, psys.topo)
+    data.skipped += missing
+    for u in missing:
+        data.phones.pop(u, None), data.raw.pop(u, None), data.utt2spk.pop(u, None)
+    return psys, dev, out, data, alis
+
+
+def _new_tree_state(feats, data: TrainData, alis, topo: Topology, cfg: TriConfig, sil: int, dev) -> TrainState:
+    ctx = build_tree_from_alignment(feats, data.phones, alis, topo, cfg.num_leaves, [sil], cfg.tree_min_count)
+    chains = utterance_chains(data.phones, ctx, topo)
+    gmm = init_gmm_from_alignment(feats, chains, alis, ctx.num_pdfs, cfg.min_var)
+    trans = TransitionModel(ctx.num_pdfs)
+    trans.update([chains[u][a] for u, a in sorted(alis.items())], [a for _, a in sorted(alis.items())])
+    return TrainState(topo, ctx, trans, gmm.to(dev))
+
+
+def run_tri1(data_dir, lang_dir, ali_dir, out_dir, cfg: TriConfig | None = None, nj: int = 1, seed: int = 0,
+             device: str | None = None) -> GmmSystem:
+    """Tree-tied triphones on deltas (Kaldi ``train_deltas.sh``), tree from ``ali_dir``'s alignment."""
+    cfg = cfg or TriConfig()
+    psys, dev, out, data, alis = _tri_common(data_dir, lang_dir, ali_dir, out_dir, "tri1", cfg, nj, seed, device)
+    pipeline = FeaturePipeline("delta", psys.pipeline.raw_dim)
+    feats = {u: pipeline.apply(x) for u, x in data.raw.items()}
+    sil = psys.silence[0]
+    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev)
+    runner = JobRunner(data.utt2spk, nj, dev)
+    res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
+                        alis=alis, log=_Logger(out), desc="tri1")
+    return _finish(out, "tri1", res.state, pipeline, data, res.alis, res.failed, sil,
+                   _cfg_dict("tri1", cfg, data_dir, lang_dir, ali_dir, seed))
+
+
+def estimate_lda_matrix(spliced: dict[str, Tensor], labels: dict[str, Tensor], weights: dict[str, Tensor],
+                        out_dim: int) -> Tensor:
+    """LDA ``(out_dim, D)`` from spliced frames with class = pdf id (silence weighted 0)."""
+    from asr.transforms import LdaStats, estimate_lda
+
+    utts = sorted(labels)
+    st = LdaStats(next(iter(spliced.values())).shape[1])
+    st.accumulate(torch.cat([spliced[u] for u in utts]).double(), torch.cat([labels[u] for u in utts]),
+                  torch.cat([weights[u] for u in utts]))
+    return estimate_lda(st, out_dim).float()
+
+
+def mllt_step(state: TrainState, feats: dict[str, Tensor], chains: dict[str, Tensor], alis: dict[str, Tensor],
+              weights: dict[str, Tensor]) -> Tensor:
+    """One MLLT estimation (Gales 1999) from soft Gaussian posteriors of the aligned pdfs; transforms
+    the model in place (means ``A mu``, variances ``diag(A W A^T)``) and returns ``A (D, D)``."""
+    from asr.transforms import MlltStats, estimate_mllt
+
+    gmm = state.gmm
+    utts = sorted(alis)
+    x = torch.cat([feats[u] for u in utts]).to(gmm.device)
+    pdfs = torch.cat([chains[u][alis[u]] for u in utts])
+    w = torch.cat([weights[u] for u in utts]).to(gmm.device)
+    g, p, _ = gmm.gauss_posteriors(x, pdfs)
+    keep = (g >= 0) & (p * w[:, None] > 1e-4)
+    rows = torch.arange(x.shape[0], device=gmm.device).unsqueeze(1).expand_as(g)[keep]
+    st = MlltStats(gmm.dim, gmm.num_gauss)
+    st.accumulate(x[rows].double().cpu(), g[keep].cpu(), (p * w[:, None])[keep].double().cpu())
+    A = estimate_mllt(st, iters=10)
+    counts = st.counts
+    ok = counts > 1.0
+    mean = st.sums[ok] / counts[ok, None]
+    cov = st.scatter[ok] / counts[ok, None, None] - mean[:, :, None] * mean[:, None, :]
+    means = (gmm.means.double().cpu() @ A.T)
+    vars_ = gmm.vars.double().cpu().clone()
+    vars_[ok] = torch.einsum("rd,jde,re->jr", A, cov, A).clamp_min(1e-3)
+    state.gmm = DiagGmmSet(means.float(), vars_.float(), gmm.log_weights.cpu(), gmm.gauss2pdf.cpu(),
+                           gmm.num_pdfs).to(gmm.device)
+    return A.float()
+
+
+def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = None, nj: int = 1, seed: int = 0,
+             device: str | None = None) -> GmmSystem:
+    """LDA+MLLT triphones (Kaldi ``train_lda_mllt.sh``): splice +-4 of the CMN'd MFCC, LDA to 40
+    with pdf classes from ``ali_dir``'s alignment, new tree, MLLT on ``cfg.mllt_iters``."""
+    cfg = cfg or LdaMlltConfig()
+    psys, dev, out, data, alis = _tri_common(data_dir, lang_dir, ali_dir, out_dir, "tri2", cfg, nj, seed, device)
+    sil = psys.silence[0]
+    base = FeaturePipeline("delta", psys.pipeline.raw_dim, cfg.context)
+    spliced = {u: base.spliced(x) for u, x in data.raw.items()}
+    pchains = utterance_chains(data.phones, psys.ctx, psys.topo)
+    weights = {u: silence_weights(data.phones[u], a, psys.topo, [sil]) for u, a in alis.items()}
+    lda = estimate_lda_matrix(spliced, {u: pchains[u][a] for u, a in alis.items()}, weights, cfg.lda_dim)
+    pipeline = base.with_matrix(lda)
+    feats = {u: s @ lda.T for u, s in spliced.items()}
+    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev)
+    chains = utterance_chains(data.phones, state.ctx, state.topo)
+    holder = {"pipeline": pipeline}
+
+    def hook(it: int, st: TrainState, cur_alis: dict[str, Tensor]):
+        if it not in cfg.mllt_iters:
+            return None
+        cur = {u: s @ holder["pipeline"].matrix.T for u, s in spliced.items()}
+        A = mllt_step(st, cur, chains, cur_alis, weights)
+        holder["pipeline"] = base.with_matrix(A @ holder["pipeline"].matrix)
+        return {u: s @ holder["pipeline"].matrix.T for u, s in spliced.items()}
+
+    runner = JobRunner(data.utt2spk, nj, dev)
+    res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
+                        alis=alis, hook=hook, log=_Logger(out), desc="tri2")
+    return _finish(out, "tri2", res.state, holder["pipeline"], data, res.alis, res.failed, sil,
+                   _cfg_dict("tri2", cfg, data_dir, lang_dir, ali_dir, seed))
+
+
+def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: dict[str, Tensor],
+                           utt2spk: dict[str, str], iters: int = 10,
+                           prev: dict[str, Tensor] | None = None, min_count: float = 50.0) -> dict[str, Tensor]:
+    """Per-speaker fMLLR ``W (D, D+1)`` (Gales 1998) from untransformed ``feats`` and the Gaussian
+    posteriors of the aligned pdfs. Speakers with fewer than ``min_count`` frames keep ``prev`` /
+    the identity."""
+    from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
+
+    spk2utts: dict[str, list[str]] = {}
+    for u in sorted(pdf_alis):
+        spk2utts.setdefault(utt2spk[u], []).append(u)
+    means, vars_ = gmm.means.double().cpu(), gmm.vars.double().cpu()
+    out = {}
+    for spk, utts in spk2utts.items():
+        w0 = identity_fmllr(gmm.dim) if prev is None or spk not in prev else prev[spk].double()
+        x = torch.cat([feats[u] for u in utts])
+        pdfs = torch.cat([pdf_alis[u] for u in utts])
+        post = gaussian_posteriors_sparse(gmm, apply_fmllr(x, w0).to(gmm.device), pdfs)
+        st = FmllrStats(gmm.dim)
+        st.accumulate(x.double(), post, means, vars_)
+        out[spk] = estimate_fmllr(st, iters=iters, w0=w0, min_count=min_count).float()
+    return out
+
+
+def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None, nj: int = 1, seed: int = 0,
+             device: str | None = None) -> GmmSystem:
+    """SAT (Kaldi ``train_sat.sh``): fMLLR per speaker on top of ``ali_dir``'s LDA+MLLT features,
+    estimated first with the previous (speaker-independent) model, then re-estimated with the SAT
+    model on ``cfg.fmllr_iters``; new tree on the fMLLR features."""
+    from asr.transforms import apply_fmllr
+
+    cfg = cfg or SatConfig()
+    psys, dev, out, data, alis = _tri_common(data_dir, lang_dir, ali_dir, out_dir, "tri3", cfg, nj, seed, device)
+    if psys.pipeline.kind != "lda":
+        raise ValueError(f"{ali_dir} is a {psys.stage} system on deltas: train tri3 on top of tri2 (LDA+MLLT)")
+    sil = psys.silence[0]
+    pipeline = psys.pipeline
+    base = {u: pipeline.apply(x) for u, x in data.raw.items()}
+    pchains = utterance_chains(data.phones, psys.ctx, psys.topo)
+    fm = estimate_speaker_fmllr(psys.gmm, base, {u: pchains[u][a] for u, a in alis.items()}, data.utt2spk,
+                                cfg.fmllr_update_iters)
+    holder = {"fmllr": fm}
+
+    def adapted() -> dict[str, Tensor]:
+        return {u: apply_fmllr(x, holder["fmllr"][data.utt2spk[u]]) if data.utt2spk[u] in holder["fmllr"] else x
+                for u, x in base.items()}
+
+    feats = adapted()
+    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev)
+    chains = utterance_chains(data.phones, state.ctx, state.topo)
+
+    def hook(it: int, st: TrainState, cur_alis: dict[str, Tensor]):
+        if it not in cfg.fmllr_iters:
+            return None
+        holder["fmllr"] = estimate_speaker_fmllr(st.gmm, base, {u: chains[u][a] for u, a in cur_alis.items()},
+                                                 data.utt2spk, cfg.fmllr_update_iters, prev=holder["fmllr"])
+        return adapted()
+
+    runner = JobRunner(data.utt2spk, nj, dev)
+    res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
+                        alis=alis, hook=hook, log=_Logger(out), desc="tri3")
+    return _finish(out, "tri3", res.state, pipeline, data, res.alis, res.failed, sil,
+                   _cfg_dict("tri3", cfg, data_dir, lang_dir, ali_dir, seed), fmllr=holder["fmllr"],
+                   si_model=str(Path(ali_dir).resolve()))
+
+
+RUNNERS = {"mono": run_mono, "tri1": run_tri1, "tri2": run_tri2, "tri3": run_tri3}

@@ -1,0 +1,120 @@
+"""Building the lattice-free denominator graph from a decoding graph.
+
+The phone-recognition HCLG (phone-bigram LM, input labels pdf+1, tropical costs) is read with
+kaldifst, turned into arrays, and its epsilon-input arcs (disambiguation/backoff arcs) are
+removed in torch: with C(s, q) = log Σ over ε-paths s ⇝ q (the ε-closure, in the log semiring),
+every emitting arc q→r becomes arcs s→r of weight C(s,q)+w, and final'(s) = log Σ_q C(s,q)+final(q)
+(Mohri 2002, generic ε-removal). Weights become natural-log scores (−cost), the log semiring
+sums over paths, which is what the forward-backward needs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from asr.seqtrain.fb import DenGraph
+
+
+def _expand_join(left_q: Tensor, arc_src: Tensor, num_states: int) -> tuple[Tensor, Tensor]:
+    """Pairs (i, j) with arc_src[j] == left_q[i], as index tensors (vectorised join)."""
+    order = torch.argsort(arc_src, stable=True)
+    counts = torch.bincount(arc_src, minlength=num_states)
+    starts = torch.cumsum(counts, 0) - counts
+    n_per = counts[left_q]
+    li = torch.repeat_interleave(torch.arange(len(left_q)), n_per)
+    offs = torch.arange(int(n_per.sum())) - torch.repeat_interleave(torch.cumsum(n_per, 0) - n_per, n_per)
+    return li, order[starts[left_q][li] + offs]
+
+
+def _merge(keys: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-sum the weights of equal keys: returns (unique keys, merged log weights)."""
+    uk, inv = torch.unique(keys, return_inverse=True)
+    m = torch.full((len(uk),), float("-inf"), dtype=w.dtype).scatter_reduce(0, inv, w, "amax")
+    s = torch.zeros(len(uk), dtype=w.dtype).index_add_(0, inv, torch.exp(w - m[inv]))
+    return uk, torch.log(s) + m
+
+
+def remove_epsilons(num_states: int, start: int, src: Tensor, dst: Tensor, ilabel: Tensor, weight: Tensor,
+                    final: Tensor, max_eps_path: int = 64) -> DenGraph:
+    """ε-removal of an acceptor given as arrays (ilabel 0 = ε, others = pdf+1; weights natural-log
+    scores, final (S,) log weights). Raises ValueError on an ε-cycle (longer than ``max_eps_path``)."""
+    eps = ilabel == 0
+    es, ed, ew = src[eps], dst[eps], weight[eps].double()
+    # ε-closure, starting with the empty path of every state
+    cs, cq = torch.arange(num_states), torch.arange(num_states)
+    cw = torch.zeros(num_states, dtype=torch.float64)
+    fs, fq, fw = cs, cq, cw
+    for _ in range(max_eps_path):
+        li, aj = _expand_join(fq, es, num_states)
+        if len(li) == 0:
+            break
+        keys, w = _merge(fs[li] * num_states + ed[aj], fw[li] + ew[aj])
+        fs, fq, fw = keys // num_states, keys % num_states, w
+        cs, cq, cw = torch.cat([cs, fs]), torch.cat([cq, fq]), torch.cat([cw, fw])
+    else:
+        raise ValueError(f"decoding graph has an epsilon cycle (epsilon paths longer than {max_eps_path})")
+    keys, cw = _merge(cs * num_states + cq, cw)
+    cs, cq = keys // num_states, keys % num_states
+    # emitting arcs out of each closure entry
+    ms, md, ml, mw = src[~eps], dst[~eps], ilabel[~eps], weight[~eps].double()
+    li, aj = _expand_join(cq, ms, num_states)
+    n_lab = int(ml.max()) + 1 if len(ml) else 1
+    key = (cs[li] * num_states + md[aj]) * n_lab + ml[aj]
+    uk, w = _merge(key, cw[li] + mw[aj])
+    lab = uk % n_lab
+    sd = uk // n_lab
+    fin = torch.full((num_states,), float("-inf"), dtype=torch.float64)
+    fk = final.double()[cq] + cw
+    fin = fin.scatter_reduce(0, cs, fk, "amax")
+    tot = torch.zeros(num_states, dtype=torch.float64).index_add_(0, cs, torch.exp(fk - fin[cs]).nan_to_num(0.0))
+    fin = torch.where(torch.isfinite(fin), torch.log(tot) + fin, fin)
+    st = torch.full((num_states,), float("-inf"), dtype=torch.float64)
+    st[start] = 0.0
+    return trim(DenGraph(num_states=num_states, src=sd // num_states, dst=sd % num_states, pdf=lab - 1,
+                         weight=w, start=st, final=fin))
+
+
+def trim(g: DenGraph) -> DenGraph:
+    """Keep only states both reachable from a start state and co-reachable to a final state, renumbered."""
+    def reach(seed: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        r = seed.clone()
+        while True:
+            nr = r.clone()
+            nr[b[r[a]]] = True
+            if torch.equal(nr, r):
+                return r
+            r = nr
+    acc = reach(torch.isfinite(g.start), g.src, g.dst)
+    coacc = reach(torch.isfinite(g.final), g.dst, g.src)
+    keep = acc & coacc
+    new_id = torch.cumsum(keep.long(), 0) - 1
+    ka = keep[g.src] & keep[g.dst]
+    return DenGraph(num_states=int(keep.sum()), src=new_id[g.src[ka]], dst=new_id[g.dst[ka]], pdf=g.pdf[ka],
+                    weight=g.weight[ka], start=g.start[keep], final=g.final[keep])
+
+
+def den_graph_from_fst(path: str | Path) -> DenGraph:
+    """Read an HCLG-style FST (kaldifst; input labels pdf+1, 0 = ε; tropical costs) into an
+    ε-free ``DenGraph`` with log-semiring scores (−cost)."""
+    import kaldifst
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"decoding graph {path} not found")
+    fst = kaldifst.StdVectorFst.read(str(path))
+    n = fst.num_states
+    src, dst, lab, w = [], [], [], []
+    final = torch.full((n,), float("-inf"), dtype=torch.float64)
+    for s in kaldifst.StateIterator(fst):
+        fv = fst.final(s).value
+        if fv != float("inf"):
+            final[s] = -fv
+        for a in kaldifst.ArcIterator(fst, s):
+            src.append(s)
+            dst.append(a.nextstate)
+            lab.append(a.ilabel)
+            w.append(-a.weight.value)
+    return remove_epsilons(n, fst.start, torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long),
+                           torch.tensor(lab, dtype=torch.long), torch.tensor(w, dtype=torch.float64), final)

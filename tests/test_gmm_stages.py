@@ -1,0 +1,115 @@
+"""End-to-end tests of the GMM training stages on tiny synthetic corpora."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr.gmm.train import (
+    JobRunner, TrainConfig, chain_ali_from_labels, frame_labels, mono_init, train_viterbi, utterance_chains,
+)
+from asr.hmm import Topology
+
+PHONES = [1, 5, 9, 14, 20, 27, 33, 40]   # a subset of the 48 ids; 38 = sil in the 48-set order
+
+
+def synth_corpus(seed: int = 0, num_spk: int = 6, utts_per_spk: int = 6, dim: int = 13,
+                 spk_shift: float = 0.0):
+    """Utterances of random phone strings; every (phone, state) emits N(mu_ps, 0.3^2 I) for 2-5
+    frames; each speaker adds a fixed offset of scale ``spk_shift``. Returns raw feats, phones,
+    utt2spk and the true per-frame (phone, state)."""
+    from asr.gmm.stages import phone_ids
+
+    ids, sil = phone_ids()
+    g = torch.Generator().manual_seed(seed)
+    means = {(p, s): 2.0 * torch.randn(dim, generator=g) for p in PHONES + [sil] for s in range(3)}
+    feats, phones, utt2spk, truth = {}, {}, {}, {}
+    for k in range(num_spk):
+        spk = f"s{k:02d}"
+        off = spk_shift * torch.randn(dim, generator=g)
+        for j in range(utts_per_spk):
+            u = f"{spk}_u{j:02d}"
+            n = int(torch.randint(4, 9, (1,), generator=g))
+            seq = [sil] + [PHONES[int(i)] for i in torch.randint(0, len(PHONES), (n,), generator=g)] + [sil]
+            frames, lab = [], []
+            for p in seq:
+                for s in range(3):
+                    d = int(torch.randint(2, 6, (1,), generator=g))
+                    frames.append(means[(p, s)] + off + 0.3 * torch.randn(d, dim, generator=g))
+                    lab += [(p, s)] * d
+            feats[u] = torch.cat(frames)
+            phones[u] = torch.tensor(seq)
+            utt2spk[u] = spk
+            truth[u] = lab
+    return feats, phones, utt2spk, truth
+
+
+def test_mono_viterbi_training_learns_the_alignment():
+    from asr.gmm.pipeline import FeaturePipeline
+
+    raw, phones, utt2spk, truth = synth_corpus()
+    pipe = FeaturePipeline("delta", 13)
+    feats = {u: pipe.apply(x) for u, x in raw.items()}
+    topo = Topology(48)
+    state = mono_init(feats, topo)
+    cfg = TrainConfig(num_iters=8, realign_iters=(1, 2, 3, 5), total_gauss=200, max_iter_inc=6, min_count=1.0)
+    res = train_viterbi(feats, phones, state, cfg, JobRunner(utt2spk, 1), torch.Generator().manual_seed(0))
+    lls = [h["loglike_per_frame"] for h in res.history]
+    assert lls[-1] > lls[0] + 5.0
+    assert not res.failed and len(res.alis) == len(feats)
+    # Frame accuracy of the learned (phone, state) alignment against the truth.
+    hit = tot = 0
+    for u, a in res.alis.items():
+        ph, st = frame_labels(phones[u], a, topo)
+        ref = torch.tensor(truth[u])
+        hit += int(((ph == ref[:, 0]) & (st == ref[:, 1])).sum())
+        tot += ref.shape[0]
+    assert hit / tot > 0.9
+    assert res.state.gmm.num_gauss > 150
+
+
+def test_parallel_jobs_give_the_same_statistics():
+    from asr.gmm.pipeline import FeaturePipeline
+
+    raw, phones, utt2spk, _ = synth_corpus(seed=1, num_spk=4, utts_per_spk=3)
+    feats = {u: FeaturePipeline("delta", 13).apply(x) for u, x in raw.items()}
+    state = mono_init(feats, Topology(48))
+    chains = utterance_chains(phones, state.ctx, state.topo)
+    from asr.gmm.train import equal_alignments
+
+    alis, _ = equal_alignments(feats, chains)
+    out = []
+    for nj in (1, 2):
+        r = JobRunner(utt2spk, nj)
+        r.set_data(feats, chains)
+        accs, ll, n = r.accumulate(state.gmm, alis)
+        a2, failed, score, n2 = r.align(state.gmm, state.trans)
+        r.close()
+        out.append((accs, ll, n, a2, score))
+    torch.testing.assert_close(out[0][0].x, out[1][0].x)
+    assert out[0][2] == out[1][2] and abs(out[0][1] - out[1][1]) < 1e-3 * abs(out[0][1])
+    assert all(torch.equal(out[0][3][u], out[1][3][u]) for u in out[0][3])
+
+
+def test_unalignable_utterance_is_reported_and_skipped():
+    from asr.gmm.pipeline import FeaturePipeline
+
+    raw, phones, utt2spk, _ = synth_corpus(seed=2, num_spk=2, utts_per_spk=3)
+    raw["s00_u00"] = raw["s00_u00"][:5]          # fewer frames than chain states
+    feats = {u: FeaturePipeline("delta", 13).apply(x) for u, x in raw.items()}
+    state = mono_init(feats, Topology(48))
+    cfg = TrainConfig(num_iters=2, realign_iters=(1,), total_gauss=100, max_iter_inc=1, min_count=1.0)
+    res = train_viterbi(feats, phones, state, cfg, JobRunner(utt2spk, 1), torch.Generator().manual_seed(0))
+    assert res.failed == ["s00_u00"] and "s00_u00" not in res.alis
+
+
+def test_alignment_labels_round_trip():
+    topo = Topology(48)
+    phones = torch.tensor([38, 5, 5, 9, 38])
+    ali = torch.tensor([0, 0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 14])
+    ph, st = frame_labels(phones, ali, topo)
+    assert torch.equal(chain_ali_from_labels(phones, ph, st, topo), ali)
+    with pytest.raises(ValueError, match="uttX"):
+        chain_ali_from_labels(torch.tensor([38, 5, 9, 38]), ph, st, topo, utt="uttX")

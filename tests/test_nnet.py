@@ -1,0 +1,138 @@
+"""Hybrid DNN: splicing, frame data, priors, CE training (chance, determinism, resume, NaN)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asr.nnet import (CETrainConfig, HybridDNN, NetConfig, build_frame_data, load_model, pdf_log_priors,
+                      splice, splice_index, split_cv_speakers, train_ce)
+
+from asr.nnet.synthetic import synth_corpus
+
+torch.set_num_threads(1)
+
+
+def brute_splice(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    t = x.shape[0]
+    rows = []
+    for i in range(t):
+        rows.append(torch.cat([x[min(max(i + k, 0), t - 1)] for k in range(-left, right + 1)]))
+    return torch.stack(rows)
+
+
+def test_splice_edges_match_bruteforce_and_stay_in_utterance():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 2, generator=g), torch.randn(7, 2, generator=g)
+    assert torch.equal(splice(a, 5, 5), brute_splice(a, 5, 5))
+    assert torch.equal(splice(b, 2, 1), brute_splice(b, 2, 1))
+    idx = splice_index(torch.tensor([3, 7]), 5, 5)
+    both = torch.cat([a, b])
+    assert torch.equal(both[idx].reshape(10, -1), torch.cat([brute_splice(a, 5, 5), brute_splice(b, 5, 5)]))
+    assert int(idx[:3].max()) == 2 and int(idx[3:].min()) == 3
+
+
+def test_spliced_moments_exact():
+    feats, alis = synth_corpus(6, 4, 3, seed=1)
+    fd = build_frame_data(feats, alis, 2, 2)
+    full = fd.spliced(torch.arange(fd.num_frames)).double()
+    mean, var = fd.spliced_moments()
+    torch.testing.assert_close(mean.double(), full.mean(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(var.double(), full.var(0, unbiased=False), atol=1e-4, rtol=1e-4)
+
+
+def test_length_mismatch_skipped_and_bad_pdf_rejected():
+    feats, alis = synth_corpus(4, 4, 3, seed=2)
+    us = sorted(feats)
+    alis[us[0]] = alis[us[0]][:-1]                      # 1 frame short: kept, trimmed
+    alis[us[1]] = torch.cat([alis[us[1]], torch.zeros(5, dtype=torch.long)])  # 5 frames long: skipped
+    del alis[us[2]]
+    fd = build_frame_data(feats, alis, 1, 1, num_pdfs=4)
+    assert set(fd.skipped) == {us[1], us[2]} and "length mismatch" in fd.skipped[us[1]]
+    assert fd.utts == [us[0], us[3]] and int(fd.lengths[0]) == feats[us[0]].shape[0] - 1
+    with pytest.raises(ValueError, match=us[0]):
+        build_frame_data(feats, alis, 1, 1, num_pdfs=2)
+
+
+def test_cv_split_by_speaker_deterministic():
+    u2s = {f"s{i % 10}_{i}": f"s{i % 10}" for i in range(50)}
+    tr, cv = split_cv_speakers(u2s, 0.1, seed=3)
+    assert split_cv_speakers(u2s, 0.1, seed=3) == (tr, cv)
+    assert len({u2s[u] for u in cv}) == 1 and not {u2s[u] for u in cv} & {u2s[u] for u in tr}
+    assert sorted(tr + cv) == sorted(u2s)
+
+
+def test_prior_division():
+    targets = torch.tensor([0, 0, 0, 1, 2, 2])
+    lp = pdf_log_priors(targets, 4, floor=1e-3)
+    p = torch.tensor([3, 1, 2, 0], dtype=torch.float64) / 6
+    p = p.clamp_min(1e-3)
+    torch.testing.assert_close(lp.double(), (p / p.sum()).log(), atol=1e-6, rtol=0)
+    model = HybridDNN(NetConfig(input_dim=2, num_pdfs=4, hidden=(5,), left=1, right=1))
+    model.log_priors.copy_(lp)
+    x = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
+    ll = model.loglikes(x)
+    post = torch.softmax(model(splice(x, 1, 1)), -1)
+    # p(x|s) ∝ p(s|x)/p(s): exp(ll) * p(s) renormalised over s = posterior
+    back = ll.exp() * lp.exp()
+    torch.testing.assert_close(back / back.sum(-1, keepdim=True), post, atol=1e-5, rtol=1e-4)
+
+
+def _setup(seed=0, hidden=(32,), init_seed=None):
+    feats, alis = synth_corpus(40, 6, 4, seed=seed)
+    u2s = {u: u.split("_")[0] for u in feats}
+    tr, cv = split_cv_speakers(u2s, 0.2, seed=seed)
+    train = build_frame_data(feats, alis, 2, 2, num_pdfs=6, utts=tr)
+    cvd = build_frame_data(feats, alis, 2, 2, num_pdfs=6, utts=cv)
+    torch.manual_seed(seed if init_seed is None else init_seed)
+    model = HybridDNN(NetConfig(input_dim=4, num_pdfs=6, hidden=hidden, left=2, right=2))
+    model.set_normalisation(*train.spliced_moments())
+    model.log_priors.copy_(pdf_log_priors(train.targets, 6))
+    return model, train, cvd
+
+
+def test_train_beats_chance_and_is_deterministic(tmp_path):
+    cfg = CETrainConfig(lr=0.5, batch_size=64, max_epochs=3, seed=5)
+    m1, train, cv = _setup()
+    res = train_ce(m1, train, cv, cfg, tmp_path / "a", log=lambda s: None)
+    acc = res.history[-1]["cv_frame_acc"] if res.history[-1]["accepted"] else max(
+        h["cv_frame_acc"] for h in res.history)
+    assert acc > 0.6 > 1 / 6 and res.history[0]["cv_frame_acc"] < 0.5
+    m2, train, cv = _setup()
+    train_ce(m2, train, cv, cfg, tmp_path / "b", log=lambda s: None)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    loaded = load_model(tmp_path / "a")
+    x = torch.randn(9, 4)
+    torch.testing.assert_close(loaded.loglikes(x), m1.loglikes(x))
+    assert (tmp_path / "a" / "log" / "train_curve.json").is_file()
+
+
+def test_resume_after_interrupted_epoch_equals_uninterrupted(tmp_path):
+    cfg = CETrainConfig(lr=0.3, batch_size=64, max_epochs=3, seed=9, start_halving_gain=-1.0)
+    m1, train, cv = _setup(seed=4)
+    train_ce(m1, train, cv, cfg, tmp_path / "full", log=lambda s: None)
+    steps_per_epoch = math.ceil(train.num_frames / 64)
+    m2, train, cv = _setup(seed=4)
+    train_ce(m2, train, cv, cfg, tmp_path / "killed", log=lambda s: None,
+             stop_after_steps=steps_per_epoch + 3)       # killed 3 steps into epoch 2
+    assert not (tmp_path / "killed" / "final.pt").exists()
+    m3, train, cv = _setup(seed=4, init_seed=11)                    # fresh process: different init, resumes
+    msgs = []
+    train_ce(m3, train, cv, cfg, tmp_path / "killed", log=msgs.append)
+    assert any("resuming" in m for m in msgs)
+    for (k, a), b in zip(m1.state_dict().items(), m3.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_nan_stops_and_keeps_last_good_model(tmp_path):
+    cfg = CETrainConfig(lr=0.5, batch_size=64, max_epochs=3, seed=5)
+    m, train, cv = _setup()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    train.feats[5, 0] = float("nan")
+    res = train_ce(m, train, cv, cfg, tmp_path, log=lambda s: None)
+    assert res.diverged and "non-finite" in res.message
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert load_model(tmp_path / "final.pt") is not None

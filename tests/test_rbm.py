@@ -1,0 +1,245 @@
+"""RBM tests against brute-force enumeration on tiny models."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from asr.generative import (RBM, RBMTrainConfig, TrainingDiverged, ais_log_z, base_rate_bias,
+                            cd_gradient, exact_log_z, load, save, train_rbm)
+from asr.generative.rbm import _all_binary
+
+torch.set_default_dtype(torch.float32)
+
+
+def tiny_rbm(visible: str = "bernoulli", D: int = 8, H: int = 6, scale: float = 1.0,
+             seed: int = 1) -> RBM:
+    g = torch.Generator().manual_seed(seed)
+    rbm = RBM(D, H, visible)
+    with torch.no_grad():
+        rbm.W.copy_(torch.randn(D, H, generator=g) * scale)
+        rbm.b.copy_(torch.randn(D, generator=g) * 0.5)
+        rbm.c.copy_(torch.randn(H, generator=g) * 0.5)
+    return rbm.double()
+
+
+def brute_log_z_bernoulli(rbm: RBM) -> float:
+    v = _all_binary(rbm.n_visible, torch.device("cpu"), torch.float64)
+    h = _all_binary(rbm.n_hidden, torch.device("cpu"), torch.float64)
+    W, b, c = rbm.W.detach(), rbm.b.detach(), rbm.c.detach()
+    neg_e = (v @ b)[:, None] + (h @ c)[None, :] + v @ W @ h.t()
+    return torch.logsumexp(neg_e.flatten(), 0).item()
+
+
+def test_exact_log_z_matches_joint_enumeration():
+    for D, H in [(8, 6), (5, 9)]:  # enumerates hidden, then visible, layer
+        rbm = tiny_rbm(D=D, H=H)
+        assert exact_log_z(rbm).item() == pytest.approx(brute_log_z_bernoulli(rbm), abs=1e-9)
+
+
+def test_gaussian_log_z_matches_numerical_integration():
+    rbm = tiny_rbm("gaussian", D=2, H=3, scale=0.7)
+    grid = torch.linspace(-12, 12, 1201, dtype=torch.float64)
+    vv = torch.cartesian_prod(grid, grid)
+    dv = (grid[1] - grid[0]).item() ** 2
+    num = torch.logsumexp(-rbm.free_energy(vv), 0).item() + math.log(dv)
+    assert exact_log_z(rbm).item() == pytest.approx(num, abs=1e-6)
+
+
+def test_free_energy_and_energy_consistent():
+    rbm = tiny_rbm()
+    g = torch.Generator().manual_seed(0)
+    v = torch.bernoulli(torch.full((5, 8), 0.5, dtype=torch.float64), generator=g)
+    h = _all_binary(6, torch.device("cpu"), torch.float64)
+    e = torch.stack([rbm.energy(v, hh.expand(5, 6)) for hh in h], 1)  # (5, 64)
+    assert torch.allclose(rbm.free_energy(v), -torch.logsumexp(-e, 1), atol=1e-10)
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_ais_matches_exact_log_z(visible):
+    rbm = tiny_rbm(visible, scale=0.8 if visible == "bernoulli" else 0.3)
+    g = torch.Generator().manual_seed(3)
+    data = rbm.sample(500, steps=200, generator=g)
+    if visible == "bernoulli":
+        data = torch.bernoulli(data, generator=g)
+    res = ais_log_z(rbm, base_rate_bias(data, visible), n_chains=100, betas=2000, generator=g)
+    exact = exact_log_z(rbm).item()
+    assert abs(res.log_z - exact) < 0.05, (res.log_z, exact)
+    assert res.log_z_low - 0.05 <= exact <= res.log_z_high + 0.05
+
+
+def _exact_stats(rbm: RBM, v: torch.Tensor, weights: torch.Tensor):
+    """sum_v w(v) [v p(h|v)^T, v, p(h|v)]."""
+    ph = rbm.hidden_probs(v)
+    return (v.t() @ (weights[:, None] * ph), weights @ v, weights @ ph)
+
+
+def test_cd1_gradient_expectation_matches_enumeration():
+    """Monte-Carlo mean of the CD-1 estimate == its exact expectation under the one-step
+    Gibbs transition T(v1 | v0) = sum_h p(h | v0) p(v1 | h), computed by enumeration."""
+    rbm = tiny_rbm(scale=0.7)
+    V = _all_binary(8, torch.device("cpu"), torch.float64)
+    Hs = _all_binary(6, torch.device("cpu"), torch.float64)
+    g = torch.Generator().manual_seed(5)
+    data = torch.bernoulli(torch.full((4, 8), 0.5, dtype=torch.float64), generator=g)
+    ph0 = rbm.hidden_probs(data)                                   # (4, 64 configs below)
+    p_h = torch.exp(Hs @ torch.log(ph0.t().clamp_min(1e-300))
+                    + (1 - Hs) @ torch.log1p(-ph0.t()))            # (64, 4) p(h|v0)
+    # CD uses the mean of p(v|h) as reconstruction: E[vm p(h|vm)] over h ~ p(h|v0)
+    vm = rbm.visible_mean(Hs)                                      # (64, 8)
+    phm = rbm.hidden_probs(vm)
+    w = p_h.mean(1)                                                # average over the 4 data rows
+    neg_W = vm.t() @ (w[:, None] * phm)
+    pos_W = data.t() @ ph0 / 4
+    exact_dW = pos_W - neg_W
+    # Monte Carlo
+    rep = data.repeat(20000, 1)
+    (dW, db, dc), _ = cd_gradient(rbm, rep, 1, g)
+    assert torch.allclose(dW, exact_dW, atol=6e-3), (dW - exact_dW).abs().max()
+    assert torch.allclose(db, (data.mean(0) - w @ vm), atol=6e-3)
+    assert V.shape[0] == 256
+
+
+def test_long_chain_cd_approaches_exact_gradient():
+    """CD-k with many steps estimates the exact ML gradient E_data - E_model (enumeration)."""
+    rbm = tiny_rbm(scale=0.4)
+    V = _all_binary(8, torch.device("cpu"), torch.float64)
+    g = torch.Generator().manual_seed(7)
+    data = torch.bernoulli(torch.full((8, 8), 0.3, dtype=torch.float64), generator=g)
+    logp = -rbm.free_energy(V)
+    pv = torch.softmax(logp, 0)
+    mW, mb, mc = _exact_stats(rbm, V, pv)
+    dW_exact = data.t() @ rbm.hidden_probs(data) / 8 - mW
+    rep = data.repeat(5000, 1)
+    (dW, db, dc), _ = cd_gradient(rbm, rep, 30, g, sample_visible=True)
+    assert torch.allclose(dW, dW_exact, atol=1e-2), (dW - dW_exact).abs().max()
+    assert torch.allclose(db, data.mean(0) - mb, atol=1e-2)
+    assert torch.allclose(dc, rbm.hidden_probs(data).mean(0) - mc, atol=1e-2)
+    # and CD-1 points in a similar direction
+    (d1, _, _), _ = cd_gradient(rbm, rep, 1, g)
+    assert F.cosine_similarity(d1.flatten(), dW_exact.flatten(), 0) > 0.8
+
+
+def test_sampled_hidden_means_match_mean_field():
+    rbm = tiny_rbm()
+    g = torch.Generator().manual_seed(0)
+    v = torch.bernoulli(torch.full((3, 8), 0.5, dtype=torch.float64), generator=g)
+    v_in = v.clone()
+    p = rbm.hidden_probs(v)
+    samples = torch.stack([rbm.sample_hidden(v, g)[1] for _ in range(4000)])
+    assert torch.allclose(samples.mean(0), p, atol=0.03)
+    assert torch.equal(v, v_in)  # input not modified
+
+
+def test_exact_pll_matches_conditionals():
+    rbm = tiny_rbm()
+    V = _all_binary(8, torch.device("cpu"), torch.float64)
+    logp = -rbm.free_energy(V)
+    v = V[[3, 100, 200]]
+    pll = rbm.pseudo_log_likelihood(v, exact=True)
+    idx = [3, 100, 200]
+    ref = []
+    for n in idx:
+        tot = 0.0
+        for i in range(8):
+            m = n ^ (1 << i)  # flip bit i (little-endian as in _all_binary)
+            tot += (logp[n] - torch.logaddexp(logp[n], logp[m])).item()
+        ref.append(tot)
+    assert torch.allclose(pll, torch.tensor(ref, dtype=torch.float64), atol=1e-9)
+    g = torch.Generator().manual_seed(0)
+    est = torch.stack([rbm.pseudo_log_likelihood(v, g) for _ in range(3000)]).mean(0)
+    assert torch.allclose(est, pll, atol=0.35)
+
+
+def _toy_data(n=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1],
+                           [1, 0, 1, 0, 1, 0, 1, 0]], dtype=torch.float32)
+    x = protos[torch.randint(0, 3, (n,), generator=g)]
+    flip = torch.bernoulli(torch.full_like(x, 0.05), generator=g)
+    return (x + flip) % 2
+
+
+def test_training_increases_exact_log_likelihood_and_is_deterministic():
+    data = _toy_data()
+    cfg = RBMTrainConfig(epochs=30, batch_size=20, lr=0.1)
+    lls = []
+    params = []
+    for _ in range(2):
+        rbm = RBM(8, 6, "bernoulli", generator=torch.Generator().manual_seed(2))
+        before = (-rbm.free_energy(data).mean() - exact_log_z(rbm)).item()
+        hist = train_rbm(rbm, data, cfg, torch.Generator().manual_seed(9))
+        after = (-rbm.free_energy(data).mean() - exact_log_z(rbm)).item()
+        lls.append((before, after))
+        params.append(rbm.W.detach().clone())
+    assert torch.equal(params[0], params[1])
+    before, after = lls[0]
+    assert after > before + 1.0, (before, after)
+    assert hist[-1]["recon_error"] < hist[0]["recon_error"]
+    assert len(hist) == 30 and hist[-1]["momentum"] == 0.9
+
+
+def test_pcd_and_streaming_sources():
+    data = _toy_data()
+    rbm = RBM(8, 6, generator=torch.Generator().manual_seed(2))
+    before = (-rbm.free_energy(data).mean() - exact_log_z(rbm)).item()
+    batches = list(data.split(20))
+    hist = train_rbm(rbm, lambda: iter(batches),
+                     RBMTrainConfig(epochs=20, persistent=True, lr=0.05, k=1),
+                     torch.Generator().manual_seed(0))
+    after = (-rbm.free_energy(data).mean() - exact_log_z(rbm)).item()
+    assert after > before + 1.0 and hist[0]["batches"] == 20
+    # a one-shot iterator is exhausted after one epoch: clear error instead of silent no-op
+    with pytest.raises(ValueError, match="yielded no batches"):
+        train_rbm(rbm, iter(batches), RBMTrainConfig(epochs=2))
+
+
+def test_bad_input_raises():
+    rbm = RBM(8, 6)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_rbm(rbm, torch.rand(10, 8) * 2, RBMTrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="shape"):
+        train_rbm(rbm, torch.rand(10, 7), RBMTrainConfig(epochs=1))
+    x = torch.rand(10, 8)
+    x[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        train_rbm(rbm, x, RBMTrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="visible"):
+        RBM(3, 3, "poisson")
+
+
+def test_divergence_restores_last_good_state():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(200, 8, generator=g) * 50
+    rbm = RBM(8, 16, "gaussian")
+    with pytest.raises(TrainingDiverged) as ei:
+        train_rbm(rbm, data, RBMTrainConfig(epochs=50, lr=5.0, weight_decay=0.0), g)
+    e = ei.value
+    assert e.step >= 1 and "step" in str(e)
+    for k, v in rbm.state_dict().items():
+        assert torch.isfinite(v).all()
+        assert torch.equal(v, e.state_dict[k])
+
+
+def test_save_load_roundtrip_and_errors(tmp_path):
+    rbm = tiny_rbm("gaussian").float()
+    p = save(rbm, tmp_path / "m.pt", meta={"image_shape": [2, 4]})
+    assert not (tmp_path / "m.pt.tmp").exists()
+    r2 = load(p)
+    assert isinstance(r2, RBM) and r2.visible == "gaussian"
+    v = torch.randn(4, 8)
+    assert torch.allclose(r2.free_energy(v), rbm.free_energy(v))
+    with pytest.raises(ValueError, match="expected a DBN"):
+        load(p, expect="DBN")
+    blob = torch.load(p, weights_only=True)
+    blob["config"]["n_hidden"] = 7
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="shape"):
+        load(tmp_path / "bad.pt")
+    (tmp_path / "junk.pt").write_text("hello")
+    with pytest.raises(ValueError):
+        load(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "missing.pt")
