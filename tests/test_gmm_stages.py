@@ -113,3 +113,68 @@ def test_alignment_labels_round_trip():
     assert torch.equal(chain_ali_from_labels(phones, ph, st, topo), ali)
     with pytest.raises(ValueError, match="uttX"):
         chain_ali_from_labels(torch.tensor([38, 5, 9, 38]), ph, st, topo, utt="uttX")
+
+
+def write_synth_data_dir(path: Path, raw, phones, utt2spk) -> None:
+    """A data dir whose feats.scp / cmvn.scp hold the synthetic features (Kaldi formats)."""
+    import kaldiio
+
+    from asr.features import cmvn_stats
+    from asr.lang.phones import load_phone_map, load_phone_set
+
+    names = load_phone_set()
+    fold = load_phone_map().fold48to39
+    path.mkdir(parents=True)
+    utts = sorted(raw)
+    with kaldiio.WriteHelper(f"ark,scp:{path}/feats.ark,{path}/feats.scp") as w:
+        for u in utts:
+            w(u, raw[u].numpy())
+    spk2utt: dict[str, list[str]] = {}
+    for u in utts:
+        spk2utt.setdefault(utt2spk[u], []).append(u)
+    with kaldiio.WriteHelper(f"ark,scp:{path}/cmvn.ark,{path}/cmvn.scp") as w:
+        for s, us in sorted(spk2utt.items()):
+            w(s, cmvn_stats(torch.cat([raw[u] for u in us])).numpy())
+    toks = {u: [names[int(i) - 1] for i in phones[u]] for u in utts}
+    (path / "text").write_text("".join(f"{u} {' '.join(toks[u])}\n" for u in utts))
+    (path / "text.39").write_text("".join(f"{u} {' '.join(fold[t] for t in toks[u])}\n" for u in utts))
+    (path / "wav.scp").write_text("".join(f"{u} /dev/null\n" for u in utts))
+    (path / "utt2spk").write_text("".join(f"{u} {utt2spk[u]}\n" for u in utts))
+    (path / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk2utt.items())))
+    (path / "feats.json").write_text(json.dumps({"type": "mfcc", "dim": 13, "frame_shift_ms": 10}))
+
+
+@pytest.mark.slow
+def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
+    from asr.cli.main import main
+    from asr.lang.langdir import make_phone_lang
+
+    raw, phones, utt2spk, _ = synth_corpus(seed=3, num_spk=8, utts_per_spk=6, spk_shift=0.5)
+    train = {u for u in raw if utt2spk[u] < "s06"}
+    sub = lambda keep: ({u: raw[u] for u in keep}, {u: phones[u] for u in keep}, {u: utt2spk[u] for u in keep})
+    write_synth_data_dir(tmp_path / "train", *sub(train))
+    write_synth_data_dir(tmp_path / "dev", *sub(set(raw) - train))
+    make_phone_lang(tmp_path / "train" / "text", tmp_path / "lang")
+    d, lang, exp = str(tmp_path / "train"), str(tmp_path / "lang"), tmp_path / "exp"
+    common = ["--data", d, "--lang", lang, "--iters", "6", "--nj", "2"]
+    assert main(["gmm", "tri1", *common, "--ali", str(exp / "mono"), "--out", str(exp / "tri1")]) == 1
+    assert main(["gmm", "mono", *common, "--gauss", "150", "--out", str(exp / "mono")]) == 0
+    for stage, prev in (("tri1", "mono"), ("tri2", "tri1"), ("tri3", "tri2")):
+        assert main(["gmm", stage, *common, "--leaves", "170", "--gauss", "300",
+                     "--ali", str(exp / prev), "--out", str(exp / stage)]) == 0, stage
+    for stage in ("mono", "tri1", "tri2", "tri3"):
+        e = exp / stage
+        assert (e / ".done").is_file() and (e / "final.pt").is_file() and (e / "ali_pdf.ark").is_file()
+        recs = [json.loads(l) for l in (e / "log" / "train.log").read_text().splitlines()]
+        assert len(recs) == 6 and recs[-1]["loglike_per_frame"] > recs[0]["loglike_per_frame"]
+    from asr.gmm.stages import load_system
+
+    sat = load_system(exp / "tri3")
+    assert sat.pipeline.kind == "lda" and sat.pipeline.dim == 40 and set(sat.fmllr) == {f"s0{k}" for k in range(6)}
+    assert main(["gmm", "decode", "--model", str(exp / "tri3"), "--lang", lang, "--data", str(tmp_path / "dev"),
+                 "--out", str(exp / "tri3" / "decode_dev")]) == 0
+    line = (exp / "tri3" / "decode_dev" / "scoring").read_text()
+    assert line.startswith("%WER") and float(line.split()[1]) < 20.0
+    assert main(["gmm", "align", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
+                 "--out", str(exp / "tri3_ali_dev")]) == 0
+    assert (exp / "tri3_ali_dev" / "ali_phone.ark").is_file()

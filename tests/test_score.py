@@ -58,6 +58,7 @@ TIE_CASES = [
     (["a", "b"], []),
     ([], []),
     (["sil", "dh", "ah", "sil"], ["sil", "ah", "dh", "sil", "sil"]),
+    (["The", "cat", "SAT"], ["the", "Cat", "sat", "down"]),  # sclite ignores case by default
 ]
 
 

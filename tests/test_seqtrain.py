@@ -193,3 +193,64 @@ def test_epsilon_cycle_is_reported(tmp_path):
     kaldifst.compile("0 1 0 0 0.1\n1 0 0 0 0.1\n0 0 1 1 0.0\n0 0.0\n", acceptor=False).write(str(tmp_path / "c.fst"))
     with pytest.raises(ValueError, match="epsilon cycle"):
         den_graph_from_fst(tmp_path / "c.fst")
+
+
+def _ce_model(tmp_path):
+    from asr.nnet import (CETrainConfig, HybridDNN, NetConfig, build_frame_data, pdf_log_priors,
+                          split_cv_speakers, train_ce)
+    from asr.nnet.synthetic import synth_corpus
+
+    feats, alis = synth_corpus(40, 6, 4, seed=0, noise=1.5)
+    u2s = {u: u.split("_")[0] for u in feats}
+    tr, cv = split_cv_speakers(u2s, 0.2, seed=0)
+    train = build_frame_data(feats, alis, 2, 2, num_pdfs=6, utts=tr)
+    cvd = build_frame_data(feats, alis, 2, 2, num_pdfs=6, utts=cv)
+    torch.manual_seed(0)
+    m = HybridDNN(NetConfig(input_dim=4, num_pdfs=6, hidden=(16,), left=2, right=2))
+    m.set_normalisation(*train.spliced_moments())
+    m.log_priors.copy_(pdf_log_priors(train.targets, 6))
+    train_ce(m, train, cvd, CETrainConfig(max_epochs=1, batch_size=64), tmp_path / "ce", log=lambda s: None)
+    return m, train, cvd
+
+
+@pytest.mark.parametrize("criterion", ["mpe", "mmi"])
+def test_sequence_training_raises_objective_resumes_and_skips(tmp_path, criterion):
+    from asr.nnet import load_model
+    from asr.seqtrain import SeqTrainConfig, pdf_loop_graph, train_sequence
+
+    m, train, cv = _ce_model(tmp_path)
+    graph = pdf_loop_graph(6)
+    p2p = torch.tensor([1, 1, 2, 2, 3, 3])
+    cfg = SeqTrainConfig(criterion=criterion, epochs=3, lr=0.05, batch_utts=8, ce_smoothing=0.0)
+    h = train_sequence(m, train, cv, graph, cfg, tmp_path / "full", pdf2phone=p2p, log=lambda s: None)
+    objs = [r["objective"] for r in h[1:]]
+    assert objs[-1] > objs[0] and h[-1]["no_num_path"] == 0
+    assert (tmp_path / "full" / "log" / "train_curve.json").is_file()
+    # resume: a run stopped after epoch 2 (epochs=2) then continued to 3 equals the full run
+    m2 = load_model(tmp_path / "ce" / "final.pt")
+    train_sequence(m2, train, cv, graph, SeqTrainConfig(**{**cfg.__dict__, "epochs": 2}), tmp_path / "part",
+                   pdf2phone=p2p, log=lambda s: None)
+    m3 = load_model(tmp_path / "ce" / "final.pt")
+    train_sequence(m3, train, cv, graph, cfg, tmp_path / "part", pdf2phone=p2p, log=lambda s: None)
+    for (k, a), b in zip(m.state_dict().items(), m3.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=k)
+
+
+def test_reference_without_den_path_is_skipped_with_count(tmp_path):
+    from asr.seqtrain import DenGraph, SeqTrainConfig, train_sequence
+
+    m, train, cv = _ce_model(tmp_path)
+    # a graph without pdf 5: every utterance whose reference uses pdf 5 has no numerator path
+    a = torch.arange(5)
+    graph = DenGraph(num_states=2, src=torch.cat([torch.zeros(5, dtype=torch.long), torch.ones(5, dtype=torch.long)]),
+                     dst=torch.ones(10, dtype=torch.long), pdf=torch.cat([a, a]),
+                     weight=torch.zeros(10, dtype=torch.float64),
+                     start=torch.tensor([0.0, float("-inf")], dtype=torch.float64),
+                     final=torch.tensor([float("-inf"), 0.0], dtype=torch.float64))
+    msgs = []
+    h = train_sequence(m, train, cv, graph, SeqTrainConfig(criterion="smbr", epochs=1, lr=0.01), tmp_path / "s",
+                       log=msgs.append)
+    starts = torch.cumsum(train.lengths, 0) - train.lengths
+    expect = sum(int((train.targets[s:s + n] == 5).any()) for s, n in zip(starts.tolist(), train.lengths.tolist()))
+    assert expect > 0 and h[-1]["no_num_path"] == expect
+    assert any("no path" in s for s in msgs)

@@ -205,12 +205,12 @@ def write_data_dir(dd: DataDir, path: str | Path) -> None:
     ``feats.scp``) are carried over. Utterance ids must start with ``<spk>_``."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     for u, s in dd.utt2spk.items():
         if not u.startswith(s + "_") and u != s:
             raise ValueError(f"utterance id {u!r} does not start with its speaker {s!r}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
 
     def write(name: str, lines: list[str]) -> None:
         (tmp / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")

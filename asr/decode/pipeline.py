@@ -125,3 +125,19 @@ def loglikes_from_dict(loglikes: dict[str, Tensor], utts: list[str]) -> Iterator
     for u in utts:
         if u in loglikes:
             yield u, loglikes[u]
+
+
+def loglikes_from_kaldi(path: str, utts: list[str]) -> Iterator[tuple[str, Tensor]]:
+    """A ``loglike_job`` reading Kaldi float matrices (``.scp`` random access, or an ``.ark``
+    read sequentially) of shape (T, num_pdfs); bind ``path`` with ``functools.partial``."""
+    import kaldiio
+    import torch
+
+    want = set(utts)
+    if str(path).endswith(".scp"):
+        table = kaldiio.load_scp(str(path))
+        items = ((u, table[u]) for u in utts if u in table)
+    else:
+        items = ((u, m) for u, m in kaldiio.load_ark(str(path)) if u in want)
+    for u, m in items:
+        yield u, torch.tensor(m, dtype=torch.float32)

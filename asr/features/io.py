@@ -204,7 +204,10 @@ def make_feats(data_dir: str | Path, feat_type: str, nj: int = 1, sample_rate: i
         "hours": round(sum(r["seconds"] for r in results) / 3600.0, 4),
         "num_jobs": len(jobs),
     }
-    # All jobs succeeded: move everything into place.
+    # All jobs succeeded: move everything into place. The old index files go first so that a
+    # crash in between never leaves an scp pointing into replaced arks.
+    for name in ("feats.json", "feats.scp", "cmvn.scp"):
+        (data_dir / name).unlink(missing_ok=True)
     for j in jobs:
         os.replace(j.ark + ".tmp", j.ark)
     os.replace(str(cmvn_ark) + ".tmp", cmvn_ark)
@@ -220,7 +223,7 @@ def make_feats(data_dir: str | Path, feat_type: str, nj: int = 1, sample_rate: i
 
 def _read_scp_matrix(rx: str, key: str, scp: Path) -> torch.Tensor:
     try:
-        return torch.from_numpy(np.ascontiguousarray(kaldi_io.read_mat(rx)))
+        return torch.from_numpy(np.array(kaldi_io.read_mat(rx), copy=True))
     except Exception as e:
         raise ValueError(f"{scp}: cannot read matrix of {key!r} at {rx}: {e}") from None
 

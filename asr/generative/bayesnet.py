@@ -49,6 +49,18 @@ ASIA_SPEC: dict[str, dict[str, Any]] = {
 }
 
 
+def _pgmpy():
+    """Import pgmpy lazily (it is slow to import), silencing the FutureWarnings that pgmpy 1.x
+    raises about its own deprecated modules. Returns (TabularCPD, DiscreteBayesianNetwork,
+    VariableElimination)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from pgmpy.factors.discrete import TabularCPD
+        from pgmpy.inference import VariableElimination
+        from pgmpy.models import DiscreteBayesianNetwork
+    return TabularCPD, DiscreteBayesianNetwork, VariableElimination
+
+
 def validate_spec(spec: Spec, tol: float = 1e-6) -> None:
     """Raise ValueError naming the node if the spec is malformed: unknown parent, wrong CPT
     shape, negative entries, or a row that does not sum to one (within ``tol``)."""
@@ -77,10 +89,7 @@ def validate_spec(spec: Spec, tol: float = 1e-6) -> None:
 def build_network(spec: Spec = ASIA_SPEC):
     """Validate ``spec`` and build a checked pgmpy ``DiscreteBayesianNetwork``."""
     validate_spec(spec)
-    with warnings.catch_warnings():  # pgmpy 1.x warns about its own deprecated estimators on import
-        warnings.simplefilter("ignore", FutureWarning)
-        from pgmpy.factors.discrete import TabularCPD
-        from pgmpy.models import DiscreteBayesianNetwork
+    TabularCPD, DiscreteBayesianNetwork, _ = _pgmpy()
 
     edges = [(p, n) for n, d in spec.items() for p in d.get("parents", [])]
     model = DiscreteBayesianNetwork(edges)
@@ -111,8 +120,7 @@ def check_evidence(model, evidence: Mapping[str, str]) -> None:
 
 def posterior(model, query: str, evidence: Mapping[str, str] | None = None) -> dict[str, float]:
     """Exact posterior ``P(query | evidence)`` as ``{state: probability}`` (variable elimination)."""
-    from pgmpy.inference import VariableElimination
-
+    VariableElimination = _pgmpy()[2]
     evidence = dict(evidence or {})
     if query not in model.nodes():
         raise ValueError(f"query names unknown node {query!r}; nodes: {sorted(model.nodes())}")

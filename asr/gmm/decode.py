@@ -30,7 +30,6 @@ def gmm_loglike_job(utts: list[str], model_dir: str, data_dir: str,
     """Picklable ``loglike_job`` for :func:`asr.decode.decode_and_score`: yields
     ``(utt, (T, num_pdfs) log-likelihoods)`` of ``utts`` of ``data_dir`` under ``model_dir``'s
     system, with the per-speaker fMLLR transforms in ``fmllr_path`` when given."""
-    torch.set_num_threads(1) if os.environ.get("OMP_NUM_THREADS") == "1" else None
     sys_ = load_system(model_dir)
     fm = torch.load(fmllr_path, weights_only=False) if fmllr_path else None
     feats = sys_.features(data_dir, utts, fmllr=fm)

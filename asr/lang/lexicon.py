@@ -143,8 +143,8 @@ def make_lexicon_fst(lexicon: Lexicon, phone_syms: SymbolTable, word_syms: Symbo
         src.append(s), dst.append(d), il.append(i), ol.append(o), w.append(c)
 
     if sil_phone is None:
-        loop, nstates, first = 0, 1, 0
-        start = 0
+        start = loop = 0
+        nstates = 1
         no_sil = sil = 0.0
     else:
         if not 0.0 < sil_prob < 1.0:
@@ -152,8 +152,8 @@ def make_lexicon_fst(lexicon: Lexicon, phone_syms: SymbolTable, word_syms: Symbo
         start, loop, sil_state, nstates = 0, 1, 2, 3
         no_sil, sil = -math.log(1.0 - sil_prob), -math.log(sil_prob)
         arc(start, loop, 0, 0, no_sil)
-        arc(start, sil_state, phone_syms[sil_phone], 0, sil)
-        arc(sil_state, loop, 0, 0)
+        arc(start, sil_state, 0, 0, sil)
+        arc(sil_state, loop, phone_syms[sil_phone], 0)
     for word, pron in lexicon:
         wid = word_syms[word]
         cur = loop

@@ -58,7 +58,8 @@ def pretrain_dbn_on_frames(data: FrameData, mean: Tensor, var: Tensor, cfg: Pret
     dbn = DBN([dim, *cfg.hidden], first_visible="gaussian").to(device)
     cfgs = [RBMTrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size,
                            lr=cfg.lr_gaussian if i == 0 else cfg.lr_bernoulli,
-                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                           momentum=cfg.momentum, initial_momentum=0.5,
+                           momentum_epochs=1 if cfg.epochs > 1 else 0, weight_decay=cfg.weight_decay)
             for i in range(len(cfg.hidden))]
     istd = var.clamp_min(1e-4).rsqrt()
     batches = normalised_batches(data, mean, istd, cfg.batch_size, cfg.seed, cfg.frames_per_epoch, device)

@@ -6,7 +6,8 @@ Two cost schemes, each with the tie-breaking of the tool it reproduces:
   insertion 3, deletion 3. Among minimum-cost alignments sclite's counts are those of a
   trace-back from the end that prefers the diagonal (correct/substitution), then an insertion,
   then a deletion (established by comparison with ``sctk sclite`` on thousands of random
-  pairs; see ``tests/test_score.py``).
+  pairs; see ``tests/test_score.py``). Like sclite (without ``-s``) tokens compare
+  case-insensitively.
 * ``"levenshtein"`` — Kaldi's ``compute-wer`` (``LevenshteinEditDistance``, also
   ``kaldialign.edit_distance``): every error costs 1; trace-back prefers an insertion, then a
   deletion, then the diagonal.
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 METHODS = ("sclite", "levenshtein")
 # (correct, substitution, insertion, deletion) costs and the trace-back preference order.
@@ -65,6 +67,9 @@ def align_counts_batch(
     _check_method(method)
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if method == "sclite":  # sclite compares case-insensitively unless run with -s
+        refs = [[t.lower() for t in r] for r in refs]
+        hyps = [[t.lower() for t in h] for h in hyps]
     vocab: dict[str, int] = {}
     r_ids = [torch.tensor([vocab.setdefault(t, len(vocab)) for t in r], dtype=torch.long) for r in refs]
     h_ids = [torch.tensor([vocab.setdefault(t, len(vocab)) for t in h], dtype=torch.long) for h in hyps]
@@ -83,11 +88,9 @@ def _align_ids(refs: list[torch.Tensor], hyps: list[torch.Tensor], method: str) 
     rlen = torch.tensor([len(r) for r in refs], dtype=torch.long)
     hlen = torch.tensor([len(h) for h in hyps], dtype=torch.long)
     R, H = int(rlen.max()), int(hlen.max())
-    ref = torch.full((B, R), -1, dtype=torch.long)
-    hyp = torch.full((B, H), -2, dtype=torch.long)  # padding never matches anything
-    for b in range(B):
-        ref[b, : rlen[b]] = refs[b]
-        hyp[b, : hlen[b]] = hyps[b]
+    # Distinct negative pads never match anything (only prefixes inside the lengths matter).
+    ref = pad_sequence(refs, batch_first=True, padding_value=-1) if R else torch.full((B, 0), -1)
+    hyp = pad_sequence(hyps, batch_first=True, padding_value=-2) if H else torch.full((B, 0), -2)
     # sub_cost[b, i, j]: cost of aligning ref[i] with hyp[j] on the diagonal.
     sub_cost = torch.where(ref[:, :, None] == hyp[:, None, :], c_cor, c_sub)  # (B, R, H)
     jj = torch.arange(H + 1, dtype=torch.long)
@@ -137,8 +140,8 @@ def align_counts(ref: Sequence[str], hyp: Sequence[str], method: str = "sclite")
     """Counts of the minimum-cost alignment of ``hyp`` against ``ref``.
 
     method: ``"sclite"`` (NIST sclite weights 0/4/3/3 and its tie-breaking) or
-    ``"levenshtein"`` (Kaldi ``compute-wer`` plain edit distance). Tokens compare exactly
-    (case-sensitive).
+    ``"levenshtein"`` (Kaldi ``compute-wer`` plain edit distance). ``"sclite"`` compares tokens
+    case-insensitively as sclite does by default; ``"levenshtein"`` compares them exactly.
     """
     c = align_counts_batch([list(ref)], [list(hyp)], method)[0].tolist()
     return Counts(corr=c[0], sub=c[1], ins=c[2], dels=c[3], nref=len(ref))

@@ -84,12 +84,11 @@ class ScoreResult:
         missing = [u for u in self.utts if u not in utt2spk]
         if missing:
             raise ValueError(f"{len(missing)} scored utterances are not in utt2spk, e.g. {missing[0]!r}")
-        spk: dict[str, Counts] = {}
-        for u, row in zip(self.utts, self.counts.tolist()):
-            c = Counts(corr=row[0], sub=row[1], ins=row[2], dels=row[3], nref=row[4])
-            s = utt2spk[u]
-            spk[s] = spk[s] + c if s in spk else c
-        return dict(sorted(spk.items()))
+        speakers = sorted({utt2spk[u] for u in self.utts})
+        index = {s: k for k, s in enumerate(speakers)}
+        spk_of_utt = torch.tensor([index[utt2spk[u]] for u in self.utts], dtype=torch.long)
+        sums = torch.zeros(len(speakers), 5, dtype=torch.long).index_add_(0, spk_of_utt, self.counts)
+        return {s: Counts(*row) for s, row in zip(speakers, sums.tolist())}
 
 
 def score(ref: dict[str, list[str]], hyp: dict[str, list[str]], method: str = "sclite") -> ScoreResult:

@@ -9,6 +9,7 @@ sums over paths, which is what the forward-backward needs.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -118,3 +119,23 @@ def den_graph_from_fst(path: str | Path) -> DenGraph:
             w.append(-a.weight.value)
     return remove_epsilons(n, fst.start, torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long),
                            torch.tensor(lab, dtype=torch.long), torch.tensor(w, dtype=torch.float64), final)
+
+
+def pdf_loop_graph(num_pdfs: int, loop_logprob: float = math.log(0.75)) -> DenGraph:
+    """The smallest lattice-free hypothesis space: any pdf sequence. State 0 is the start; state
+    j+1 = "in pdf j" with a self-loop (``loop_logprob``) and arcs to every other pdf
+    (uniform); every pdf state is final. Useful as a weak (unigram-like) denominator and in tests."""
+    p = num_pdfs
+    nxt = math.log1p(-math.exp(loop_logprob)) - math.log(max(p - 1, 1))
+    j = torch.arange(p)
+    src = torch.cat([torch.zeros(p, dtype=torch.long), (j + 1).repeat_interleave(p)])
+    dst = torch.cat([j + 1, (j + 1).repeat(p)])
+    pdf = torch.cat([j, j.repeat(p)])
+    same = torch.cat([torch.zeros(p, dtype=torch.bool), j.repeat_interleave(p) == j.repeat(p)])
+    w = torch.where(same, torch.tensor(loop_logprob, dtype=torch.float64), torch.tensor(nxt, dtype=torch.float64))
+    w[:p] = -math.log(p)
+    start = torch.full((p + 1,), float("-inf"), dtype=torch.float64)
+    start[0] = 0.0
+    final = torch.zeros(p + 1, dtype=torch.float64)
+    final[0] = float("-inf")
+    return DenGraph(num_states=p + 1, src=src, dst=dst, pdf=pdf, weight=w, start=start, final=final)

@@ -1,0 +1,61 @@
+"""``asr decode loglikes``: decode Kaldi matrices of log-likelihoods over an HCLG graph, choose
+(or apply) the LM weight and score (Kaldi ``decode.sh`` + ``score.sh``)."""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+
+
+def _grid(text: str) -> tuple[float, ...]:
+    """``"1:20"`` (integers lo..hi) or ``"4,8,12.5"``."""
+    if ":" in text:
+        lo, hi = (int(x) for x in text.split(":"))
+        return tuple(float(x) for x in range(lo, hi + 1))
+    return tuple(float(x) for x in text.split(","))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("decode", help="WFST decoding of log-likelihood matrices",
+                              description="Decode per-utterance log-likelihood matrices with "
+                                          "kaldi-decoder over HCLG and score the result.")
+    sub = p.add_subparsers(dest="decode_command", metavar="SUBCOMMAND", required=True)
+    d = sub.add_parser("loglikes", help="decode a Kaldi ark/scp of (T, num_pdfs) log-likelihoods")
+    d.add_argument("--graph", required=True, help="graph dir (HCLG.fst, words.txt, graph.json)")
+    d.add_argument("--data", required=True, help="data dir (utt2spk, text.39 or text.wrd)")
+    d.add_argument("--loglikes", required=True, help="Kaldi matrix .ark or .scp")
+    d.add_argument("--out", required=True, help="decode dir to write")
+    d.add_argument("--mode", choices=["phone", "word"], default=None,
+                   help="scoring mode (default: the graph's lang mode)")
+    d.add_argument("--acwt", type=float, default=0.1, help="acoustic scale (default 0.1)")
+    d.add_argument("--beam", type=float, default=13.0, help="search beam (default 13)")
+    d.add_argument("--lattice-beam", type=float, default=6.0, help="lattice beam (default 6)")
+    d.add_argument("--max-active", type=int, default=7000, help="max active states (default 7000)")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--lmwt", type=float, default=None,
+                   help="LM weight to apply (test sets: the dev set's best_lmwt)")
+    g.add_argument("--lmwt-grid", type=_grid, default=None,
+                   help="LM weights to try and choose from, e.g. 1:20 (dev sets; default 1:20)")
+    d.add_argument("--nj", type=int, default=1, help="parallel jobs (split by speaker)")
+    d.set_defaults(func=_loglikes)
+
+
+def _loglikes(args: argparse.Namespace) -> int:
+    from asr.decode import DecodeConfig, decode_and_score
+    from asr.decode.pipeline import loglikes_from_kaldi
+
+    if not Path(args.loglikes).is_file():
+        raise FileNotFoundError(f"log-likelihood file {args.loglikes} does not exist")
+    mode = args.mode
+    if mode is None:
+        meta = Path(args.graph) / "graph.json"
+        mode = json.loads(meta.read_text())["mode"] if meta.is_file() else "phone"
+    kw = {"lmwt_grid": args.lmwt_grid} if args.lmwt_grid else {}
+    cfg = DecodeConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam,
+                       max_active=args.max_active, **kw)
+    job = functools.partial(loglikes_from_kaldi, args.loglikes)
+    res = decode_and_score(args.graph, args.data, args.out, job, cfg, nj=args.nj, lmwt=args.lmwt,
+                           mode=mode)
+    print(res.wer_line(args.out))
+    return 0

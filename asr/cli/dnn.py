@@ -1,0 +1,212 @@
+"""``asr dnn {pretrain,train,decode,export,align}``: the hybrid DBN-DNN-HMM stages (issue 5).
+
+Training runs under ``torchrun`` too (``torchrun --nproc_per_node N -m asr.cli.main dnn train ...``):
+DistributedDataParallel with gloo on CPU / nccl on GPU, rank 0 writes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+class StageLog:
+    """print + append to ``OUT/log/<name>.log`` (rank 0 only under DDP)."""
+
+    def __init__(self, out: str | Path, name: str, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(out) / "log" / f"{name}.log"
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        print(msg, flush=True)
+        with open(self.path, "a") as f:
+            f.write(msg + "\n")
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("dnn", help="hybrid DNN-HMM: DBN pretraining, CE training, decoding, export")
+    sub = p.add_subparsers(dest="dnn_command", metavar="COMMAND")
+
+    a = sub.add_parser("pretrain", help="DBN pretraining (GB-RBM then BB-RBMs, CD-1 + momentum)")
+    a.add_argument("--data", required=True, help="fbank data dir (feats.scp, cmvn.scp)")
+    a.add_argument("--out", required=True, help="output dir (writes dbn.pt)")
+    a.add_argument("--layers", type=int, default=3, help="number of hidden layers (default 3)")
+    a.add_argument("--units", type=int, default=512, help="units per hidden layer (default 512)")
+    a.add_argument("--epochs", type=int, default=1, help="CD-1 epochs per RBM (default 1)")
+    a.add_argument("--frames-per-epoch", type=int, default=None, help="subsample frames per epoch")
+    a.add_argument("--batch-size", type=int, default=128)
+    a.add_argument("--lr-gaussian", type=float, default=0.01)
+    a.add_argument("--lr-bernoulli", type=float, default=0.1)
+    a.add_argument("--context", type=int, default=5, help="splice ±N frames (default 5)")
+    a.add_argument("--seed", type=int, default=777)
+    a.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    a.set_defaults(func=_pretrain)
+
+    t = sub.add_parser("train", help="frame cross-entropy fine-tuning with newbob")
+    t.add_argument("--data", required=True, help="fbank training data dir")
+    t.add_argument("--ali", required=True, help="GMM exp dir with ali_pdf.ark (e.g. exp/tri3) or a Kaldi pdf ark")
+    t.add_argument("--out", required=True)
+    init = t.add_mutually_exclusive_group()
+    init.add_argument("--dbn", default=None, help="pretrained DBN dir/checkpoint (exp/dbn)")
+    init.add_argument("--init-dbn", dest="dbn", default=None, help="alias of --dbn (a DBN from another run)")
+    init.add_argument("--random-init", action="store_true", help="no pretraining (ablation dnn_rand)")
+    t.add_argument("--layers", type=int, default=3, help="hidden layers when --random-init")
+    t.add_argument("--units", type=int, default=512, help="units per layer when --random-init")
+    t.add_argument("--context", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=8, help="max epochs (newbob may stop earlier)")
+    t.add_argument("--lr", type=float, default=0.5)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--frames-per-epoch", type=int, default=None)
+    t.add_argument("--cv-fraction", type=float, default=0.1)
+    t.add_argument("--seed", type=int, default=777)
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=_train)
+
+    d = sub.add_parser("decode", help="hybrid decoding + scoring")
+    d.add_argument("--model", required=True, help="DNN exp dir (final.pt)")
+    d.add_argument("--graph", required=True, help="graph dir with HCLG.fst (e.g. exp/tri3/graph)")
+    d.add_argument("--data", required=True, help="fbank data dir to decode")
+    d.add_argument("--out", required=True)
+    d.add_argument("--lmwt-from", default=None, help="dev decode dir whose best_lmwt to use (test sets)")
+    d.add_argument("--acwt", type=float, default=0.1)
+    d.add_argument("--mode", choices=("phone", "word"), default="phone")
+    d.add_argument("--nj", type=int, default=1)
+    d.set_defaults(func=_decode)
+
+    e = sub.add_parser("export", help="write log-likelihoods / log-posteriors as a Kaldi ark")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--out", required=True, help="output .ark")
+    kind = e.add_mutually_exclusive_group()
+    kind.add_argument("--loglikes", action="store_true", help="log p(s|x) - log p(s) (default)")
+    kind.add_argument("--logposts", action="store_true", help="log p(s|x)")
+    e.set_defaults(func=_export)
+
+    g = sub.add_parser("align", help="realign training data with the DNN (writes OUT/ali_pdf.ark)")
+    g.add_argument("--model", required=True)
+    g.add_argument("--data", required=True)
+    g.add_argument("--ali", required=True, help="GMM exp dir whose alignment gives the state chains")
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=_align)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _dist_setup(device_name: str):
+    """Initialise torch.distributed when launched by torchrun; returns (device, rank)."""
+    import torch
+    import torch.distributed as dist
+
+    from asr.nnet.train import resolve_device
+
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        dev = resolve_device(device_name)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        return dev, dist.get_rank()
+    return resolve_device(device_name), 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from asr.jobs.stage import clear_done, mark_done
+    from asr.nnet.pretrain import PretrainConfig
+    from asr.nnet.stages import run_pretrain
+    from asr.nnet.train import resolve_device
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    clear_done(args.out)
+    cfg = PretrainConfig(hidden=(args.units,) * args.layers, epochs=args.epochs, batch_size=args.batch_size,
+                         lr_gaussian=args.lr_gaussian, lr_bernoulli=args.lr_bernoulli,
+                         frames_per_epoch=args.frames_per_epoch, seed=args.seed)
+    run_pretrain(args.data, args.out, cfg, args.context, args.context, resolve_device(args.device),
+                 StageLog(args.out, "pretrain"))
+    mark_done(args.out, {"cmd": "dnn pretrain", **vars_cfg(args)})
+    return 0
+
+
+def vars_cfg(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from asr.jobs.stage import clear_done, mark_done
+    from asr.nnet.stages import DnnTrainConfig, run_train
+    from asr.nnet.train import CETrainConfig
+
+    if not args.random_init and args.dbn is None:
+        raise ValueError("give --dbn DIR (pretrained) or --random-init")
+    device, rank = _dist_setup(args.device)
+    if rank == 0:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        clear_done(args.out)
+    ce = CETrainConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, max_epochs=args.epochs,
+                       seed=args.seed, frames_per_epoch=args.frames_per_epoch)
+    cfg = DnnTrainConfig(hidden=(args.units,) * args.layers, left=args.context, right=args.context,
+                         cv_fraction=args.cv_fraction, seed=args.seed, ce=ce)
+    try:
+        res = run_train(args.data, args.ali, args.out, cfg, dbn=None if args.random_init else args.dbn,
+                        device=device, log=StageLog(args.out, "train", rank == 0))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if res.diverged:
+        print(f"asr dnn train: {res.message}", file=sys.stderr)
+    if rank == 0:
+        mark_done(args.out, {"cmd": "dnn train", **vars_cfg(args)})
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from asr.jobs.stage import clear_done, mark_done
+    from asr.nnet.stages import run_decode
+
+    lmwt = None
+    if args.lmwt_from:
+        f = Path(args.lmwt_from) / "best_lmwt"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found (decode the dev set first)")
+        lmwt = float(f.read_text().split()[0])
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    clear_done(args.out)
+    res = run_decode(args.model, args.graph, args.data, args.out, nj=args.nj, lmwt=lmwt, acwt=args.acwt,
+                     mode=args.mode)
+    print((Path(args.out) / "scoring").read_text().strip() if (Path(args.out) / "scoring").is_file() else res)
+    mark_done(args.out, {"cmd": "dnn decode", **vars_cfg(args)})
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from asr.nnet.stages import run_export
+
+    n = run_export(args.model, args.data, args.out, logposts=args.logposts)
+    print(f"asr dnn export: {n} utterances -> {args.out}")
+    return 0
+
+
+def _align(args: argparse.Namespace) -> int:
+    from asr.jobs.stage import clear_done, mark_done
+    from asr.nnet.stages import run_align
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    clear_done(args.out)
+    r = run_align(args.model, args.data, args.ali, args.out, StageLog(args.out, "align"))
+    print(f"asr dnn align: {r['aligned']} aligned, {r['failed']} failed -> {args.out}/ali_pdf.ark")
+    mark_done(args.out, {"cmd": "dnn align", **vars_cfg(args)})
+    return 0

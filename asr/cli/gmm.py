@@ -1,0 +1,86 @@
+"""``asr gmm {mono,tri1,tri2,tri3,align,decode}``: GMM-HMM training stages, alignment, decoding."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("gmm", help="GMM-HMM stages: mono, tri1 (deltas), tri2 (LDA+MLLT), tri3 (SAT)")
+    sub = p.add_subparsers(dest="gmm_command", metavar="STAGE")
+    for stage, helptext in (("mono", "monophones, flat start (train_mono.sh)"),
+                            ("tri1", "tree-tied triphones on deltas (train_deltas.sh)"),
+                            ("tri2", "LDA+MLLT triphones (train_lda_mllt.sh)"),
+                            ("tri3", "SAT with per-speaker fMLLR (train_sat.sh)")):
+        s = sub.add_parser(stage, help=helptext)
+        s.add_argument("--data", required=True, help="training data dir (with feats.scp, cmvn.scp)")
+        s.add_argument("--lang", required=True, help="lang dir (phone set check; decoding)")
+        if stage != "mono":
+            s.add_argument("--ali", required=True, help="finished previous stage (its alignments and model)")
+        s.add_argument("--out", required=True, help="experiment dir to write")
+        s.add_argument("--nj", type=int, default=1, help="parallel jobs (split by speaker)")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--iters", type=int, default=None, help="EM iterations")
+        s.add_argument("--gauss", type=int, default=None, help="target total number of Gaussians")
+        if stage != "mono":
+            s.add_argument("--leaves", type=int, default=None, help="target number of tree leaves (pdfs)")
+        s.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                       help="default: cuda when available, else cpu")
+        s.set_defaults(func=_train, stage=stage)
+    a = sub.add_parser("align", help="force-align a data dir's transcripts with a trained system")
+    a.add_argument("--model", required=True)
+    a.add_argument("--data", required=True)
+    a.add_argument("--out", required=True)
+    a.set_defaults(func=_align)
+    d = sub.add_parser("decode", help="decode and score a data dir (two passes for SAT)")
+    d.add_argument("--model", required=True)
+    d.add_argument("--lang", required=True)
+    d.add_argument("--data", required=True)
+    d.add_argument("--out", required=True, help="e.g. EXP/decode_test")
+    d.add_argument("--lmwt-from", default=None, help="dev decode dir whose best_lmwt to apply (test sets)")
+    d.add_argument("--nj", type=int, default=1)
+    d.add_argument("--beam", type=float, default=None)
+    d.add_argument("--mode", choices=("phone", "word"), default=None, help="default: from the lang dir")
+    d.set_defaults(func=_decode)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _train(args: argparse.Namespace) -> int:
+    from asr.gmm.stages import RUNNERS, STAGE_CONFIGS
+
+    cfg = STAGE_CONFIGS[args.stage]()
+    over = {"num_iters": args.iters, "total_gauss": args.gauss, "num_leaves": getattr(args, "leaves", None)}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if v is not None})
+    if args.iters is not None:    # keep the schedule inside the new iteration count
+        cfg.max_iter_inc = min(cfg.max_iter_inc, max(1, int(args.iters * 0.75)))
+    if args.nj < 1:
+        raise ValueError("--nj must be >= 1")
+    t0 = time.time()
+    kw = dict(cfg=cfg, nj=args.nj, seed=args.seed, device=args.device)
+    if args.stage == "mono":
+        sys_ = RUNNERS["mono"](args.data, args.lang, args.out, **kw)
+    else:
+        sys_ = RUNNERS[args.stage](args.data, args.lang, args.ali, args.out, **kw)
+    print(f"asr gmm {args.stage}: {sys_.num_pdfs} pdfs, {sys_.gmm.num_gauss} Gaussians, "
+          f"{time.time() - t0:.1f} s -> {args.out}")
+    return 0
+
+
+def _align(args: argparse.Namespace) -> int:
+    from asr.gmm.decode import align_system
+
+    align_system(args.model, args.data, args.out)
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from asr.decode import DecodeConfig
+    from asr.gmm.decode import decode_system
+
+    cfg = DecodeConfig() if args.beam is None else DecodeConfig(beam=args.beam)
+    t0 = time.time()
+    res = decode_system(args.model, args.lang, args.data, args.out, nj=args.nj, lmwt_from=args.lmwt_from,
+                        cfg=cfg, mode=args.mode)
+    print(res.wer_line(args.out), f"({time.time() - t0:.1f} s)")
+    return 0

@@ -1,0 +1,1 @@
+"""Runnable demos of the generative models (``python -m asr.generative.demos.<name>``)."""

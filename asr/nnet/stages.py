@@ -1,0 +1,263 @@
+"""Stage runners of the hybrid DNN (directories in, directory out): ``pretrain``, ``train``,
+``decode``, ``export``, ``align``. The CLI (``asr/cli/dnn.py``) is a thin face over these."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from asr.nnet.frames import FrameData, build_frame_data, pdf_log_priors, split_cv_speakers
+from asr.nnet.io import load_features, loglike_job, read_alignments, write_alignments, write_matrices
+from asr.nnet.model import HybridDNN, NetConfig, load_model, save_model
+from asr.nnet.pretrain import PretrainConfig, dbn_linears, pretrain_dbn_on_frames
+from asr.nnet.train import CEResult, CETrainConfig, train_ce
+
+Log = Callable[[str], None]
+
+
+def read_utt2spk(data_dir: str | Path) -> dict[str, str]:
+    p = Path(data_dir) / "utt2spk"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found")
+    out = {}
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        f = line.split()
+        if not f:
+            continue
+        if len(f) != 2:
+            raise ValueError(f"{p}:{n}: expected 'utt spk', got {line!r}")
+        out[f[0]] = f[1]
+    return out
+
+
+@dataclass
+class Targets:
+    """pdf alignments (utt -> (T,)), the pdf count and, when the GMM system is available, the
+    pdf -> phone map (num_pdfs,) and its silence phone ids."""
+
+    alis: dict[str, Tensor]
+    num_pdfs: int
+    pdf2phone: Tensor | None = None
+    silence: list[int] = field(default_factory=list)
+    source: str = ""
+
+
+def load_targets(ali: str | Path, num_pdfs: int | None = None) -> Targets:
+    """``ali``: a GMM exp dir (``ali_pdf.ark`` + ``final.pt``, pdf count checked against its tree)
+    or a Kaldi ``ali-to-pdf`` style int-vector ark (pdf count from ``num_pdfs`` or max id + 1)."""
+    ali = Path(ali)
+    if ali.is_dir():
+        ark = ali / "ali_pdf.ark"
+        alis = read_alignments(ark)
+        pdf2phone, silence = None, []
+        gmm_dir = ali
+        if not (ali / "final.pt").is_file() and (ali / "gmm_system").is_file():  # a DNN realignment dir
+            gmm_dir = Path((ali / "gmm_system").read_text().strip())
+        if (gmm_dir / "final.pt").is_file():
+            from asr.gmm.stages import load_system
+
+            sys_ = load_system(gmm_dir)
+            if num_pdfs is not None and num_pdfs != sys_.num_pdfs:
+                raise ValueError(f"--num-pdfs {num_pdfs} does not match the tree of {ali} ({sys_.num_pdfs} pdfs)")
+            num_pdfs = sys_.num_pdfs
+            pdf2phone, silence = sys_.ctx.pdf2phone.clone(), list(sys_.silence)
+    else:
+        ark = ali
+        alis = read_alignments(ark)
+        pdf2phone, silence = None, []
+    top = max((int(a.max()) for a in alis.values() if a.numel()), default=-1)
+    if num_pdfs is None:
+        num_pdfs = top + 1
+    if top >= num_pdfs:
+        bad = next(u for u, a in alis.items() if a.numel() and int(a.max()) >= num_pdfs)
+        raise ValueError(f"{ark}: utterance {bad} has pdf id {top} but the model has {num_pdfs} pdfs "
+                         "(alignment from another tree?)")
+    return Targets(alis, num_pdfs, pdf2phone, silence, str(ark))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _report_skipped(fd: FrameData, what: str, log: Log) -> None:
+    if fd.skipped:
+        ex = ", ".join(f"{u} ({r})" for u, r in list(fd.skipped.items())[:5])
+        log(f"{what}: skipped {len(fd.skipped)} utterance(s): {ex}{' ...' if len(fd.skipped) > 5 else ''}")
+
+
+def run_pretrain(data_dir: str | Path, out_dir: str | Path, cfg: PretrainConfig, left: int = 5, right: int = 5,
+                 device: torch.device | str = "cpu", log: Log = print) -> Path:
+    """DBN pretraining on all frames of ``data_dir``; writes ``out_dir/dbn.pt``
+    (``asr.generative.save``; meta: splice context, input dim, spliced mean/var)."""
+    from asr.generative import save
+
+    out = Path(out_dir)
+    feats = load_features(data_dir)
+    fd = build_frame_data(feats, None, left, right)
+    mean, var = fd.spliced_moments()
+    log(f"pretraining DBN {fd.index.shape[1] * fd.feats.shape[1]}-{'-'.join(map(str, cfg.hidden))} "
+        f"on {fd.num_frames} frames of {len(fd.utts)} utterances")
+    t0 = time.time()
+    dbn = pretrain_dbn_on_frames(
+        fd, mean, var, cfg, device,
+        callback=lambda layer, ep, m, r: log(f"  RBM {layer} epoch {ep}: " +
+                                             " ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float))))
+    path = save(dbn.cpu(), out / "dbn.pt", meta={"left": left, "right": right, "input_dim": fd.feats.shape[1],
+                                                 "in_mean": mean, "in_var": var, "config": asdict(cfg),
+                                                 "frames": fd.num_frames, "seconds": time.time() - t0})
+    log(f"DBN saved to {path} ({time.time() - t0:.1f} s)")
+    return path
+
+
+@dataclass
+class DnnTrainConfig:
+    """``asr dnn train`` settings: architecture (ignored parts come from the DBN when given),
+    CV split, CE schedule."""
+
+    hidden: tuple[int, ...] = (512, 512, 512)
+    left: int = 5
+    right: int = 5
+    cv_fraction: float = 0.1
+    seed: int = 777
+    ce: CETrainConfig = field(default_factory=CETrainConfig)
+
+
+def _dbn_path(p: str | Path) -> Path:
+    p = Path(p)
+    if p.is_dir():
+        p = p / "dbn.pt"
+    if not p.is_file():
+        # accept "exp/dbn/final" style references
+        for cand in (p.with_suffix(".pt"), p.parent / "dbn.pt"):
+            if cand.is_file():
+                return cand
+        raise FileNotFoundError(f"no DBN checkpoint at {p}")
+    return p
+
+
+def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: DnnTrainConfig,
+              dbn: str | Path | None = None, device: torch.device | str = "cpu", log: Log = print) -> CEResult:
+    """Frame-CE fine-tuning of a DBN-initialised (``dbn``) or randomly initialised DNN on the pdf
+    alignments ``ali``; 10 % of speakers held out for newbob. Writes ``out_dir/final.pt`` (model
+    with normalisation and priors), ``ckpt/``, ``log/train_curve.json``, ``config.json``."""
+    out = Path(out_dir)
+    tg = load_targets(ali)
+    feats = load_features(data_dir)
+    utt2spk = read_utt2spk(data_dir)
+    utt2spk = {u: s for u, s in utt2spk.items() if u in feats}
+    tr, cv = split_cv_speakers(utt2spk, cfg.cv_fraction, cfg.seed)
+    left, right, hidden = cfg.left, cfg.right, tuple(cfg.hidden)
+    norm = None
+    linears = None
+    if dbn is not None:
+        from asr.generative import load_checkpoint
+
+        dbn_mod, meta = load_checkpoint(_dbn_path(dbn), expect="DBN")
+        left, right = int(meta["left"]), int(meta["right"])
+        hidden = tuple(int(h) for h in dbn_mod.sizes[1:])
+        norm = (meta["in_mean"], meta["in_var"])
+        linears = dbn_linears(dbn_mod)
+        log(f"initialising from DBN {dbn} ({'-'.join(map(str, hidden))}, context -{left}/+{right})")
+    train = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=tr)
+    cvd = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=cv)
+    _report_skipped(train, "train", log)
+    _report_skipped(cvd, "cv", log)
+    missing = [u for u in tg.alis if u not in feats]
+    if missing:
+        log(f"{len(missing)} aligned utterance(s) have no features in {data_dir}, e.g. {missing[0]}")
+    input_dim = train.feats.shape[1]
+    if norm is not None and norm[0].numel() != (left + right + 1) * input_dim:
+        raise ValueError(f"DBN {dbn} expects {norm[0].numel()}-dim spliced input, data {data_dir} gives "
+                         f"{(left + right + 1) * input_dim}")
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = HybridDNN(NetConfig(input_dim=input_dim, num_pdfs=tg.num_pdfs, hidden=hidden, left=left, right=right))
+    with torch.no_grad():  # explicit seeded init of every layer
+        for m in model.body:
+            if isinstance(m, torch.nn.Linear):
+                bound = 1.0 / m.in_features ** 0.5
+                m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
+                m.bias.zero_()
+    if linears is not None:
+        model.init_from_linears(linears)
+    model.set_normalisation(*(norm if norm is not None else train.spliced_moments()))
+    model.log_priors.copy_(pdf_log_priors(train.targets, tg.num_pdfs))
+    log(f"train: {train.num_frames} frames / {len(train.utts)} utts; cv: {cvd.num_frames} frames / "
+        f"{len(cvd.utts)} utts ({len(set(utt2spk[u] for u in cvd.utts))} speakers); {tg.num_pdfs} pdfs")
+    _write_json(out / "config.json", {"data": str(data_dir), "ali": str(ali), "dbn": str(dbn) if dbn else None,
+                                      "config": asdict(cfg), "num_pdfs": tg.num_pdfs,
+                                      "skipped": {**train.skipped, **cvd.skipped}})
+    t0 = time.time()
+    res = train_ce(model, train, cvd, cfg.ce, out, device=device, log=log)
+    secs = time.time() - t0
+    log(f"CE training done in {secs:.1f} s" + (f" ({res.message})" if res.diverged else ""))
+    if tg.pdf2phone is not None:
+        torch.save({"pdf2phone": tg.pdf2phone, "silence": tg.silence}, out / "pdf2phone.pt.tmp")
+        os.replace(out / "pdf2phone.pt.tmp", out / "pdf2phone.pt")
+    return res
+
+
+def run_decode(model_dir: str | Path, graph_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
+               nj: int = 1, lmwt: float | None = None, acwt: float = 0.1, mode: str = "phone"):
+    """Hybrid decoding with ``asr.decode.decode_and_score`` (LM weight tuned when ``lmwt`` is None)."""
+    from asr.decode import DecodeConfig, decode_and_score
+
+    model_path = Path(model_dir) / "final.pt" if Path(model_dir).is_dir() else Path(model_dir)
+    load_model(model_path)  # fail early with a clear message
+    job = functools.partial(loglike_job, str(model_path), str(data_dir))
+    return decode_and_score(graph_dir, data_dir, out_dir, job, DecodeConfig(acwt=acwt), nj=nj, lmwt=lmwt, mode=mode)
+
+
+def run_export(model: str | Path, data_dir: str | Path, out_ark: str | Path, logposts: bool = False) -> int:
+    """Write per-utterance (T, num_pdfs) scaled log-likelihoods (or log-posteriors) as a Kaldi ark."""
+    feats = load_features(data_dir)
+    return write_matrices(loglike_job(str(model), str(data_dir), sorted(feats), logposts=logposts), out_ark)
+
+
+def run_align(model: str | Path, data_dir: str | Path, ali_dir: str | Path, out_dir: str | Path,
+              log: Log = print) -> dict[str, int]:
+    """Realign the training data with the DNN (Viterbi over each utterance's state chain from the
+    GMM system's alignment, as Kaldi ``align_nnet.sh``): writes ``out_dir/ali_pdf.ark``.
+    The chain of an utterance is its phone-level state sequence recovered from the previous
+    alignment (consecutive (phone, hmm-state) runs collapsed), so the transcript is kept."""
+    from asr.gmm.stages import load_system
+    from asr.hmm.align import viterbi_align
+
+    sys_ = load_system(ali_dir)
+    m = load_model(model)
+    pdf_alis = read_alignments(Path(ali_dir) / "ali_pdf.ark")
+    st_alis = read_alignments(Path(ali_dir) / "ali_state.ark")
+    feats = load_features(data_dir)
+    utts = sorted(u for u in pdf_alis if u in feats and u in st_alis)
+    chains, lls = [], []
+    for u in utts:
+        p, s = pdf_alis[u], st_alis[u]
+        change = torch.ones_like(p, dtype=torch.bool)
+        change[1:] = (p[1:] != p[:-1]) | (s[1:] != s[:-1])
+        chains.append(p[change])
+        lls.append(m.loglikes(feats[u])[:len(p)])
+    res = viterbi_align(lls, chains, sys_.trans)
+    out, failed = {}, []
+    for u, r in zip(utts, res):
+        if r is None:
+            failed.append(u)
+        else:
+            out[u] = r.pdfs
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_alignments(out, Path(out_dir) / "ali_pdf.ark")
+    tmp = Path(out_dir) / "gmm_system.tmp"
+    tmp.write_text(str(Path(ali_dir).resolve()) + "\n")   # tree / pdf->phone map of these pdfs
+    os.replace(tmp, Path(out_dir) / "gmm_system")
+    if failed:
+        log(f"realignment failed for {len(failed)} utterance(s), e.g. {failed[:5]}")
+    return {"aligned": len(out), "failed": len(failed)}

@@ -1,0 +1,72 @@
+"""``asr seq train`` stage: CE model dir + fbank data + GMM alignments + phone graph -> sequence-trained model dir."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from asr.nnet.frames import build_frame_data, split_cv_speakers
+from asr.nnet.io import load_features
+from asr.nnet.model import load_model
+from asr.nnet.stages import load_targets, read_utt2spk
+from asr.seqtrain.fb import DenGraph
+from asr.seqtrain.graph import den_graph_from_fst
+from asr.seqtrain.train import SeqTrainConfig, train_sequence
+
+
+def load_den_graph(graph_dir: str | Path, cache: Path | None = None, log: Callable[[str], None] = print) -> DenGraph:
+    """The ε-removed denominator graph of ``graph_dir/HCLG.fst`` (cached as a torch file)."""
+    fst = Path(graph_dir) / "HCLG.fst" if Path(graph_dir).is_dir() else Path(graph_dir)
+    if cache is not None and cache.is_file():
+        d = torch.load(cache, weights_only=False)
+        if d.get("source") == str(fst.resolve()) and d.get("mtime") == fst.stat().st_mtime:
+            return DenGraph(**d["graph"])
+    t0 = time.time()
+    g = den_graph_from_fst(fst)
+    log(f"denominator graph from {fst}: {g.num_states} states, {g.num_arcs} arcs ({time.time() - t0:.1f} s)")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        torch.save({"source": str(fst.resolve()), "mtime": fst.stat().st_mtime, "graph": g.__dict__}, tmp)
+        os.replace(tmp, cache)
+    return g
+
+
+def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, graph_dir: str | Path,
+                  out_dir: str | Path, cfg: SeqTrainConfig, device: torch.device | str = "cpu",
+                  log: Callable[[str], None] = print) -> list[dict]:
+    """Sequence-train the CE model of ``model_dir`` (same CV speakers as its CE run) on the pdf
+    alignments of ``ali`` with the lattice-free denominator from ``graph_dir``."""
+    out = Path(out_dir)
+    model = load_model(model_dir)
+    ce_cfg = {}
+    cfg_path = Path(model_dir) / "config.json"
+    if cfg_path.is_file():
+        ce_cfg = json.loads(cfg_path.read_text()).get("config", {})
+    tg = load_targets(ali)
+    if tg.num_pdfs != model.cfg.num_pdfs:
+        raise ValueError(f"{ali} has {tg.num_pdfs} pdfs but the model {model_dir} has {model.cfg.num_pdfs}")
+    if cfg.criterion in ("mpe", "bmmi") and tg.pdf2phone is None:
+        raise ValueError(f"criterion {cfg.criterion} needs the pdf->phone map: pass --ali as a GMM exp dir")
+    feats = load_features(data_dir)
+    utt2spk = {u: s for u, s in read_utt2spk(data_dir).items() if u in feats}
+    tr, cv = split_cv_speakers(utt2spk, ce_cfg.get("cv_fraction", 0.1), ce_cfg.get("seed", cfg.seed))
+    left, right = model.cfg.left, model.cfg.right
+    train = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=tr)
+    cvd = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=cv)
+    if train.skipped:
+        log(f"train: skipped {len(train.skipped)} utterance(s), e.g. {next(iter(train.skipped.items()))}")
+    graph = load_den_graph(graph_dir, out / "den_graph.pt", log)
+    tmp = out / "config.json.tmp"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps({"model": str(model_dir), "data": str(data_dir), "ali": str(ali),
+                               "graph": str(graph_dir), "config": asdict(cfg),
+                               "den_graph": {"states": graph.num_states, "arcs": graph.num_arcs}}, indent=1))
+    os.replace(tmp, out / "config.json")
+    return train_sequence(model, train, cvd, graph, cfg, out, pdf2phone=tg.pdf2phone,
+                          silence_phones=tg.silence, device=device, log=log)

@@ -1,0 +1,174 @@
+"""Sequence-discriminative training of the hybrid DNN (MPE / sMBR / MMI / bMMI) after CE.
+
+Per minibatch of utterances: the network gives scaled log-likelihoods ll = log p(s|x) − log p(s)
+(B, T, P); ``sequence_objective`` runs the numerator (reference alignment constrained) and
+denominator forward-backward over the lattice-free graph and returns ∂F/∂ll; the network is
+updated with the surrogate loss −Σ ∂F/∂ll · ll / frames (+ optional CE frame smoothing,
+Su et al. 2013: loss = (1−H)·seq + H·CE). Like Kaldi ``nnet-train-mpe-sequential`` the priors
+stay fixed. Epoch checkpoints, resume, and divergence handling mirror the CE trainer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from asr.nnet.frames import FrameData, build_frame_data
+from asr.nnet.model import HybridDNN, save_model
+from asr.nnet.train import frame_accuracy
+from asr.seqtrain.fb import DenGraph, sequence_objective
+
+
+@dataclass
+class SeqTrainConfig:
+    """criterion: mpe | smbr | mmi | bmmi; kappa: acoustic scale; boost: b of bMMI;
+    ce_smoothing: H of F-smoothing; utts_per_epoch: random subset per epoch (None = all)."""
+
+    criterion: str = "mpe"
+    epochs: int = 2
+    lr: float = 0.02
+    momentum: float = 0.0
+    kappa: float = 0.1
+    boost: float = 0.1
+    ce_smoothing: float = 0.1
+    batch_utts: int = 8
+    utts_per_epoch: int | None = None
+    exclude_silence: bool = False
+    seed: int = 777
+
+
+def _pad_batch(model: HybridDNN, data: FrameData, rows_of: list[Tensor], device: torch.device
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Network output for a batch of utterances: (logits (N, P) of the concatenated frames,
+    lengths (B,), padded position index (N,) into B*T, padded refs (B, T))."""
+    rows = torch.cat(rows_of)
+    lengths = torch.tensor([len(r) for r in rows_of])
+    t_max = int(lengths.max())
+    x = data.spliced(rows).to(device)
+    logits = model(x)
+    pos = torch.cat([i * t_max + torch.arange(len(r)) for i, r in enumerate(rows_of)])
+    ref = torch.zeros(len(rows_of) * t_max, dtype=torch.long)
+    ref[pos] = data.targets[rows]
+    return logits, lengths, pos, ref.view(len(rows_of), t_max)
+
+
+def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: DenGraph, cfg: SeqTrainConfig,
+                   out_dir: str | Path, pdf2phone: Tensor | None = None, silence_phones: list[int] | None = None,
+                   device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> list[dict]:
+    """Sequence-train ``model`` in place; returns the per-epoch curve (epoch, objective per frame,
+    cv_frame_acc, no_num_path, seconds, utts/s) also written to ``out_dir/log/train_curve.json``.
+    Writes ``out_dir/ckpt/epochNNN.pt`` each epoch (resumed from) and ``out_dir/final.pt``."""
+    out = Path(out_dir)
+    device = torch.device(device)
+    graph.validate(model.cfg.num_pdfs)
+    model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    sil = torch.tensor(silence_phones or [], dtype=torch.long) if cfg.exclude_silence else None
+    starts = torch.cumsum(train.lengths, 0) - train.lengths
+    history: list[dict] = []
+    done_epochs = 0
+    cks = sorted((out / "ckpt").glob("epoch*.pt"))
+    if cks:
+        ck = torch.load(cks[-1], map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        history, done_epochs = ck["history"], ck["epoch"]
+        log(f"resuming from {cks[-1]}")
+    else:
+        acc0, _ = frame_accuracy(model, cv, device)
+        history.append({"epoch": 0, "objective": None, "cv_frame_acc": acc0, "criterion": cfg.criterion})
+        log(f"epoch 0: cv frame acc {acc0:.4f}")
+    log_priors = model.log_priors
+    no_path_all: dict[str, int] = {}
+    diverged = ""
+    for epoch in range(done_epochs + 1, cfg.epochs + 1):
+        good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(train.utts), generator=g)
+        if cfg.utts_per_epoch:
+            order = order[:cfg.utts_per_epoch]
+        # batch utterances of similar length together (less padding), batches in random order
+        order = order[torch.argsort(train.lengths[order], stable=True)]
+        batches = [order[i:i + cfg.batch_utts] for i in range(0, len(order), cfg.batch_utts)]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
+        t0 = time.time()
+        obj_sum, frames, no_path = 0.0, 0, []
+        model.train()
+        for bi in batches:
+            rows_of = [torch.arange(int(starts[i]), int(starts[i] + train.lengths[i])) for i in bi.tolist()]
+            logits, lengths, pos, ref = _pad_batch(model, train, rows_of, device)
+            logp = torch.log_softmax(logits, -1)
+            ll = logp - log_priors
+            padded = torch.zeros(len(rows_of) * int(lengths.max()), ll.shape[1])
+            padded[pos] = ll.detach().cpu()
+            so = sequence_objective(graph, padded.view(len(rows_of), -1, ll.shape[1]), lengths, ref,
+                                    criterion=cfg.criterion, kappa=cfg.kappa, boost=cfg.boost,
+                                    pdf2phone=pdf2phone, silence_phones=sil)
+            bad = so.no_num_path.tolist()
+            for k, i in enumerate(bi.tolist()):
+                if bad[k]:
+                    no_path.append(train.utts[i])
+            if not torch.isfinite(so.objective).all() or not torch.isfinite(so.grad).all():
+                diverged = f"non-finite {cfg.criterion} objective at epoch {epoch}"
+                break
+            ok_frames = int(lengths[~so.no_num_path].sum())
+            if ok_frames == 0:
+                continue
+            gflat = so.grad.reshape(-1, ll.shape[1])[pos].to(device)
+            keep = torch.repeat_interleave(~so.no_num_path, lengths).to(device)
+            loss = -(gflat * ll).sum() / ok_frames
+            if cfg.ce_smoothing > 0:
+                tgt = train.targets[torch.cat(rows_of)].to(device)
+                ce = nn.functional.nll_loss(logp[keep], tgt[keep], reduction="sum") / ok_frames
+                loss = (1 - cfg.ce_smoothing) * loss + cfg.ce_smoothing * ce
+            if not torch.isfinite(loss):
+                diverged = f"non-finite loss at epoch {epoch}"
+                break
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            obj_sum += float(so.objective.sum())
+            frames += ok_frames
+        secs = time.time() - t0
+        if diverged:
+            model.load_state_dict(good)
+            log(f"{diverged}: stopped, kept the model of epoch {epoch - 1}")
+            break
+        for u in no_path:
+            no_path_all[u] = no_path_all.get(u, 0) + 1
+        if no_path:
+            log(f"epoch {epoch}: {len(no_path)} utterance(s) skipped, reference has no path in the "
+                f"denominator graph: {no_path[:5]}{' ...' if len(no_path) > 5 else ''}")
+        acc, cv_loss = frame_accuracy(model, cv, device)
+        n_utts = sum(len(b) for b in batches)
+        rec = {"epoch": epoch, "criterion": cfg.criterion, "objective": obj_sum / max(frames, 1),
+               "cv_frame_acc": acc, "cv_loss": cv_loss, "utterances": n_utts, "frames": frames,
+               "no_num_path": len(no_path), "seconds": secs, "utts_per_s": n_utts / max(secs, 1e-9)}
+        history.append(rec)
+        log(f"epoch {epoch}: {cfg.criterion} objective/frame {rec['objective']:.4f} cv frame acc {acc:.4f} "
+            f"({n_utts} utts, {rec['utts_per_s']:.2f} utt/s)")
+        _save(out / "ckpt" / f"epoch{epoch:03d}.pt", {"model": model.state_dict(), "opt": opt.state_dict(),
+                                                     "history": history, "epoch": epoch})
+    model.cpu()
+    save_model(model, out / "final.pt", extra={"history": history, "config": asdict(cfg),
+                                               "diverged": diverged})
+    (out / "log").mkdir(parents=True, exist_ok=True)
+    tmp = out / "log" / "train_curve.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, out / "log" / "train_curve.json")
+    model.to(device)
+    return history
+
+
+def _save(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+

@@ -1,0 +1,164 @@
+"""WFST decoding with kaldi_decoder: transcripts recovered, lattices consistent with 1-best,
+lattice arrays checked against a direct dynamic programme, decode_and_score files."""
+from __future__ import annotations
+
+import functools
+
+import kaldifst
+import pytest
+import torch
+
+from asr.decode import (DecodeConfig, Graph, decode_and_score, decode_utts, lattice_best_words,
+                        lattice_one, loglikes_from_dict, make_lattices)
+from asr.hmm import ContextDependency, Topology, TransitionModel
+from asr.lang.graph import make_hclg
+from asr.lang.langdir import make_phone_lang
+from asr.lang.phones import load_phone_map, load_phone_set
+
+from test_graph import PHONES, TEXT, _models
+
+
+def synthetic_loglikes(pdfs: torch.Tensor, num_pdfs: int, seed: int, margin: float = 4.0) -> torch.Tensor:
+    """(T, num_pdfs) noisy log-likelihoods whose per-frame argmax follows ``pdfs`` (random
+    durations 1..4) by ``margin`` nats on average."""
+    g = torch.Generator().manual_seed(seed)
+    dur = torch.randint(1, 5, (pdfs.numel(),), generator=g)
+    frames = torch.repeat_interleave(pdfs, dur)
+    ll = -5.0 + torch.randn(frames.numel(), num_pdfs, generator=g)
+    ll[torch.arange(frames.numel()), frames] += margin + 5.0
+    return ll
+
+
+@pytest.fixture(scope="module", params=["mono", "tri"])
+def graph(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(f"g_{request.param}")
+    (d / "text").write_text(TEXT)
+    lang = make_phone_lang(d / "text", d / "lang", phones=PHONES)
+    topo, ctx, trans = _models(request.param)
+    make_hclg(lang, ctx, topo, trans, d / "graph")
+    return d / "graph", topo, ctx
+
+
+SENTS = {"u1": ["sil", "a", "b", "c", "sil"], "u2": ["sil", "c", "c", "a", "b", "sil"], "u3": ["b"]}
+
+
+def _loglikes(topo, ctx, seed=0):
+    out = {}
+    for k, (u, s) in enumerate(SENTS.items()):
+        ids = torch.tensor([PHONES.index(p) + 1 for p in s])
+        out[u] = synthetic_loglikes(ctx.pdf_sequence(ids, topo), ctx.num_pdfs, seed + k)
+    return out
+
+
+def test_decode_recovers_transcripts(graph):
+    gdir, topo, ctx = graph
+    hyp = decode_utts(gdir, _loglikes(topo, ctx), DecodeConfig())
+    assert hyp == SENTS
+
+
+def test_decode_rejects_wrong_matrix(graph):
+    gdir, topo, ctx = graph
+    with pytest.raises(ValueError, match="uttx"):
+        decode_utts(gdir, {"uttx": torch.zeros(5, ctx.num_pdfs + 1)}, DecodeConfig())
+
+
+def test_lattice_best_path_equals_one_best_and_arrays_consistent(graph):
+    gdir, topo, ctx = graph
+    cfg = DecodeConfig(acwt=0.1, lattice_beam=8.0)
+    # weak evidence so the lattice holds competing paths
+    lls = {u: x * 0.3 for u, x in _loglikes(topo, ctx, seed=10).items()}
+    one_best = decode_utts(gdir, lls, cfg)
+    g = Graph(gdir)
+    lats = make_lattices(gdir, lls, cfg)
+    for u, ll in lls.items():
+        lat = lattice_one(g, u, ll, cfg)
+        assert g.word_strings(lattice_best_words(lat, 1.0 / cfg.acwt)) == one_best[u]
+        la = lats[u]
+        T = ll.shape[0]
+        assert la.num_frames == T and la.start == 0
+        assert bool((la.src < la.dst).all())  # topologically sorted
+        emit = la.pdf >= 0
+        assert torch.equal(la.frame[la.dst], la.frame[la.src] + emit.long())
+        ac = -ll[la.frame[la.src[emit]], la.pdf[emit]].double()
+        assert torch.allclose(la.acoustic_cost[emit], ac, atol=1e-3)
+        assert bool((la.acoustic_cost[~emit] == 0).all())
+        assert la.src.numel() > T  # more than a single path survived
+        # best path cost by a DP over the arrays == kaldifst shortest path of the lattice
+        cost = la.graph_cost + cfg.acwt * la.acoustic_cost
+        best = torch.full((la.num_states,), float("inf"), dtype=torch.float64)
+        best[0] = 0.0
+        for s in range(la.num_states):  # tiny lattices: plain DP is the reference
+            m = la.src == s
+            best[la.dst[m]] = torch.minimum(best[la.dst[m]], best[s] + cost[m])
+        dp = float((best + la.final).min())
+        lat_s = lat.copy()
+        kaldifst.scale_lattice([[1.0, 0.0], [0.0, cfg.acwt]], lat_s)
+        ok, _, _, w = kaldifst.get_linear_symbol_sequence(kaldifst.shortest_path(lat_s))
+        assert ok and dp == pytest.approx(w.value1 + w.value2, abs=1e-3)
+
+
+def test_decode_and_score_phone_mode(tmp_path):
+    phones = load_phone_set()
+    pmap = load_phone_map()
+    sents = {"spka_s1": ["sil", "aa", "b", "ch", "sil"], "spka_s2": ["sil", "iy", "ix", "sil"],
+             "spkb_s1": ["sil", "d", "dx", "zh", "sil"]}
+    (tmp_path / "text").write_text("".join(f"{u} {' '.join(s)}\n" for u, s in sents.items()))
+    lang = make_phone_lang(tmp_path / "text", tmp_path / "lang")
+    topo = Topology(len(phones), 3)
+    ctx = ContextDependency.monophone(topo)
+    make_hclg(lang, ctx, topo, TransitionModel(ctx.num_pdfs), tmp_path / "graph")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utt2spk").write_text("".join(f"{u} {u.split('_')[0]}\n" for u in sents))
+    (data / "text.39").write_text("".join(
+        f"{u} {' '.join(pmap.fold48to39[p] for p in s)}\n" for u, s in sents.items()))
+    lls = {u: synthetic_loglikes(ctx.pdf_sequence(torch.tensor([phones.index(p) + 1 for p in s]), topo),
+                                 ctx.num_pdfs, k) for k, (u, s) in enumerate(sents.items())}
+    lls.pop("spkb_s1")  # an utterance without log-likelihoods: reported and scored as deletions
+    job = functools.partial(loglikes_from_dict, lls)
+    cfg = DecodeConfig(lmwt_grid=(2.0, 10.0))
+    with pytest.warns(UserWarning, match="1 utterance"):
+        res = decode_and_score(tmp_path / "graph", data, tmp_path / "dec", job, cfg, nj=2)
+    out = tmp_path / "dec"
+    assert res.nref == 5 + 4 + 5 and res.dels == 5 and res.sub == 0 and res.ins == 0
+    assert (out / "best_lmwt").read_text().strip() == "2"
+    assert (out / "scoring").read_text().startswith("%WER 35.71 [ 5 / 14, 0 ins, 5 del, 0 sub ]")
+    hyp = (out / "hyp.10.txt").read_text().splitlines()
+    assert hyp == [f"{u} {' '.join(sents[u])}" for u in ("spka_s1", "spka_s2")]
+    with pytest.warns(UserWarning, match="spkb_s1"):
+        decode_and_score(tmp_path / "graph", data, tmp_path / "dec_t", job, cfg, nj=1, lmwt=10.0)
+    assert sorted(p.name for p in (tmp_path / "dec_t").iterdir()) == [
+        "best_lmwt", "hyp.10.txt", "scoring", "wer_10"]
+
+
+def test_cli_lang_graph_decode(tmp_path, capsys):
+    import kaldiio
+
+    from asr.cli.main import main
+
+    phones = load_phone_set()
+    pmap = load_phone_map()
+    sents = {"s1_a": ["sil", "ae", "t", "sil"], "s2_b": ["sil", "t", "ae", "sil"]}
+    (tmp_path / "text").write_text("".join(f"{u} {' '.join(s)}\n" for u, s in sents.items()))
+    assert main(["lang", "phones", "--text", str(tmp_path / "text"), "--out", str(tmp_path / "lang")]) == 0
+    topo = Topology(len(phones), 3)
+    ctx = ContextDependency.monophone(topo)
+    trans = TransitionModel(ctx.num_pdfs)
+    torch.save({"topo": topo.to_dict(), "ctx": ctx.to_dict(), "trans": trans.to_dict()}, tmp_path / "final.pt")
+    assert main(["lang", "graph", "--lang", str(tmp_path / "lang"), "--model", str(tmp_path / "final.pt"),
+                 "--out", str(tmp_path / "graph")]) == 0
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utt2spk").write_text("".join(f"{u} {u.split('_')[0]}\n" for u in sents))
+    (data / "text.39").write_text("".join(f"{u} {' '.join(pmap.fold48to39[p] for p in s)}\n"
+                                          for u, s in sents.items()))
+    mats = {u: synthetic_loglikes(ctx.pdf_sequence(torch.tensor([phones.index(p) + 1 for p in s]), topo),
+                                  ctx.num_pdfs, k).numpy() for k, (u, s) in enumerate(sents.items())}
+    kaldiio.save_ark(str(tmp_path / "ll.ark"), mats, scp=str(tmp_path / "ll.scp"))
+    rc = main(["decode", "loglikes", "--graph", str(tmp_path / "graph"), "--data", str(data),
+               "--loglikes", str(tmp_path / "ll.scp"), "--out", str(tmp_path / "dec"),
+               "--lmwt-grid", "5,10"])
+    assert rc == 0
+    assert "%WER 0.00 [ 0 / 8, 0 ins, 0 del, 0 sub ]" in capsys.readouterr().out
+    assert main(["decode", "loglikes", "--graph", str(tmp_path / "graph"), "--data", str(data),
+                 "--loglikes", str(tmp_path / "missing.ark"), "--out", str(tmp_path / "d2")]) == 1

@@ -1,0 +1,96 @@
+"""End to end through the CLI on a tiny synthetic data dir: pretrain -> train (DBN and random init)
+-> export (Kaldi ark) -> seq train (HCLG-style graph with an epsilon arc). Decode-free checks."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from asr.cli.main import main
+from asr.features.compute import cmvn_stats
+from asr.nnet import load_model
+from asr.nnet.io import _kaldi_io, read_matrices, write_alignments
+from asr.nnet.synthetic import synth_corpus
+
+NUM_PDFS = 5
+
+
+def make_data(root):
+    kio = _kaldi_io()
+    feats, alis = synth_corpus(40, NUM_PDFS, 6, seed=3, noise=1.0, n_speakers=8)
+    d = root / "data"
+    (d / "mats").mkdir(parents=True)
+    scp, u2s, spk_stats = [], [], {}
+    for u in sorted(feats):
+        p = d / "mats" / f"{u}.mat"
+        with open(p, "wb") as f:
+            kio.write_mat(f, feats[u].numpy().astype(np.float32))
+        scp.append(f"{u} {p}\n")
+        spk = u.split("_")[0]
+        u2s.append(f"{u} {spk}\n")
+        spk_stats[spk] = spk_stats.get(spk, 0) + cmvn_stats(feats[u])
+    cm = []
+    for s in sorted(spk_stats):
+        p = d / "mats" / f"cmvn_{s}.mat"
+        with open(p, "wb") as f:
+            kio.write_mat(f, spk_stats[s].numpy())
+        cm.append(f"{s} {p}\n")
+    (d / "feats.scp").write_text("".join(scp))
+    (d / "utt2spk").write_text("".join(u2s))
+    (d / "cmvn.scp").write_text("".join(cm))
+    # Kaldi ali-to-pdf style ark; one utterance with a 4-frame mismatch must be skipped
+    bad = sorted(alis)[1]
+    alis[bad] = torch.cat([alis[bad], torch.zeros(4, dtype=torch.long)])
+    write_alignments(alis, root / "ali.ark")
+    # an HCLG-like graph: pdf loop (labels pdf+1) entered through an epsilon arc
+    lines = ["0 1 0 0 0.0"]
+    for j in range(NUM_PDFS):
+        lines.append(f"1 {j + 2} {j + 1} {j + 1} 1.6")
+        for k in range(NUM_PDFS):
+            lines.append(f"{j + 2} {k + 2} {k + 1} {k + 1} {0.3 if j == k else 2.8}")
+        lines.append(f"{j + 2} 0.0")
+    import kaldifst
+
+    (root / "graph").mkdir()
+    kaldifst.compile("\n".join(lines) + "\n", acceptor=False).write(str(root / "graph" / "HCLG.fst"))
+    return d, bad
+
+
+def test_cli_pretrain_train_export_seq(tmp_path, capsys):
+    data, bad = make_data(tmp_path)
+    ali = str(tmp_path / "ali.ark")
+    assert main(["dnn", "pretrain", "--data", str(data), "--out", str(tmp_path / "dbn"), "--layers", "2",
+                 "--units", "16", "--context", "2", "--device", "cpu"]) == 0
+    assert (tmp_path / "dbn" / "dbn.pt").is_file() and (tmp_path / "dbn" / ".done").is_file()
+    common = ["--data", str(data), "--ali", ali, "--epochs", "3", "--device", "cpu", "--batch-size", "64"]
+    assert main(["dnn", "train", *common, "--out", str(tmp_path / "dnn"), "--dbn", str(tmp_path / "dbn")]) == 0
+    assert main(["dnn", "train", *common, "--out", str(tmp_path / "rand"), "--random-init", "--layers", "2",
+                 "--units", "16", "--context", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped 1 utterance(s): {bad}" in out or bad in (tmp_path / "dnn" / "config.json").read_text()
+    for name in ("dnn", "rand"):
+        m = load_model(tmp_path / name)
+        assert m.cfg.hidden == (16, 16) and m.cfg.left == 2
+        curve = (tmp_path / name / "log" / "train_curve.json").read_text()
+        import json
+
+        best = max(h["cv_frame_acc"] for h in json.loads(curve))
+        assert best > 2.0 / NUM_PDFS, (name, best)       # well above chance (0.2)
+    ark = tmp_path / "ll.ark"
+    assert main(["dnn", "export", "--model", str(tmp_path / "dnn"), "--data", str(data), "--out", str(ark)]) == 0
+    mats = read_matrices(ark)
+    assert len(mats) == 40 and all(v.shape[1] == NUM_PDFS for v in mats.values())
+    post = read_matrices(tmp_path / "lp.ark") if main(["dnn", "export", "--model", str(tmp_path / "dnn"), "--data",
+                                                       str(data), "--out", str(tmp_path / "lp.ark"),
+                                                       "--logposts"]) == 0 else None
+    u = sorted(mats)[0]
+    torch.testing.assert_close(post[u].exp().sum(1), torch.ones(post[u].shape[0]), atol=1e-4, rtol=0)
+    prior = load_model(tmp_path / "dnn").log_priors
+    torch.testing.assert_close(mats[u], post[u] - prior, atol=1e-5, rtol=0)
+    assert main(["seq", "train", "--criterion", "smbr", "--model", str(tmp_path / "dnn"), "--data", str(data),
+                 "--ali", ali, "--graph", str(tmp_path / "graph"), "--out", str(tmp_path / "smbr"),
+                 "--epochs", "2", "--device", "cpu", "--lr", "0.05"]) == 0
+    import json
+
+    curve = json.loads((tmp_path / "smbr" / "log" / "train_curve.json").read_text())
+    assert [c["epoch"] for c in curve] == [0, 1, 2] and curve[2]["objective"] > 0
+    assert load_model(tmp_path / "smbr").cfg.num_pdfs == NUM_PDFS
