@@ -125,3 +125,13 @@ def test_bad_input():
         exact_log_likelihood(bm, torch.zeros(3, 5))
     with pytest.raises(ValueError, match="enumerate"):
         exact_log_partition(BoltzmannMachine(30, 0))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from asr.generative.checkpoint import load, save
+    bm = _random_bm(3, 2, 1.0, 12)
+    save(bm, tmp_path / "bm.pt")
+    back = load(tmp_path / "bm.pt")
+    assert isinstance(back, BoltzmannMachine) and back.n_hidden == 2
+    torch.testing.assert_close(back.W, bm.W)
+    assert float(exact_log_partition(back)) == pytest.approx(float(exact_log_partition(bm)))

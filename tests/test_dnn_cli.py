@@ -87,10 +87,14 @@ def test_cli_pretrain_train_export_seq(tmp_path, capsys):
     prior = load_model(tmp_path / "dnn").log_priors
     torch.testing.assert_close(mats[u], post[u] - prior, atol=1e-5, rtol=0)
     assert main(["seq", "train", "--criterion", "smbr", "--model", str(tmp_path / "dnn"), "--data", str(data),
-                 "--ali", ali, "--graph", str(tmp_path / "graph"), "--out", str(tmp_path / "smbr"),
+                 "--ali", ali, "--den", "hclg", "--graph", str(tmp_path / "graph"), "--out", str(tmp_path / "smbr"),
                  "--epochs", "2", "--device", "cpu", "--lr", "0.05"]) == 0
     import json
 
     curve = json.loads((tmp_path / "smbr" / "log" / "train_curve.json").read_text())
     assert [c["epoch"] for c in curve] == [0, 1, 2] and curve[2]["objective"] > 0
     assert load_model(tmp_path / "smbr").cfg.num_pdfs == NUM_PDFS
+    assert main(["seq", "train", "--criterion", "mmi", "--model", str(tmp_path / "dnn"), "--data", str(data),
+                 "--ali", ali, "--out", str(tmp_path / "mmi"), "--epochs", "1", "--device", "cpu"]) == 0
+    curve = json.loads((tmp_path / "mmi" / "log" / "train_curve.json").read_text())
+    assert curve[1]["no_num_path"] == 0 and curve[1]["objective"] < 0

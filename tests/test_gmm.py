@@ -129,3 +129,11 @@ def test_serialisation_round_trip():
     m2 = DiagGmmSet.from_dict(m.to_dict())
     x = torch.randn(10, 3, generator=gen)
     torch.testing.assert_close(m.loglikes(x), m2.loglikes(x))
+
+
+def test_loglikes_of_a_pdf_subset_match_the_full_matrix():
+    gen = torch.Generator().manual_seed(6)
+    m = _random_set(gen)
+    x = torch.randn(20, 3, generator=gen)
+    sub = torch.tensor([3, 1])
+    torch.testing.assert_close(m.loglikes_pdfs(x, sub), m.loglikes(x)[:, sub])

@@ -254,3 +254,28 @@ def test_reference_without_den_path_is_skipped_with_count(tmp_path):
     expect = sum(int((train.targets[s:s + n] == 5).any()) for s, n in zip(starts.tolist(), train.lengths.tolist()))
     assert expect > 0 and h[-1]["no_num_path"] == expect
     assert any("no path" in s for s in msgs)
+
+
+@pytest.mark.parametrize("criterion", ["smbr", "mpe", "mmi", "bmmi"])
+def test_pdf_hmm_denominator_equals_generic_graph_and_bruteforce(criterion):
+    from asr.seqtrain.pdfhmm import PdfHmmDen
+
+    gen = torch.Generator().manual_seed(1)
+    alis = [torch.randint(0, 3, (int(n),), generator=gen) for n in (5, 7, 4, 6)]
+    alis.append(torch.tensor([0, 0, 1, 1, 2]))
+    den = PdfHmmDen.from_alignments(alis, 3)
+    assert den.num_arcs > 0
+    graph = den.to_den_graph()
+    ll = torch.randn(2, 5, 3, generator=gen)
+    ref = torch.stack([alis[-1], torch.tensor([2, 1, 0, 0, 0])])
+    ref[1, 3:] = 0
+    lengths = torch.tensor([5, 3])
+    kw = dict(criterion=criterion, kappa=0.6, boost=0.4, pdf2phone=PDF2PHONE)
+    a = sequence_objective(den, ll, lengths, ref, **kw)
+    b = sequence_objective(graph, ll, lengths, ref, **kw)
+    assert torch.equal(a.no_num_path, b.no_num_path)
+    torch.testing.assert_close(a.objective.double(), b.objective.double(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+    if criterion in ("smbr", "mpe"):   # and the graph form against enumeration of all paths
+        _, _, exp_acc = brute(graph, ll[0].double(), ref[0], criterion, 0.6)
+        assert abs(float(exp_acc) - float(a.objective[0])) < 1e-5

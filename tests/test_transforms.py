@@ -195,6 +195,10 @@ def test_fmllr_recovers_known_affine_distortion():
         stats.accumulate(x[chunk].float(), post[chunk], means, vars)
     w = estimate_fmllr(stats, iters=20)
     assert (w - w_true).abs().max() < 0.05, (w, w_true)
+    hard = FmllrStats(3)                                   # Gaussian ids == one-hot posteriors
+    hard.accumulate(x, ids, means, vars)
+    torch.testing.assert_close(hard.g, stats.g)
+    torch.testing.assert_close(hard.k, stats.k)
     assert (apply_fmllr(x, w) - z).abs().mean() < 0.05
 
 
@@ -259,3 +263,46 @@ def test_compose_transforms_equals_sequential_application():
     aff = compose_transforms(mllt, all3, in_dim=5)
     torch.testing.assert_close(apply_transform(x, aff), apply_transform(apply_transform(x, all3), mllt))
     assert not math.isnan(float(aff.sum()))
+
+
+def test_mllt_model_stats_match_full_stats_and_increase_aux():
+    from asr.transforms import MlltModelStats
+    gen = torch.Generator().manual_seed(11)
+    x, ids, _ = _semitied_data(gen, n_per=300)
+    full = MlltStats(4, 6)
+    full.accumulate(x, ids)
+    # the GMM whose means / variances are the per-Gaussian ML values at A = I
+    beta, cov = full.covariances()
+    means = full.sums / full.counts[:, None]
+    model = MlltModelStats(means, torch.diagonal(cov, dim1=1, dim2=2))
+    for chunk in torch.arange(len(x)).split(700):
+        model.accumulate(x[chunk], ids[chunk])
+    g_direct = torch.stack([sum(((x[ids == j] - means[j]).T @ (x[ids == j] - means[j])) / model.vars[j, r]
+                                for j in range(6)) for r in range(4)])
+    torch.testing.assert_close(model.g, g_direct)
+    # one Gales iteration from I equals one Kaldi sweep with these stats
+    torch.testing.assert_close(estimate_mllt(full, iters=1), estimate_mllt(model, iters=1))
+    soft = MlltModelStats(means, model.vars)
+    soft.accumulate(x, torch.nn.functional.one_hot(ids, 6).double())
+    torch.testing.assert_close(soft.g, model.g)
+    a = torch.eye(4, dtype=torch.float64)
+    objs = [mllt_objective(a, model)]
+    for _ in range(8):
+        a = estimate_mllt(model, iters=1, a0=a)
+        objs.append(mllt_objective(a, model))
+    assert all(b >= o - 1e-9 * abs(o) for o, b in zip(objs, objs[1:])) and objs[-1] > objs[0]
+    with pytest.raises(ValueError, match="variances"):
+        MlltModelStats(means, -model.vars)
+
+
+def test_mllt_ignores_gaussians_with_singular_covariance():
+    gen = torch.Generator().manual_seed(12)
+    x, ids, _ = _semitied_data(gen, n_per=200)
+    stats = MlltStats(4, 7)
+    stats.accumulate(x, ids)
+    ref = estimate_mllt(stats, iters=5)
+    stats.accumulate(torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.full((3,), 6))  # 3 < D+1 frames
+    torch.testing.assert_close(estimate_mllt(stats, iters=5), ref)
+    assert math.isfinite(mllt_objective(ref, stats))
+    with pytest.raises(ValueError, match="enough frames"):
+        estimate_mllt(stats, min_count=1e6)

@@ -8,12 +8,15 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("seq", help="sequence training of the hybrid DNN: MPE, sMBR, MMI, boosted MMI")
     sub = p.add_subparsers(dest="seq_command", metavar="COMMAND")
-    t = sub.add_parser("train", help="train from a CE model with a lattice-free phone-bigram denominator")
+    t = sub.add_parser("train", help="train from a CE model with a lattice-free denominator")
     t.add_argument("--criterion", choices=("mpe", "smbr", "mmi", "bmmi"), default="mpe")
     t.add_argument("--model", required=True, help="CE model dir (exp/dnn)")
     t.add_argument("--data", required=True, help="fbank training data dir")
     t.add_argument("--ali", required=True, help="GMM exp dir with ali_pdf.ark (numerator; pdf->phone map)")
-    t.add_argument("--graph", required=True, help="graph dir with HCLG.fst (phone-bigram; the denominator)")
+    t.add_argument("--den", choices=("pdf-bigram", "hclg"), default="pdf-bigram",
+                   help="denominator: pdf-bigram HMM from the alignments (default, fast) or the exact "
+                        "epsilon-removed HCLG of --graph (small graphs only)")
+    t.add_argument("--graph", default=None, help="graph dir with HCLG.fst (only with --den hclg)")
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--lr", type=float, default=0.02, help="SGD step on the per-frame objective")
@@ -44,6 +47,6 @@ def _train(args: argparse.Namespace) -> int:
                          batch_utts=args.batch_utts, utts_per_epoch=args.utts_per_epoch,
                          exclude_silence=args.exclude_silence, seed=args.seed)
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
-                  StageLog(args.out, "train"))
+                  StageLog(args.out, "train"), den=args.den)
     mark_done(args.out, {"cmd": "seq train", **vars_cfg(args)})
     return 0

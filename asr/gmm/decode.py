@@ -22,7 +22,7 @@ from asr.gmm.stages import (
     GmmSystem, _atomic_save, _atomic_text, estimate_speaker_fmllr, load_system, phone_ids, read_transcripts,
     write_alignments,
 )
-from asr.gmm.train import utterance_chains
+from asr.gmm.train import chain_loglikes, utterance_chains
 
 
 def gmm_loglike_job(utts: list[str], model_dir: str, data_dir: str,
@@ -95,7 +95,8 @@ def align_phone_strings(sys_: GmmSystem, feats: dict[str, Tensor], phones: dict[
 
     utts = sorted(u for u in phones if u in feats)
     chains = utterance_chains({u: phones[u] for u in utts}, sys_.ctx, sys_.topo)
-    res = viterbi_align([sys_.loglikes(feats[u]).cpu() for u in utts], [chains[u] for u in utts], sys_.trans)
+    res = viterbi_align([chain_loglikes(sys_.gmm, feats[u], chains[u]) for u in utts], [chains[u] for u in utts],
+                        sys_.trans)
     alis = {u: r.states for u, r in zip(utts, res) if r is not None}
     return alis, sorted(set(phones) - set(alis))
 

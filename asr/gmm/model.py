@@ -60,15 +60,20 @@ class GmmAccs:
 
     def accumulate(self, x: Tensor, gauss: Tensor, post: Tensor) -> None:
         """Add frames ``x (T, D)`` with Gaussian indices ``gauss (T, M)`` (``-1`` = none) and
-        posteriors ``post (T, M)`` — one ``index_add`` per order over all frames."""
-        keep = gauss >= 0
-        rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(gauss)[keep]
-        g = gauss[keep]
-        p = post[keep].to(torch.float64)
-        xd = x.to(torch.float64)[rows]
-        self.occ.index_add_(0, g, p)
-        self.x.index_add_(0, g, xd * p[:, None])
-        self.x2.index_add_(0, g, xd * xd * p[:, None])
+        posteriors ``post (T, M)``: one ``index_add`` of ``post * [x, x^2, 1]`` per mixture slot."""
+        D = x.shape[1]
+        xd = x.to(self.occ.device, torch.float64)
+        feats = torch.cat([xd, xd * xd, torch.ones(xd.shape[0], 1, dtype=torch.float64, device=xd.device)], 1)
+        acc = torch.zeros(self.occ.shape[0], 2 * D + 1, dtype=torch.float64, device=xd.device)
+        gauss = gauss.to(xd.device)
+        post = post.to(xd.device, torch.float64)
+        for k in range(gauss.shape[1]):
+            g = gauss[:, k]
+            p = torch.where(g >= 0, post[:, k], torch.zeros_like(post[:, k]))
+            acc.index_add_(0, g.clamp_min(0), feats * p[:, None])
+        self.x += acc[:, :D]
+        self.x2 += acc[:, D:2 * D]
+        self.occ += acc[:, 2 * D]
 
     def pdf_occupancy(self, gauss2pdf: Tensor, num_pdfs: int) -> Tensor:
         """Total occupancy per pdf ``(num_pdfs,)``."""
@@ -173,9 +178,19 @@ class DiagGmmSet:
 
     def loglikes(self, x: Tensor, chunk: int = 20000) -> Tensor:
         """``x (T, D)`` -> per-pdf log-likelihoods ``(T, num_pdfs)`` (float32)."""
-        out = [torch.logsumexp(self.component_loglikes(x[i:i + chunk]), dim=2)
+        out = [_logsumexp_last(self.component_loglikes(x[i:i + chunk]))
                for i in range(0, x.shape[0], chunk)]
         return torch.cat(out, 0) if out else torch.zeros(0, self.num_pdfs, device=self.device)
+
+    def loglikes_pdfs(self, x: Tensor, pdfs: Tensor) -> Tensor:
+        """Log-likelihoods of only the pdfs ``pdfs (U,)``: ``x (T, D)`` -> ``(T, U)`` (forced
+        alignment needs just the pdfs of the utterance's chain)."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
+        pdfs = pdfs.to(self.device)
+        w = self._params_pdf[pdfs].reshape(-1, 2 * self.dim + 1)          # (U*M, 2D+1)
+        comp = self._augment(x.to(self.device, torch.float32)) @ w.T
+        return _logsumexp_last(comp.view(x.shape[0], pdfs.numel(), self.max_comp))
 
     def gauss_posteriors(self, x: Tensor, pdfs: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
         """Posteriors of the components of the aligned pdf of each frame (Viterbi training).
@@ -294,6 +309,12 @@ class DiagGmmSet:
             g2p = torch.cat([g2p, g2p[gs]])
             counts = counts + need.long()
         return DiagGmmSet(means, vars_, logw, g2p, self.num_pdfs)
+
+
+def _logsumexp_last(c: Tensor) -> Tensor:
+    """logsumexp over the last dim, in place on ``c`` (every row has a finite entry)."""
+    m = c.amax(-1, keepdim=True)
+    return c.sub_(m).exp_().sum(-1).log_().add_(m.squeeze(-1))
 
 
 def global_stats(feats: list[Tensor]) -> tuple[Tensor, Tensor]:

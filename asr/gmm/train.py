@@ -141,6 +141,15 @@ def _store(token: str) -> dict[str, dict[str, Tensor]]:
                            "jobs need the local (fork) or in-process executor") from None
 
 
+def chain_loglikes(gmm: DiagGmmSet, x: Tensor, chain: Tensor) -> Tensor:
+    """``(T, num_pdfs)`` matrix whose columns for the pdfs in ``chain`` hold their
+    log-likelihoods (computed for those pdfs only); other columns are ``-inf``."""
+    used = torch.unique(chain)
+    out = torch.full((x.shape[0], gmm.num_pdfs), -math.inf)
+    out[:, used] = gmm.loglikes_pdfs(x, used).cpu()
+    return out
+
+
 def _align_job(job: _Job) -> tuple[dict[str, Tensor], list[str], float, int]:
     """Viterbi-align ``job.utts``; returns (chain-state alis, failed utts, total score, frames)."""
     from asr.hmm.align import viterbi_align
@@ -148,7 +157,7 @@ def _align_job(job: _Job) -> tuple[dict[str, Tensor], list[str], float, int]:
     st = _store(job.token)
     gmm = DiagGmmSet.from_dict(job.gmm)
     trans = TransitionModel.from_dict(job.trans)
-    lls = [gmm.loglikes(st["feats"][u]).cpu() for u in job.utts]
+    lls = [chain_loglikes(gmm, st["feats"][u], st["chains"][u]) for u in job.utts]
     res = viterbi_align(lls, [st["chains"][u] for u in job.utts], trans, batch_size=job.batch)
     alis, failed, score, frames = {}, [], 0.0, 0
     for u, r in zip(job.utts, res):

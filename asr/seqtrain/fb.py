@@ -205,8 +205,13 @@ def sequence_objective(graph: DenGraph, loglikes: Tensor, lengths: Tensor, ref_p
     """
     if criterion not in ("mmi", "bmmi", "smbr", "mpe"):
         raise ValueError(f"unknown criterion {criterion!r} (mmi|bmmi|smbr|mpe)")
+    from asr.seqtrain.pdfhmm import PdfHmmDen, hmm_forward_backward, path_logprob
+
     b, t_max, _ = loglikes.shape
     sc = kappa * loglikes.detach()
+    if isinstance(graph, PdfHmmDen):
+        return _hmm_objective(graph, sc, lengths, ref_pdf, criterion, kappa, boost, pdf2phone, silence_phones,
+                              hmm_forward_backward, path_logprob)
     tmask = torch.arange(t_max).view(1, -1) < lengths.view(-1, 1)
     num_mask = graph.pdf.view(1, 1, -1) == ref_pdf.unsqueeze(-1)    # (B, T, A)
     num_mask = num_mask | ~tmask.unsqueeze(-1)
@@ -214,9 +219,7 @@ def sequence_objective(graph: DenGraph, loglikes: Tensor, lengths: Tensor, ref_p
     bad = ~torch.isfinite(num.logz)
     if criterion in ("mmi", "bmmi"):
         acc = arc_accuracy(graph, ref_pdf, lengths, "bmmi", pdf2phone, silence_phones) if criterion == "bmmi" else None
-        den = forward_backward(graph, sc, lengths, acc=None if acc is None else acc, boost=boost if acc is not None else 0.0)
-        if acc is not None:  # boosting changes the den scores only; no accuracy-gradient term
-            den.grad = None
+        den = forward_backward(graph, sc, lengths, acc=acc, boost=boost if acc is not None else 0.0)
         obj = num.logz - den.logz
         grad = (num.occ - den.occ) * kappa
     else:
@@ -228,3 +231,36 @@ def sequence_objective(graph: DenGraph, loglikes: Tensor, lengths: Tensor, ref_p
     obj = torch.where(bad, torch.zeros_like(obj), obj)
     return SeqObjective(objective=obj, grad=(grad * keep).float(), no_num_path=bad,
                         den_logz=den.logz, num_logz=num.logz)
+
+
+def state_accuracy(num_pdfs: int, ref_pdf: Tensor, lengths: Tensor, criterion: str, pdf2phone: Tensor | None = None,
+                   silence_phones: Tensor | None = None) -> Tensor:
+    """Per-frame accuracy of every pdf (B, T, P): the state-based form of ``arc_accuracy``."""
+    g = DenGraph(num_states=1, src=torch.zeros(num_pdfs, dtype=torch.long), dst=torch.zeros(num_pdfs, dtype=torch.long),
+                 pdf=torch.arange(num_pdfs), weight=torch.zeros(num_pdfs), start=torch.zeros(1), final=torch.zeros(1))
+    return arc_accuracy(g, ref_pdf, lengths, criterion, pdf2phone, silence_phones)
+
+
+def _hmm_objective(den, sc, lengths, ref_pdf, criterion, kappa, boost, pdf2phone, silence_phones,
+                   hmm_fb, path_logprob) -> SeqObjective:
+    b, t_max, p = sc.shape
+    num_logz = path_logprob(den, sc, lengths, ref_pdf)
+    bad = ~torch.isfinite(num_logz)
+    tmask = (torch.arange(t_max).view(1, -1) < lengths.view(-1, 1)).unsqueeze(-1)
+    num_occ = torch.zeros(b, t_max, p, dtype=torch.float64).scatter_(2, ref_pdf.long().unsqueeze(-1), 1.0) * tmask
+    if criterion in ("mmi", "bmmi"):
+        s = sc
+        if criterion == "bmmi":
+            s = sc - boost * state_accuracy(p, ref_pdf, lengths, "bmmi", pdf2phone, silence_phones).to(sc.dtype)
+        den_r = hmm_fb(den, s, lengths)
+        obj = num_logz - den_r.logz
+        grad = (num_occ - den_r.occ) * kappa
+    else:
+        acc = state_accuracy(p, ref_pdf, lengths, criterion, pdf2phone, silence_phones)
+        den_r = hmm_fb(den, sc, lengths, acc=acc)
+        obj = den_r.exp_acc
+        grad = den_r.grad * kappa
+    keep = (~bad).view(b, 1, 1)
+    obj = torch.where(bad, torch.zeros_like(obj), obj)
+    return SeqObjective(objective=obj, grad=(grad * keep).float(), no_num_path=bad,
+                        den_logz=den_r.logz, num_logz=num_logz)

@@ -16,6 +16,7 @@ from asr.nnet.model import load_model
 from asr.nnet.stages import load_targets, read_utt2spk
 from asr.seqtrain.fb import DenGraph
 from asr.seqtrain.graph import den_graph_from_fst
+from asr.seqtrain.pdfhmm import PdfHmmDen
 from asr.seqtrain.train import SeqTrainConfig, train_sequence
 
 
@@ -37,11 +38,20 @@ def load_den_graph(graph_dir: str | Path, cache: Path | None = None, log: Callab
     return g
 
 
-def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, graph_dir: str | Path,
+def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, graph_dir: str | Path | None,
                   out_dir: str | Path, cfg: SeqTrainConfig, device: torch.device | str = "cpu",
-                  log: Callable[[str], None] = print) -> list[dict]:
+                  log: Callable[[str], None] = print, den: str = "pdf-bigram") -> list[dict]:
     """Sequence-train the CE model of ``model_dir`` (same CV speakers as its CE run) on the pdf
-    alignments of ``ali`` with the lattice-free denominator from ``graph_dir``."""
+    alignments of ``ali``. Denominator ``den``: ``pdf-bigram`` (default; ``PdfHmmDen`` estimated
+    from the training alignments, fast) or ``hclg`` (exact over the ε-removed ``graph_dir/HCLG.fst``;
+    only practical for small graphs)."""
+    if den not in ("pdf-bigram", "hclg"):
+        raise ValueError(f"unknown denominator {den!r} (pdf-bigram|hclg)")
+    if den == "hclg" and graph_dir is None:
+        raise ValueError("--den hclg needs --graph DIR")
+    if den == "pdf-bigram" and graph_dir is not None:
+        raise ValueError("--graph is only used with --den hclg (the default pdf-bigram denominator is "
+                         "estimated from the alignments)")
     out = Path(out_dir)
     model = load_model(model_dir)
     ce_cfg = {}
@@ -61,11 +71,15 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
     cvd = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=cv)
     if train.skipped:
         log(f"train: skipped {len(train.skipped)} utterance(s), e.g. {next(iter(train.skipped.items()))}")
-    graph = load_den_graph(graph_dir, out / "den_graph.pt", log)
+    if den == "hclg":
+        graph = load_den_graph(graph_dir, out / "den_graph.pt", log)
+    else:
+        graph = PdfHmmDen.from_alignments([tg.alis[u] for u in train.utts], tg.num_pdfs)
+        log(f"denominator: pdf-bigram HMM from {len(train.utts)} training alignments, {graph.num_arcs} transitions")
     tmp = out / "config.json.tmp"
     out.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps({"model": str(model_dir), "data": str(data_dir), "ali": str(ali),
-                               "graph": str(graph_dir), "config": asdict(cfg),
+                               "graph": str(graph_dir) if graph_dir else None, "den": den, "config": asdict(cfg),
                                "den_graph": {"states": graph.num_states, "arcs": graph.num_arcs}}, indent=1))
     os.replace(tmp, out / "config.json")
     return train_sequence(model, train, cvd, graph, cfg, out, pdf2phone=tg.pdf2phone,

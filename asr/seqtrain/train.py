@@ -2,7 +2,7 @@
 
 Per minibatch of utterances: the network gives scaled log-likelihoods ll = log p(s|x) − log p(s)
 (B, T, P); ``sequence_objective`` runs the numerator (reference alignment constrained) and
-denominator forward-backward over the lattice-free graph and returns ∂F/∂ll; the network is
+denominator forward-backward over the lattice-free denominator (pdf-bigram HMM or ε-free graph) and returns ∂F/∂ll; the network is
 updated with the surrogate loss −Σ ∂F/∂ll · ll / frames (+ optional CE frame smoothing,
 Su et al. 2013: loss = (1−H)·seq + H·CE). Like Kaldi ``nnet-train-mpe-sequential`` the priors
 stay fixed. Epoch checkpoints, resume, and divergence handling mirror the CE trainer.
@@ -23,6 +23,7 @@ from asr.nnet.frames import FrameData, build_frame_data
 from asr.nnet.model import HybridDNN, save_model
 from asr.nnet.train import frame_accuracy
 from asr.seqtrain.fb import DenGraph, sequence_objective
+from asr.seqtrain.pdfhmm import PdfHmmDen
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _pad_batch(model: HybridDNN, data: FrameData, rows_of: list[Tensor], device:
     return logits, lengths, pos, ref.view(len(rows_of), t_max)
 
 
-def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: DenGraph, cfg: SeqTrainConfig,
+def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: "DenGraph | PdfHmmDen", cfg: SeqTrainConfig,
                    out_dir: str | Path, pdf2phone: Tensor | None = None, silence_phones: list[int] | None = None,
                    device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> list[dict]:
     """Sequence-train ``model`` in place; returns the per-epoch curve (epoch, objective per frame,

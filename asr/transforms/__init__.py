@@ -12,12 +12,16 @@ LDA (Kaldi ``est-lda``)                          -- ``asr.transforms.lda``
 MLLT / semi-tied covariance (Gales 1999, Kaldi ``est-mllt``)   -- ``asr.transforms.mllt``
     MlltStats(dim, num_gauss)
         .accumulate(x: (N, D), post: Long (N,) gauss ids | (N, J) soft, weights=None) ; .merge(other)
+    MlltModelStats(means: (J, D), vars: (J, D))      Kaldi MlltAccs: O(D^3) memory, for big systems
+        .accumulate(x: (N, D), post: Long (N,) | (N, J), weights=None) ; .merge(other) ; .g -> (D, D, D)
     estimate_mllt(stats, iters=10, a0=None, row_iters=1) -> A (D, D)
-    mllt_objective(A, stats) -> float   (total log-likelihood, never decreases over iterations)
+        (MlltStats: Gales' variance re-estimation each iteration; MlltModelStats: G fixed, Kaldi)
+    mllt_objective(A, stats) -> float   (log-likelihood / auxiliary function; never decreases)
 
 fMLLR (Gales 1998, Kaldi ``FmllrDiagGmmAccs``)   -- ``asr.transforms.fmllr``
     FmllrStats(dim)
-        .accumulate(x: (T, D), post: (T, J) dense or sparse COO, means: (J, D), vars: (J, D)) ; .merge(other)
+        .accumulate(x: (T, D), post: (T, J) dense/sparse COO | Long (T,) ids, means: (J, D), vars: (J, D),
+                    weights=None) ; .merge(other)
         attributes beta: float, k: (D, D+1), g: (D, D+1, D+1)
     estimate_fmllr(stats, iters=10, w0=None, min_count=0.0) -> W = [A b] (D, D+1)
     fmllr_objective(W, stats) -> float  (beta log|det A| + sum_i w_i k_i - 1/2 w_i G_i w_i)
@@ -30,11 +34,11 @@ Generic                                           -- ``asr.transforms.affine``
 from asr.transforms.affine import apply_transform, compose_transforms
 from asr.transforms.fmllr import FmllrStats, apply_fmllr, estimate_fmllr, fmllr_objective, identity_fmllr
 from asr.transforms.lda import LdaStats, estimate_lda, lda_eigen
-from asr.transforms.mllt import MlltStats, estimate_mllt, mllt_objective
+from asr.transforms.mllt import MlltModelStats, MlltStats, estimate_mllt, mllt_objective
 
 __all__ = [
     "LdaStats", "estimate_lda", "lda_eigen",
-    "MlltStats", "estimate_mllt", "mllt_objective",
+    "MlltStats", "MlltModelStats", "estimate_mllt", "mllt_objective",
     "FmllrStats", "estimate_fmllr", "fmllr_objective", "apply_fmllr", "identity_fmllr",
     "apply_transform", "compose_transforms",
 ]

@@ -57,3 +57,16 @@ def check_features(x: Tensor, dim: int, what: str = "x") -> Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{what} contains NaN or inf")
     return x
+
+
+CHUNK = 8192  # frames (or frame/Gaussian pairs) per batched outer-product step: bounds memory
+
+
+def outer_sum_by_dim(q: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """``sum_n q[n, r] x[n]^T y[n]`` for every ``r``: ``(R, Dx, Dy)`` from ``q (N, R)``,
+    ``x (N, Dx)``, ``y (N, Dy)``, in frame chunks so the ``(chunk, R, Dx)`` temporary stays small."""
+    out = torch.zeros(q.shape[1], x.shape[1], y.shape[1], dtype=torch.float64)
+    for lo in range(0, q.shape[0], CHUNK):
+        sl = slice(lo, lo + CHUNK)
+        out += torch.einsum("nr,na,nb->rab", q[sl], x[sl], y[sl])
+    return out

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from asr.transforms._post import check_features
+from asr.transforms._post import check_features, check_ids, outer_sum_by_dim
 
 
 class FmllrStats:
@@ -41,31 +41,47 @@ class FmllrStats:
         self.k = torch.zeros(dim, dim + 1, dtype=torch.float64)
         self.g = torch.zeros(dim, dim + 1, dim + 1, dtype=torch.float64)
 
-    def accumulate(self, x: Tensor, post: Tensor, means: Tensor, vars: Tensor) -> None:
-        """Add frames ``x (T, D)`` with Gaussian posteriors ``post (T, J)`` (dense or torch sparse
-        COO) for a diagonal GMM with ``means (J, D)`` and variances ``vars (J, D)``."""
+    def accumulate(self, x: Tensor, post: Tensor, means: Tensor, vars: Tensor,
+                   weights: Tensor | None = None) -> None:
+        """Add frames ``x (T, D)`` for a diagonal GMM with ``means (J, D)`` and variances
+        ``vars (J, D)``. Posteriors ``post``: soft ``(T, J)`` (dense or torch sparse COO), or a
+        LongTensor ``(T,)`` of Gaussian ids (hard alignment) with optional ``weights (T,)``."""
         x = check_features(x, self.dim)
         t = x.shape[0]
         if means.dim() != 2 or means.shape[1] != self.dim or vars.shape != means.shape:
             raise ValueError(f"means and vars must both be (J, {self.dim}), got "
                              f"{tuple(means.shape)} and {tuple(vars.shape)}")
         j = means.shape[0]
-        if post.shape != (t, j):
-            raise ValueError(f"posteriors must be ({t}, {j}), got {tuple(post.shape)}")
         means, vars = means.to(torch.float64), vars.to(torch.float64)
-        if (vars <= 0).any():
-            raise ValueError("variances must be positive")
+        if (vars <= 0).any() or not torch.isfinite(vars).all() or not torch.isfinite(means).all():
+            raise ValueError("variances must be positive and means/variances finite")
         inv_vars = 1.0 / vars
-        post = post.to(torch.float64)
-        mm = torch.sparse.mm if post.is_sparse else torch.mm
-        if not post.is_sparse and ((post < 0).any() or not torch.isfinite(post).all()):
-            raise ValueError("posteriors must be finite and non-negative")
-        q = mm(post, inv_vars)                   # (T, D): sum_j gamma_tj / s_ji
-        r = mm(post, means * inv_vars)           # (T, D): sum_j gamma_tj mu_ji / s_ji
+        if not post.is_sparse and post.dtype in (torch.int64, torch.int32) and post.dim() == 1:
+            ids, w = check_ids(post, t, j, weights)
+            q = w[:, None] * inv_vars[ids]                   # (T, D): sum_j gamma_tj / s_ji
+            r = w[:, None] * (means * inv_vars)[ids]         # (T, D): sum_j gamma_tj mu_ji / s_ji
+            total = float(w.sum())
+        else:
+            if weights is not None:
+                raise ValueError("weights are only accepted with hard Gaussian ids")
+            if post.shape != (t, j):
+                raise ValueError(f"posteriors must be ({t}, {j}), got {tuple(post.shape)}")
+            post = post.to(torch.float64)
+            if post.is_sparse:
+                post = post.coalesce()
+                vals = post.values()
+            else:
+                vals = post
+            if (vals < 0).any() or not torch.isfinite(vals).all():
+                raise ValueError("posteriors must be finite and non-negative")
+            mm = torch.sparse.mm if post.is_sparse else torch.mm
+            q = mm(post, inv_vars)
+            r = mm(post, means * inv_vars)
+            total = float(vals.sum())
         xi = torch.cat([x, torch.ones(t, 1, dtype=torch.float64)], dim=1)
-        self.beta += float(torch.sparse.sum(post)) if post.is_sparse else float(post.sum())
+        self.beta += total
         self.k += r.T @ xi
-        self.g += torch.einsum("ti,ta,tb->iab", q, xi, xi)
+        self.g += outer_sum_by_dim(q, xi, xi)
 
     def merge(self, other: "FmllrStats") -> None:
         """Add another accumulator of the same dimension."""

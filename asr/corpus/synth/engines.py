@@ -8,8 +8,10 @@ does not say; flite does not).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -121,17 +123,44 @@ def _espeak_segments(events: list[tuple[int, int, str, int]], text: str,
     return segs
 
 
-_espeak: _Espeak | None = None
-_espeak_pid = -1  # the library is re-initialised in a forked worker
-
-
 def espeak_synth(text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> Synthesis:
     """espeak-ng synthesis at 22050 Hz; ``voice`` like ``en-us+f3``; rate in wpm; pitch and
-    pitch_range 0..100. Phone times are espeak's own phoneme events."""
-    global _espeak, _espeak_pid
-    if _espeak is None or _espeak_pid != os.getpid():
-        _espeak, _espeak_pid = _Espeak(), os.getpid()
-    return _espeak.synth(text, voice, rate, pitch, pitch_range)
+    pitch_range 0..100. Phone times are espeak's own phoneme events. See ``espeak_batch``."""
+    return espeak_batch([(text, voice, rate, pitch, pitch_range)])[0]
+
+
+def espeak_batch(requests: list[tuple[str, str, int, int, int]]) -> list[Synthesis]:
+    """Synthesise ``(text, voice, rate, pitch, pitch_range)`` requests in order, in a fresh
+    child process.
+
+    espeak-ng keeps hidden state across calls in a process (its noise generator and some
+    prosody state): the same request gives different samples depending on what was
+    synthesised before, and the library cannot be re-initialised. A fresh process per batch
+    makes the output a function of the batch alone, hence reproducible.
+    """
+    with tempfile.TemporaryDirectory(prefix="asr_espeak_") as tmp:
+        out = os.path.join(tmp, "out.npz")
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), out],
+                              input=json.dumps(requests), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"espeak-ng worker failed: {proc.stderr.strip()[-2000:]}")
+        with np.load(out) as z:
+            meta = json.loads(str(z["meta"]))
+            return [Synthesis(z[f"a{i}"], int(m["sr"]),
+                              [(str(a), int(b), int(c), None if d is None else int(d))
+                               for a, b, c, d in m["phones"]])
+                    for i, m in enumerate(meta)]
+
+
+def _espeak_worker(out_path: str) -> None:
+    """Child side of ``espeak_batch``: JSON requests on stdin, results to ``out_path``."""
+    eng = _Espeak()
+    arrays, meta = {}, []
+    for i, (text, voice, rate, pitch, prange) in enumerate(json.load(sys.stdin)):
+        syn = eng.synth(text, voice, rate, pitch, prange)
+        arrays[f"a{i}"] = syn.audio
+        meta.append({"sr": syn.sample_rate, "phones": syn.phones})
+    np.savez(out_path, meta=np.array(json.dumps(meta)), **arrays)
 
 
 # ---------------------------------------------------------------------------------- flite
@@ -168,3 +197,7 @@ def flite_synth(text: str, voice: str, stretch: float, f0_mean: float | None) ->
         else:
             segs.append(("pau", prev, n, -1))
     return Synthesis(np.ascontiguousarray(audio), sr, segs)
+
+
+if __name__ == "__main__":
+    _espeak_worker(sys.argv[1])

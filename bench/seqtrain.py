@@ -1,0 +1,55 @@
+"""Benchmark of sequence training: utterances/s per criterion (pdf-bigram denominator) and the
+ratio to CE training throughput on the same synthetic data and network.
+
+    .venv/bin/python bench/seqtrain.py [--utts 48 --pdfs 1500 --units 512 --layers 3 --threads 2]
+Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from asr.nnet import CETrainConfig, HybridDNN, NetConfig, build_frame_data, train_ce
+from asr.nnet.synthetic import synth_corpus
+from asr.seqtrain import PdfHmmDen, SeqTrainConfig, train_sequence
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--utts", type=int, default=48)
+    ap.add_argument("--pdfs", type=int, default=1500)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--units", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--criteria", default="mpe,smbr,mmi")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    feats, alis = synth_corpus(args.utts + 8, args.pdfs, 40, seed=0, seg_frames=(5, 15), segs=(20, 40))
+    utts = sorted(feats)
+    train = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[:args.utts])
+    cv = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[args.utts:])
+    model = HybridDNN(NetConfig(40, args.pdfs, (args.units,) * args.layers, 5, 5))
+    model.set_normalisation(*train.spliced_moments())
+    p2p = torch.arange(args.pdfs) // 3 % 48 + 1
+    den = PdfHmmDen.from_alignments([alis[u] for u in train.utts], args.pdfs)
+    out = {"utts": len(train.utts), "frames": train.num_frames, "pdfs": args.pdfs, "den_transitions": den.num_arcs,
+           "threads": args.threads}
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        train_ce(model, train, cv, CETrainConfig(max_epochs=1), d + "/ce", log=lambda s: None)
+        ce = len(train.utts) / (time.perf_counter() - t0)
+        out["ce_utts_per_s"] = round(ce, 2)
+        for crit in args.criteria.split(","):
+            h = train_sequence(model, train, cv, den, SeqTrainConfig(criterion=crit, epochs=1), f"{d}/{crit}",
+                               pdf2phone=p2p, log=lambda s: None)
+            out[f"{crit}_utts_per_s"] = round(h[-1]["utts_per_s"], 2)
+            out[f"{crit}_ratio_to_ce"] = round(h[-1]["utts_per_s"] / ce, 3)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
