@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,6 +148,7 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
                     "param_groups": good_opt["param_groups"]}
         perm = epoch_permutation(train.num_frames, cfg.seed, epoch, cfg.frames_per_epoch).to(device)
         model.train()
+        t_start = time.perf_counter()
         tot, nfr = torch.zeros((), device=device, dtype=torch.float64), 0
         for s in range(0, len(perm), cfg.batch_size):
             rows = perm[s:s + cfg.batch_size]
@@ -179,12 +181,14 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
                 return result
         if result.diverged:
             break
+        secs = time.perf_counter() - t_start
         acc, cv_loss = frame_accuracy(model, cv, device)
         prev = max(h["cv_frame_acc"] for h in state["history"] if h["accepted"])
         gain = acc - prev
         accepted = gain > 0 or epoch <= cfg.min_epochs
         rec = {"epoch": epoch, "lr": state["lr"], "train_loss": float(tot) / max(nfr, 1),
-               "cv_frame_acc": acc, "cv_loss": cv_loss, "accepted": accepted}
+               "cv_frame_acc": acc, "cv_loss": cv_loss, "accepted": accepted, "seconds": secs,
+               "frames_per_s": nfr / max(secs, 1e-9)}
         state["history"].append(rec)
         if not accepted:
             model.load_state_dict(good_model)

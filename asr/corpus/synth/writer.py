@@ -19,7 +19,7 @@ import torch
 
 from asr.corpus.synth import degrade
 from asr.corpus.synth.config import N_SI, N_SX, SX_READERS, SynthConfig
-from asr.corpus.synth.engines import espeak_synth, flite_synth
+from asr.corpus.synth.engines import Synthesis, espeak_batch, flite_synth
 from asr.corpus.synth.phonemap import pad_edges, rescale, to_timit
 from asr.corpus.synth.text import SA_SENTENCES, load_lexicon, load_sentences, split_words
 from asr.corpus.synth.voices import Speaker, make_speakers
@@ -81,19 +81,25 @@ def _utt_seed(seed: int, spk: str, utt: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{spk}/{utt}".encode()).digest()[:8], "little") >> 1
 
 
-def synthesize_utterance(spk: Speaker, sentence: str, seed: int, lexicon: dict[str, list[str]]
-                         ) -> tuple[torch.Tensor, list[tuple[int, int, str]], list[tuple[int, int, str]]]:
-    """One utterance of ``spk``: int16 audio ``(N,)`` at 16 kHz, TIMIT phone segments
-    ``(start, end, label61)`` and word segments ``(start, end, word)`` in samples."""
+def engine_synthesize(spk: Speaker, sentences: list[str]) -> list[Synthesis]:
+    """Raw engine output for ``sentences`` in ``spk``'s voice (espeak: one fresh worker
+    process for the whole list, so the result depends only on the list)."""
     v = spk.voice
     if v.engine == "espeak":
-        syn = espeak_synth(sentence, v.name, int(round(spk.rate)), int(round(spk.pitch or 50)),
-                           int(round(spk.pitch_range)))
-    elif v.engine == "flite":
-        syn = flite_synth(sentence, v.name, spk.rate, spk.pitch)
-    else:
-        raise ValueError(f"unknown engine {v.engine!r} for speaker {spk.spk_id}")
-    segs = to_timit(syn.phones, v.engine, len(syn.audio))
+        req = (v.name, int(round(spk.rate)), int(round(spk.pitch or 50)), int(round(spk.pitch_range)))
+        return espeak_batch([(s, *req) for s in sentences])
+    if v.engine == "flite":
+        return [flite_synth(s, v.name, spk.rate, spk.pitch) for s in sentences]
+    raise ValueError(f"unknown engine {v.engine!r} for speaker {spk.spk_id}")
+
+
+def render_utterance(spk: Speaker, syn: Synthesis, sentence: str, seed: int,
+                     lexicon: dict[str, list[str]]
+                     ) -> tuple[torch.Tensor, list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+    """Engine output -> int16 audio ``(N,)`` at 16 kHz (vocal-tract warp, edge silence,
+    channel condition of ``spk``), TIMIT phone segments ``(start, end, label61)`` and word
+    segments ``(start, end, word)`` in samples. Deterministic in ``seed``."""
+    segs = to_timit(syn.phones, spk.voice.engine, len(syn.audio))
     target = int(round(SAMPLE_RATE / spk.vtl_warp / 100.0)) * 100  # warp + resample in one
     x = degrade.resample(torch.from_numpy(syn.audio), syn.sample_rate, target)
     segs = rescale(segs, len(syn.audio), x.numel())
@@ -104,6 +110,12 @@ def synthesize_utterance(spk: Speaker, sentence: str, seed: int, lexicon: dict[s
     y = degrade.to_int16(degrade.apply_condition(x, spk.condition, SAMPLE_RATE, gen))
     words = word_segments(split_words(sentence), segs, lexicon, load_phone_map())
     return y, [(s, e, lab) for lab, s, e, _ in segs], words
+
+
+def synthesize_utterance(spk: Speaker, sentence: str, seed: int, lexicon: dict[str, list[str]]
+                         ) -> tuple[torch.Tensor, list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+    """One utterance of ``spk``: ``render_utterance(engine_synthesize(...))``."""
+    return render_utterance(spk, engine_synthesize(spk, [sentence])[0], sentence, seed, lexicon)
 
 
 def write_sphere(path: Path, audio: torch.Tensor) -> None:
@@ -118,10 +130,14 @@ def _run_speaker(job: SpeakerJob) -> dict[str, float]:
     d = Path(job.root) / spk.split / f"DR{spk.dr}" / spk.spk_id
     d.mkdir(parents=True, exist_ok=True)
     total = 0
-    for u in job.utts:
+    try:
+        raw = engine_synthesize(spk, [u.sentence for u in job.utts])
+    except Exception as e:
+        raise RuntimeError(f"speaker {spk.spk_id}: {e}") from e
+    for u, syn in zip(job.utts, raw):
         try:
-            audio, phones, words = synthesize_utterance(
-                spk, u.sentence, _utt_seed(job.seed, spk.spk_id, u.name), lexicon)
+            audio, phones, words = render_utterance(
+                spk, syn, u.sentence, _utt_seed(job.seed, spk.spk_id, u.name), lexicon)
         except Exception as e:
             raise RuntimeError(f"speaker {spk.spk_id} utterance {u.name}: {e}") from e
         write_sphere(d / f"{u.name}.WAV", audio)
@@ -146,8 +162,13 @@ def generate_corpus(out_dir: str | Path, cfg: SynthConfig, nj: int = 1,
     plan = plan_sentences(cfg, speakers, load_sentences())
     all_spk = speakers["train"] + speakers["dev"] + speakers["test"]
     jobs = [SpeakerJob(str(tmp), s, plan[s.spk_id], cfg.seed) for s in all_spk]
-    stats = map_jobs(_run_speaker, jobs, nj=nj, desc="synth speakers" if progress else None,
-                     progress=progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in map_jobs workers: same float results for any nj
+    try:
+        stats = map_jobs(_run_speaker, jobs, nj=nj, desc="synth speakers" if progress else None,
+                         progress=progress)
+    finally:
+        torch.set_num_threads(threads)
     doc = tmp / "DOC"
     doc.mkdir(parents=True, exist_ok=True)
     rows = []
