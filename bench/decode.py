@@ -3,7 +3,10 @@
 A realistic TIMIT-sized phone-recognition graph: the 48 phones, a Witten-Bell phone bigram from
 transcripts (``--text``, default: random phone strings), 3-state HMMs and a tree-like tied
 triphone table with ``--pdfs`` (about) pdfs (or monophones with ``--mono``). Synthetic
-log-likelihoods: per frame a noisy score with the true pdf ``--margin`` nats above the rest.
+GMM-like log-likelihoods: per frame ``-60 + std * N(0, 1)`` for every pdf (``--std``, default 8
+nats) with ``--margin`` nats (default 20) added to the true pdf; the true pdf sequence follows
+random phones of 3 frames per state. Confusable acoustics (small margin) cost much more,
+above all for lattices: kaldi-decoder's LatticeSimpleDecoder has no max-active limit.
 RTF = decoding CPU seconds / audio seconds (10 ms frames), one thread.
 
     python bench/decode.py [--utts 20] [--frames 300] [--pdfs 1500] [--text data/train/text]
@@ -50,7 +53,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--pdfs", type=int, default=1500)
     ap.add_argument("--mono", action="store_true")
-    ap.add_argument("--margin", type=float, default=1.0)
+    ap.add_argument("--margin", type=float, default=20.0)
+    ap.add_argument("--std", type=float, default=8.0)
     ap.add_argument("--text", default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -80,7 +84,7 @@ def main() -> None:
         meta = json.loads((tmp / "graph" / "graph.json").read_text())
         print(f"graph: {'mono' if args.mono else 'tri'} {ctx.num_pdfs} pdfs, {meta['num_states']} states, "
               f"{meta['num_arcs']} arcs, build {build:.2f} s")
-        lls = {}
+        lls, truth = {}, {}
         for u in range(args.utts):
             n_ph = max(1, args.frames // 9)
             ph = torch.randint(1, P + 1, (n_ph,), generator=g)
@@ -88,20 +92,24 @@ def main() -> None:
             dur = torch.full((pdfs.numel(),), args.frames // pdfs.numel())
             dur[: args.frames - int(dur.sum())] += 1
             frames = torch.repeat_interleave(pdfs, dur)
-            ll = -3.0 + torch.randn(frames.numel(), ctx.num_pdfs, generator=g)
-            ll[torch.arange(frames.numel()), frames] += args.margin + 3.0
+            ll = -60.0 + args.std * torch.randn(frames.numel(), ctx.num_pdfs, generator=g)
+            ll[torch.arange(frames.numel()), frames] += args.margin
             lls[f"u{u}"] = ll
+            truth[f"u{u}"] = [phones[int(i) - 1] for i in ph]
         audio = sum(x.shape[0] for x in lls.values()) * 0.01
         cfg = DecodeConfig()
         t0 = time.process_time()
-        decode_utts(tmp / "graph", lls, cfg)
+        hyp = decode_utts(tmp / "graph", lls, cfg)
         t1 = time.process_time() - t0
         t0 = time.process_time()
         lats = make_lattices(tmp / "graph", lls, cfg)
         t2 = time.process_time() - t0
         arcs = sum(la.src.numel() for la in lats.values()) / max(1, len(lats))
+        from asr.score import score
+
+        per = score(truth, hyp).wer_line("(48 phones, vs the synthetic truth)")
         print(f"decode 1-best (FasterDecoder, beam {cfg.beam}): RTF {t1 / audio:.4f} "
-              f"({audio:.1f} s audio, {t1:.2f} s CPU)")
+              f"({audio:.1f} s audio, {t1:.2f} s CPU); {per}")
         print(f"lattices (LatticeSimpleDecoder, lattice beam {cfg.lattice_beam}) + tensor arrays: "
               f"RTF {t2 / audio:.4f}, {arcs:.0f} arcs/utt")
 

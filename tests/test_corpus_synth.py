@@ -121,7 +121,8 @@ def _hf_ratio(x: np.ndarray, s: int, e: int) -> float:
     return float(spec[f > 3000].sum() / max(spec.sum(), 1e-12))
 
 
-@pytest.mark.parametrize("engine,voice", [("espeak", "en-us+m3"), ("flite", "kal16")])
+@pytest.mark.parametrize("engine,voice", [("espeak", "en-us+m3"), ("flite", "kal16"),
+                                          ("festival", "ked_diphone")])
 def test_boundaries_are_real(engine: str, voice: str) -> None:
     """Fricatives carry high-frequency energy and vowels do not, inside the engine's own
     boundaries; shifting the boundaries by 60 ms destroys the contrast."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+torch.set_num_threads(1)
+
 from asr.generative import DBN, RBM, RBMTrainConfig, load, pretrain_dbn, save
 
 

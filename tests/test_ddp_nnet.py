@@ -5,9 +5,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from asr.nnet import CETrainConfig, load_model, train_ce
-from asr.nnet import HybridDNN, NetConfig, build_frame_data, pdf_log_priors, split_cv_speakers
+from asr.nnet import (CETrainConfig, HybridDNN, NetConfig, build_frame_data, load_model, pdf_log_priors,
+                      split_cv_speakers, train_ce)
 from asr.nnet.synthetic import synth_corpus
+
 
 def _setup(seed=0, hidden=(32,), init_seed=None):
     feats, alis = synth_corpus(40, 6, 4, seed=seed)

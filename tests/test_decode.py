@@ -162,3 +162,24 @@ def test_cli_lang_graph_decode(tmp_path, capsys):
     assert "%WER 0.00 [ 0 / 8, 0 ins, 0 del, 0 sub ]" in capsys.readouterr().out
     assert main(["decode", "loglikes", "--graph", str(tmp_path / "graph"), "--data", str(data),
                  "--loglikes", str(tmp_path / "missing.ark"), "--out", str(tmp_path / "d2")]) == 1
+
+
+def test_decode_and_score_word_mode(tmp_path):
+    from asr.lang.langdir import make_word_lang
+
+    (tmp_path / "lexicon.txt").write_text("ab a b\nba b a\nabb a b b\ncc c c\n")
+    (tmp_path / "train.wrd").write_text("t1 ab cc\nt2 ba abb\nt3 cc ab\nt4 ba ab cc\n")
+    lang = make_word_lang(tmp_path / "lexicon.txt", tmp_path / "train.wrd", tmp_path / "lang", phones=PHONES)
+    topo, ctx, trans = _models("tri")
+    make_hclg(lang, ctx, topo, trans, tmp_path / "graph")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utt2spk").write_text("s1_a s1\ns2_b s2\n")
+    (data / "text.wrd").write_text("s1_a ba abb\ns2_b cc ab\n")
+    phones = {"s1_a": ["sil", "b", "a", "a", "b", "b", "sil"], "s2_b": ["c", "c", "sil", "a", "b"]}
+    lls = {u: synthetic_loglikes(ctx.pdf_sequence(torch.tensor([PHONES.index(p) + 1 for p in s]), topo),
+                                 ctx.num_pdfs, k) for k, (u, s) in enumerate(phones.items())}
+    res = decode_and_score(tmp_path / "graph", data, tmp_path / "dec", functools.partial(loglikes_from_dict, lls),
+                           DecodeConfig(lmwt_grid=(8.0, 12.0)), mode="word")
+    assert res.errors == 0 and res.nref == 4
+    assert (tmp_path / "dec" / "hyp.8.txt").read_text() == "s1_a ba abb\ns2_b cc ab\n"

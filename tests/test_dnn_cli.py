@@ -62,7 +62,10 @@ def test_cli_pretrain_train_export_seq(tmp_path, capsys):
                  "--units", "16", "--context", "2", "--device", "cpu"]) == 0
     assert (tmp_path / "dbn" / "dbn.pt").is_file() and (tmp_path / "dbn" / ".done").is_file()
     common = ["--data", str(data), "--ali", ali, "--epochs", "3", "--device", "cpu", "--batch-size", "64"]
-    assert main(["dnn", "train", *common, "--out", str(tmp_path / "dnn"), "--dbn", str(tmp_path / "dbn")]) == 0
+    assert main(["dnn", "train", *common, "--out", str(tmp_path / "bad"), "--dbn", str(tmp_path / "dbn"),
+                 "--units", "32"]) == 1                   # contradicts the DBN: refused, not ignored
+    assert main(["dnn", "train", *common, "--out", str(tmp_path / "dnn"), "--dbn", str(tmp_path / "dbn"),
+                 "--layers", "2", "--units", "16"]) == 0
     assert main(["dnn", "train", *common, "--out", str(tmp_path / "rand"), "--random-init", "--layers", "2",
                  "--units", "16", "--context", "2"]) == 0
     out = capsys.readouterr().out

@@ -178,3 +178,70 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
     assert main(["gmm", "align", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
                  "--out", str(exp / "tri3_ali_dev")]) == 0
     assert (exp / "tri3_ali_dev" / "ali_phone.ark").is_file()
+
+
+def test_stage_without_its_input_names_the_stage_to_run(tmp_path: Path):
+    from asr.gmm.stages import load_train_data, run_tri1
+
+    raw, phones, utt2spk, _ = synth_corpus(seed=4, num_spk=2, utts_per_spk=2)
+    write_synth_data_dir(tmp_path / "train", raw, phones, utt2spk)
+    (tmp_path / "mono").mkdir()
+    with pytest.raises(FileNotFoundError, match="asr gmm mono"):
+        run_tri1(tmp_path / "train", tmp_path / "lang", tmp_path / "mono", tmp_path / "tri1")
+    with pytest.raises(ValueError, match="feature dimension"):
+        load_train_data(tmp_path / "train", raw_dim=40)
+    data = load_train_data(tmp_path / "train", raw_dim=13)
+    assert sorted(data.phones) == sorted(raw) and not data.skipped
+
+
+def test_speaker_fmllr_undoes_a_speaker_distortion():
+    from asr.gmm.model import DiagGmmSet
+    from asr.gmm.stages import estimate_speaker_fmllr
+    from asr.transforms import apply_fmllr
+
+    g = torch.Generator().manual_seed(5)
+    D, P = 4, 6
+    gmm = DiagGmmSet(3 * torch.randn(P, D, generator=g), 0.2 + torch.rand(P, D, generator=g),
+                     torch.zeros(P), torch.arange(P), P)
+    pdfs = {f"a_u{i}": torch.randint(0, P, (400,), generator=g) for i in range(3)}
+    clean = {u: gmm.means[p] + gmm.vars[p].sqrt() * torch.randn(p.numel(), D, generator=g) for u, p in pdfs.items()}
+    A = torch.eye(D) + 0.2 * torch.randn(D, D, generator=g)
+    b = torch.randn(D, generator=g)
+    dist = {u: x @ A.T + b for u, x in clean.items()}
+    fm = estimate_speaker_fmllr(gmm, dist, pdfs, {u: "a" for u in pdfs}, iters=20)
+    x = torch.cat([dist[u] for u in sorted(pdfs)])
+    p = torch.cat([pdfs[u] for u in sorted(pdfs)])
+    before = gmm.gauss_posteriors(x, p)[2].mean()
+    adapted = apply_fmllr(x, fm["a"])
+    logdet = torch.linalg.slogdet(fm["a"][:, :D].double())[1]
+    after = gmm.gauss_posteriors(adapted, p)[2].mean() + logdet
+    assert after > before + 1.0
+    ref = torch.cat([clean[u] for u in sorted(pdfs)])
+    assert (adapted - ref).pow(2).mean().sqrt() < 0.15 * ref.std()
+
+
+def test_mllt_step_raises_the_likelihood_of_correlated_data():
+    from asr.gmm.model import DiagGmmSet, GmmAccs
+    from asr.gmm.stages import mllt_step
+    from asr.gmm.train import TrainState
+    from asr.hmm import ContextDependency, TransitionModel
+
+    g = torch.Generator().manual_seed(6)
+    D, P, T = 5, 3, 3000
+    R = torch.linalg.qr(torch.randn(D, D, generator=g))[0]          # data diagonal in a rotated space
+    pdfs = torch.randint(0, P, (T,), generator=g)
+    mu = 3 * torch.randn(P, D, generator=g)
+    scale = torch.linspace(0.2, 2.0, D)
+    x = (mu[pdfs] + scale * torch.randn(T, D, generator=g)) @ R.T
+    gmm = DiagGmmSet.single(x.mean(0), x.var(0), P)
+    accs = GmmAccs.zeros(P, D)
+    gmm.accumulate(accs, x, pdfs)
+    gmm = gmm.update(accs, min_count=1.0)
+    before = gmm.gauss_posteriors(x, pdfs)[2].mean()
+    topo = Topology(48)
+    state = TrainState(topo, ContextDependency.monophone(topo), TransitionModel(P), gmm)
+    feats, chains, alis = {"u": x}, {"u": torch.arange(P)}, {"u": pdfs}
+    A = mllt_step(state, feats, chains, alis, {"u": torch.ones(T, dtype=torch.float64)})
+    y = x @ A.T
+    after = state.gmm.gauss_posteriors(y, pdfs)[2].mean() + torch.linalg.slogdet(A.double())[1]
+    assert after > before + 0.3

@@ -9,7 +9,7 @@ import torch
 
 from asr.hmm import ContextDependency, Topology, TransitionModel
 from asr.lang.arpa import read_arpa
-from asr.lang.fstarrays import FstArrays, fst_to_arrays, read_fst
+from asr.lang.fstarrays import FstArrays, read_fst
 from asr.lang.graph import add_self_loops, make_hclg
 from asr.lang.langdir import make_phone_lang, make_word_lang
 from asr.lang.lexicon import SymbolTable

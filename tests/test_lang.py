@@ -79,6 +79,7 @@ def test_phone_lang_and_g_matches_arpa(tmp_path):
     wsyms = SymbolTable.read(lang / "words.txt")
     assert psyms.symbols[1:49] == phones and psyms.symbols[49] == "#0"
     assert [psyms[p] for p in phones] == list(range(1, 49))
+    assert [wsyms[p] for p in phones] == list(range(1, 49))  # phone mode: word id == phone id
     L = read_fst(lang / "L.fst")
     fa = fst_to_arrays(L)
     assert fa.num_states == 1 and int((fa.ilabel == 49).sum()) == 1  # #0 loop
@@ -120,3 +121,12 @@ def test_word_lang_oov_and_lexicon_fst(tmp_path):
     ok, isyms, osyms, w = kaldifst.get_linear_symbol_sequence(best)
     assert [psyms.symbols[i] for i in isyms] == ["k", "ae", "b"]
     assert float(w.value) == pytest.approx(2 * -math.log(0.5), abs=1e-4)  # no sil before / after
+
+
+def test_lexicon_rejects_bad_entries(tmp_path):
+    (tmp_path / "lex1").write_text("cat k ae t\ndog d ao gg\n")
+    with pytest.raises(ValueError, match="lex1:2"):
+        make_word_lang(tmp_path / "lex1", tmp_path / "lex1", tmp_path / "l1")
+    (tmp_path / "lex2").write_text("#0 k\n")
+    with pytest.raises(ValueError, match="reserved"):
+        make_word_lang(tmp_path / "lex2", tmp_path / "lex2", tmp_path / "l2")

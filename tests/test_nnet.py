@@ -136,3 +136,66 @@ def test_nan_stops_and_keeps_last_good_model(tmp_path):
     for k, v in m.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert load_model(tmp_path / "final.pt") is not None
+
+
+def test_loglike_job_is_picklable_and_matches_model(tmp_path):
+    import functools
+    import pickle
+
+    import numpy as np
+
+    from asr.features.compute import cmvn_stats
+    from asr.nnet.io import _kaldi_io, loglike_job
+    from asr.nnet.model import save_model
+
+    kio = _kaldi_io()
+    feats, _ = synth_corpus(3, 4, 3, seed=0)
+    (tmp_path / "m").mkdir()
+    scp, cm, u2s = [], [], []
+    for u in sorted(feats):
+        p = tmp_path / "m" / f"{u}.mat"
+        with open(p, "wb") as f:
+            kio.write_mat(f, feats[u].numpy().astype(np.float32))
+        scp.append(f"{u} {p}\n")
+        u2s.append(f"{u} {u}\n")
+        q = tmp_path / "m" / f"c_{u}.mat"
+        with open(q, "wb") as f:
+            kio.write_mat(f, cmvn_stats(feats[u]).numpy())
+        cm.append(f"{u} {q}\n")
+    for name, lines in (("feats.scp", scp), ("cmvn.scp", cm), ("utt2spk", u2s)):
+        (tmp_path / name).write_text("".join(lines))
+    model = HybridDNN(NetConfig(input_dim=3, num_pdfs=4, hidden=(8,), left=1, right=1))
+    model.log_priors.copy_(torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4])))
+    save_model(model, tmp_path / "final.pt")
+    job = pickle.loads(pickle.dumps(functools.partial(loglike_job, str(tmp_path / "final.pt"), str(tmp_path))))
+    out = dict(job(sorted(feats)))
+    for u, x in feats.items():
+        cmn = x - x.mean(0)                       # per-speaker (here per-utterance) mean normalisation
+        torch.testing.assert_close(out[u], model.loglikes(cmn), atol=1e-4, rtol=1e-4)
+
+
+def test_dbn_pretraining_initialises_hidden_layers():
+    from asr.generative import DBN
+    from asr.nnet.pretrain import PretrainConfig, dbn_linears, pretrain_dbn_on_frames
+
+    feats, alis = synth_corpus(10, 4, 3, seed=0)
+    fd = build_frame_data(feats, None, 1, 1)
+    mean, var = fd.spliced_moments()
+    cfg = PretrainConfig(hidden=(8, 6), epochs=2, batch_size=32, seed=1)
+    dbn = pretrain_dbn_on_frames(fd, mean, var, cfg)
+    assert isinstance(dbn, DBN) and dbn.sizes == [9, 8, 6] and dbn.rbms[0].visible == "gaussian"
+    again = pretrain_dbn_on_frames(fd, mean, var, cfg)            # seeded: reproducible
+    assert torch.equal(dbn.rbms[1].W, again.rbms[1].W)
+    model = HybridDNN(NetConfig(input_dim=3, num_pdfs=4, hidden=(8, 6), left=1, right=1))
+    model.init_from_linears(dbn_linears(dbn))
+    torch.testing.assert_close(model.body[0].weight, dbn.rbms[0].W.t())
+    torch.testing.assert_close(model.body[2].bias, dbn.rbms[1].c)
+    with pytest.raises(ValueError, match="layers"):
+        HybridDNN(NetConfig(input_dim=3, num_pdfs=4, hidden=(8,), left=1, right=1)).init_from_linears(dbn_linears(dbn))
+
+
+def test_resume_refuses_checkpoints_of_another_config(tmp_path):
+    m, train, cv = _setup()
+    train_ce(m, train, cv, CETrainConfig(max_epochs=1, batch_size=64), tmp_path, log=lambda s: None)
+    with pytest.raises(ValueError, match="another training config"):
+        train_ce(m, train, cv, CETrainConfig(max_epochs=2, batch_size=32), tmp_path, log=lambda s: None)

@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+
+torch.set_num_threads(1)
 from torch.nn import functional as F
 
 from asr.generative import (RBM, RBMTrainConfig, TrainingDiverged, ais_log_z, base_rate_bias,

@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="corpus_command", metavar="SUBCOMMAND")
     s = sub.add_parser("synth", help="generate a TIMIT-layout corpus with offline TTS engines",
                        description="Write OUT_DIR/{TRAIN,TEST}/DR*/<SPK>/<UTT>.{WAV,PHN,WRD,TXT} "
-                       "(NIST SPHERE 16 kHz 16-bit) with espeak-ng and flite voices under noise, "
+                       "(NIST SPHERE 16 kHz 16-bit) with espeak-ng, flite and festival voices under noise, "
                        "reverberation and telephone band-limiting. Same size+seed -> identical files.")
     s.add_argument("out_dir", metavar="OUT_DIR")
     from asr.corpus.synth.config import SIZES

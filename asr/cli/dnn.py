@@ -62,11 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument("--dbn", default=None, help="pretrained DBN dir/checkpoint (exp/dbn)")
     init.add_argument("--init-dbn", dest="dbn", default=None, help="alias of --dbn (a DBN from another run)")
     init.add_argument("--random-init", action="store_true", help="no pretraining (ablation dnn_rand)")
-    t.add_argument("--layers", type=int, default=3, help="hidden layers when --random-init")
-    t.add_argument("--units", type=int, default=512, help="units per layer when --random-init")
-    t.add_argument("--context", type=int, default=5)
-    t.add_argument("--epochs", type=int, default=8, help="max epochs (newbob may stop earlier)")
-    t.add_argument("--lr", type=float, default=0.5)
+    t.add_argument("--layers", type=int, default=None,
+                   help="hidden layers (default 3; with --dbn must match the DBN, which defines it)")
+    t.add_argument("--units", type=int, default=None, help="units per layer (default 512; checked against --dbn)")
+    t.add_argument("--context", type=int, default=None, help="splice ±N frames (default 5; checked against --dbn)")
+    t.add_argument("--epochs", "--max-epochs", dest="epochs", type=int, default=8,
+                   help="max epochs (newbob may stop earlier)")
+    t.add_argument("--lr", type=float, default=0.2, help="SGD step on the mean frame loss (default 0.2)")
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--frames-per-epoch", type=int, default=None)
@@ -156,9 +158,12 @@ def _train(args: argparse.Namespace) -> int:
     if rank == 0:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         clear_done(args.out)
+    if args.dbn is not None:
+        _check_against_dbn(args)
     ce = CETrainConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, max_epochs=args.epochs,
                        seed=args.seed, frames_per_epoch=args.frames_per_epoch)
-    cfg = DnnTrainConfig(hidden=(args.units,) * args.layers, left=args.context, right=args.context,
+    layers, units, context = args.layers or 3, args.units or 512, 5 if args.context is None else args.context
+    cfg = DnnTrainConfig(hidden=(units,) * layers, left=context, right=context,
                          cv_fraction=args.cv_fraction, seed=args.seed, ce=ce)
     try:
         res = run_train(args.data, args.ali, args.out, cfg, dbn=None if args.random_init else args.dbn,
@@ -171,6 +176,21 @@ def _train(args: argparse.Namespace) -> int:
     if rank == 0:
         mark_done(args.out, {"cmd": "dnn train", **vars_cfg(args)})
     return 0
+
+
+def _check_against_dbn(args: argparse.Namespace) -> None:
+    """--layers/--units/--context given together with --dbn must describe that DBN."""
+    from asr.generative import load_checkpoint
+    from asr.nnet.stages import _dbn_path
+
+    dbn, meta = load_checkpoint(_dbn_path(args.dbn), expect="DBN")
+    hidden = list(dbn.sizes[1:])
+    if args.layers is not None and args.layers != len(hidden):
+        raise ValueError(f"--layers {args.layers} but the DBN {args.dbn} has {len(hidden)} hidden layers")
+    if args.units is not None and any(h != args.units for h in hidden):
+        raise ValueError(f"--units {args.units} but the DBN {args.dbn} has layers {hidden}")
+    if args.context is not None and args.context != int(meta["left"]):
+        raise ValueError(f"--context {args.context} but the DBN {args.dbn} was trained with ±{meta['left']}")
 
 
 def _decode(args: argparse.Namespace) -> int:

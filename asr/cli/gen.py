@@ -13,10 +13,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from asr.generative.data import load_source
 from asr.generative.plots import save_array, save_grid
 from asr.generative.runner import KINDS, TrainOptions, run_training, sample_model
-from asr.jobs.stage import clear_done, mark_done
+from asr.jobs.stage import clear_done, is_done, mark_done
 
 
 def _sizes(s: str) -> list[int]:
@@ -55,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--gibbs-steps", type=int, default=1000)
     t.add_argument("--patch-width", type=int, default=16, help="speech: frames per patch")
     t.add_argument("--max-patches", type=int, default=20000, help="speech: patches kept")
+    t.add_argument("--force", action="store_true",
+                   help="retrain even when OUT/.done records the same configuration")
+    t.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (small models run fastest on 1)")
     t.set_defaults(func=_train)
 
     s = sub.add_parser("sample", help="draw samples from a trained model directory")
@@ -65,15 +71,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--gibbs-steps", type=int, default=1000)
     s.add_argument("--nrow", type=int, help="tiles per row in a .png grid")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.set_defaults(func=_sample)
 
 
 def _train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(1, args.threads))
     opts = TrainOptions(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                         hidden=args.hidden, sizes=args.sizes, z_dim=args.z_dim,
                         channels=args.channels, k=args.k, persistent=args.persistent,
                         loss=args.loss, digit=args.digit, test_fraction=args.test_fraction,
                         ais_every=args.ais_every, gibbs_steps=args.gibbs_steps)
+    stage_cfg = {"model": args.model, "data": args.data, "patch_width": args.patch_width,
+                 "max_patches": args.max_patches, **asdict(opts)}
+    if not args.force and is_done(args.out, stage_cfg):
+        print(f"asr gen train {args.model}: {args.out} is up to date (use --force to retrain)")
+        return 0
     kw = ({"width": args.patch_width, "max_patches": args.max_patches, "seed": args.seed}
           if args.data.startswith("speech:") else {})
     data = load_source(args.data, **kw)
@@ -85,11 +98,12 @@ def _train(args: argparse.Namespace) -> int:
     if "ais" in meta:
         a = meta["ais"]
         print(f"  AIS held-out log-likelihood: {a[0]['heldout_ll']:.2f} -> {a[-1]['heldout_ll']:.2f} nats")
-    mark_done(args.out, {"model": args.model, "data": args.data, **asdict(opts)})
+    mark_done(args.out, stage_cfg)
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(1, args.threads))
     suffix = args.out.suffix.lower()
     if suffix not in (".png", ".npy"):
         raise ValueError(f"--out must end in .png or .npy, got {args.out}")

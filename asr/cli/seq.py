@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--den", choices=("pdf-bigram", "hclg"), default="pdf-bigram",
                    help="denominator: pdf-bigram HMM from the alignments (default, fast) or the exact "
                         "epsilon-removed HCLG of --graph (small graphs only)")
-    t.add_argument("--graph", default=None, help="graph dir with HCLG.fst (only with --den hclg)")
+    t.add_argument("--graph", default=None, help="graph dir with HCLG.fst: the denominator with --den hclg; with pdf-bigram "
+                        "only checked against the model's pdf count")
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--lr", type=float, default=0.02, help="SGD step on the per-frame objective")

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from asr.lang.fstarrays import parse_fst_text
+
 
 @dataclass
 class LatticeArrays:
@@ -49,7 +51,8 @@ class LatticeArrays:
 def _levels(n: int, src: np.ndarray, dst: np.ndarray, roots: np.ndarray,
             step: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Kahn topological order (vectorised per frontier) of the states reachable from ``roots``
-    and each state's longest-path depth counting ``step`` per arc (default 0); raises
+    and each state's depth counting ``step`` per arc (default 0; the depth of one path, which is
+    every path's in a state-level lattice); raises
     ValueError on a cycle among reachable states."""
     order_idx = np.argsort(src, kind="stable")
     s_sorted, d_sorted = src[order_idx], dst[order_idx]
@@ -72,10 +75,10 @@ def _levels(n: int, src: np.ndarray, dst: np.ndarray, roots: np.ndarray,
     while frontier.size:
         order.append(frontier)
         nxt, idx = _gather(frontier, starts, d_sorted)
-        if idx.size:
-            np.maximum.at(depth, nxt, depth[s_sorted[idx]] + step_sorted[idx])
-        np.subtract.at(indeg, nxt, 1)
-        cand = np.unique(nxt)
+        if idx.size:  # state-level lattice: every path into a state has the same depth
+            depth[nxt] = depth[s_sorted[idx]] + step_sorted[idx]
+        cand, cnt = np.unique(nxt, return_counts=True)
+        indeg[cand] -= cnt
         frontier = cand[indeg[cand] == 0]
     out = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
     if out.size != int(reach.sum()):
@@ -96,22 +99,15 @@ def _gather(states: np.ndarray, starts: np.ndarray, d_sorted: np.ndarray) -> tup
 def lattice_to_arrays(lat) -> LatticeArrays:
     """Convert a ``kaldifst.Lattice`` (input labels ``pdf + 1``) to topologically sorted,
     trimmed ``LatticeArrays`` (see module docstring)."""
-    rows = [ln.split() for ln in lat.to_str().splitlines() if ln.strip()]
+    arcs, finals = parse_fst_text(lat.to_str(), 2)
     n = lat.num_states
     start = int(lat.start)
-    arcs = [r for r in rows if len(r) >= 4]
     finals_g = np.full(n, np.inf)
     finals_a = np.zeros(n)
-    for r in rows:
-        if len(r) <= 2:
-            g, a = (r[1].split(",") if len(r) == 2 else ("0", "0"))
-            finals_g[int(r[0])], finals_a[int(r[0])] = float(g), float(a)
-    if arcs:
-        a = np.array([r[:4] for r in arcs], dtype=np.int64)
-        ga = np.array([r[4].split(",") if len(r) == 5 else ("0", "0") for r in arcs], dtype=np.float64)
-    else:
-        a = np.zeros((0, 4), dtype=np.int64)
-        ga = np.zeros((0, 2))
+    fs = finals[:, 0].astype(np.int64)
+    finals_g[fs], finals_a[fs] = finals[:, 1], finals[:, 2]
+    a = arcs[:, :4].astype(np.int64)
+    ga = arcs[:, 4:]
     src, dst, il, ol = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
     # co-accessible states: reachable from finals in the reversed graph
     is_final = np.isfinite(finals_g)

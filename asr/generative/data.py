@@ -128,7 +128,7 @@ def load_speech_patches(data_dir: str | Path, width: int = 16, hop: int = 8,
     n_utts = skipped = 0
     dim = None
     for utt, mat in kaldiio.load_scp_sequential(str(scp)):
-        m = torch.from_numpy(np.asarray(mat, dtype=np.float32))
+        m = torch.from_numpy(np.array(mat, dtype=np.float32))  # copy: kaldiio maps read-only
         if m.dim() != 2:
             raise ValueError(f"{scp}: utterance {utt} is not a matrix")
         if dim is None:

@@ -150,15 +150,15 @@ def run_training(kind: str, data: ImageData, out_dir: str | Path, opts: TrainOpt
                              lr_d=opts.lr or default_lr, k=opts.k, loss=opts.loss)
         history = train_gan(model, train.images, train.labels if cond else None, cfg, g)
         labels = torch.arange(model.n_classes).repeat_interleave(8) if cond else None
-        samples = model.sample(80 if cond else 64, labels, g)
+        samples = model.sample(64 if labels is None else labels.numel(), labels, g)
     meta["cpu_seconds"] = time.process_time() - t_cpu
     meta["wall_seconds"] = time.perf_counter() - t_wall
     meta["train_config"] = cfg.to_dict()
     meta["history"] = history
     save(model, out / "model.pt", meta)
     _write_json(meta, out / "history.json")
-    save_grid(samples, out / "samples.png", nrow=8 if kind != "cgan" else 8,
-              title=f"{kind} samples")
+    save_grid(samples, out / "samples.png", nrow=8,
+              title=f"{kind} samples" + (" (one row per class)" if kind == "cgan" else ""))
     return meta
 
 

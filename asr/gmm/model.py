@@ -18,6 +18,7 @@ perturbed by +-0.2 standard deviations).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -60,17 +61,21 @@ class GmmAccs:
 
     def accumulate(self, x: Tensor, gauss: Tensor, post: Tensor) -> None:
         """Add frames ``x (T, D)`` with Gaussian indices ``gauss (T, M)`` (``-1`` = none) and
-        posteriors ``post (T, M)``: one ``index_add`` of ``post * [x, x^2, 1]`` per mixture slot."""
-        D = x.shape[1]
-        xd = x.to(self.occ.device, torch.float64)
-        feats = torch.cat([xd, xd * xd, torch.ones(xd.shape[0], 1, dtype=torch.float64, device=xd.device)], 1)
-        acc = torch.zeros(self.occ.shape[0], 2 * D + 1, dtype=torch.float64, device=xd.device)
-        gauss = gauss.to(xd.device)
-        post = post.to(xd.device, torch.float64)
-        for k in range(gauss.shape[1]):
-            g = gauss[:, k]
-            p = torch.where(g >= 0, post[:, k], torch.zeros_like(post[:, k]))
-            acc.index_add_(0, g.clamp_min(0), feats * p[:, None])
+        posteriors ``post (T, M)``: one sparse ``(G, T) x (T, 2D+1)`` product of the posteriors
+        (CSR, valid entries only) with ``[x, x^2, 1]`` in float64."""
+        T, D = x.shape
+        dev = self.occ.device
+        gauss, post = gauss.to(dev), post.to(dev)
+        keep = gauss >= 0
+        crow = torch.zeros(T + 1, dtype=torch.long, device=dev)
+        crow[1:] = torch.cumsum(keep.sum(1), 0)
+        xd = x.to(dev, torch.float64)
+        feats = torch.cat([xd, xd * xd, torch.ones(T, 1, dtype=torch.float64, device=dev)], 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # "sparse CSR support is in beta"
+            s = torch.sparse_csr_tensor(crow, gauss[keep], post[keep].to(torch.float64),
+                                        (T, self.occ.shape[0]))
+            acc = s.t() @ feats
         self.x += acc[:, :D]
         self.x2 += acc[:, D:2 * D]
         self.occ += acc[:, 2 * D]
@@ -210,7 +215,7 @@ class DiagGmmSet:
             p = pdfs[i:i + chunk]
             aug = self._augment(x[i:i + chunk])
             sel = torch.bmm(self._params_pdf[p], aug.unsqueeze(2)).squeeze(2)      # (t, M)
-            ll = torch.logsumexp(sel, 1)
+            ll = _logsumexp_last(sel.clone())
             ps.append(torch.exp(sel - ll[:, None]))
             gs.append(self.pdf_gauss[p])
             ls.append(ll)

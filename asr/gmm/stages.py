@@ -31,10 +31,10 @@ from asr.hmm import ContextDependency, Topology, TransitionModel
 class MonoConfig(TrainConfig):
     """``train_mono.sh``: flat start, realign often early, mix up to ``total_gauss``."""
 
-    num_iters: int = 30
-    realign_iters: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 17, 20, 23, 26)
+    num_iters: int = 25
+    realign_iters: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 21)
     total_gauss: int = 1000
-    max_iter_inc: int = 20
+    max_iter_inc: int = 18
     min_count: float = 3.0
 
 
@@ -352,8 +352,9 @@ def _tri_common(data_dir, lang_dir, ali_dir, out_dir, stage: str, cfg: TriConfig
     data = load_train_data(data_dir, raw_dim=psys.pipeline.raw_dim)
     alis, missing = read_alignments(prev, data.phones, psys.topo)
     data.skipped += missing
-    for u in missing:
-        data.phones.pop(u, None), data.raw.pop(u, None), data.utt2spk.pop(u, None)
+    for u in missing:          # no alignment from the previous stage: skipped (and listed)
+        for table in (data.phones, data.raw, data.utt2spk):
+            table.pop(u, None)
     return psys, dev, out, data, alis
 
 

@@ -367,7 +367,8 @@ def gaussian_posteriors_sparse(gmm: DiagGmmSet, x: Tensor, pdfs: Tensor) -> Tens
     keep = g >= 0
     rows = torch.arange(x.shape[0]).unsqueeze(1).expand_as(g)[keep]
     idx = torch.stack([rows, g[keep].cpu()])
-    return torch.sparse_coo_tensor(idx, p[keep].double().cpu(), (x.shape[0], gmm.num_gauss)).coalesce()
+    return torch.sparse_coo_tensor(idx, p[keep].double().cpu(), (x.shape[0], gmm.num_gauss),
+                                   check_invariants=True).coalesce()
 
 
 def silence_weights(phones: Tensor, ali: Tensor, topo: Topology, silence: list[int]) -> Tensor:

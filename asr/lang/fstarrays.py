@@ -36,26 +36,55 @@ class FstArrays:
         return int(self.src.numel())
 
 
+def parse_fst_text(text: str, num_weights: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Parse OpenFst text output (``to_str``) without a per-line Python loop.
+
+    Args:
+        text: lines ``src dst ilabel olabel [weight]`` and ``state [weight]``; a lattice weight is
+            ``graph,acoustic`` (``num_weights = 2``).
+    Returns:
+        (arcs (A, 4 + num_weights) float64, finals (F, 1 + num_weights) float64); an omitted
+        weight is One (zeros).
+    """
+    if num_weights == 2:
+        text = text.replace(",", " ")
+    if not text.endswith("\n"):
+        text += "\n"
+    vals = np.fromstring(text, sep=" ") if text.strip() else np.zeros(0)
+    b = np.frombuffer(text.encode(), dtype=np.uint8)
+    ws = (b == 32) | (b == 9) | (b == 10)
+    tok_start = ~ws & np.concatenate([[True], ws[:-1]])
+    cum = np.cumsum(tok_start)
+    per_line = np.diff(np.concatenate([[0], cum[b == 10]]))
+    per_line = per_line[per_line > 0]
+    off = np.cumsum(per_line) - per_line
+    if vals.size != int(per_line.sum()):
+        raise ValueError("could not parse FST text (unexpected token)")
+    nw = num_weights
+    is_arc = per_line >= 4
+    a_off, a_n = off[is_arc], per_line[is_arc]
+    arcs = np.zeros((a_off.size, 4 + nw))
+    arcs[:, :4] = vals[a_off[:, None] + np.arange(4)]
+    has_w = a_n == 4 + nw
+    arcs[has_w, 4:] = vals[a_off[has_w, None] + 4 + np.arange(nw)]
+    f_off, f_n = off[~is_arc], per_line[~is_arc]
+    finals = np.zeros((f_off.size, 1 + nw))
+    finals[:, 0] = vals[f_off]
+    has_w = f_n == 1 + nw
+    finals[has_w, 1:] = vals[f_off[has_w, None] + 1 + np.arange(nw)]
+    return arcs, finals
+
+
 def fst_to_arrays(fst: "kaldifst.StdVectorFst") -> FstArrays:
-    """Arc arrays of a ``StdVectorFst`` (states renumbered as in the text form: unchanged ids)."""
-    rows = [ln.split() for ln in fst.to_str().splitlines() if ln.strip()]
-    arcs = [r for r in rows if len(r) >= 4]
-    finals = [r for r in rows if len(r) <= 2]
+    """Arc arrays of a ``StdVectorFst`` (state ids unchanged)."""
+    arcs, finals = parse_fst_text(fst.to_str(), 1)
     n = fst.num_states
-    start = int(fst.start)
-    if arcs:
-        a = np.array([r[:4] for r in arcs], dtype=np.int64)
-        w = np.array([float(r[4]) if len(r) == 5 else 0.0 for r in arcs], dtype=np.float64)
-    else:
-        a = np.zeros((0, 4), dtype=np.int64)
-        w = np.zeros(0, dtype=np.float64)
+    a = torch.from_numpy(arcs[:, :4].astype(np.int64))
     final = torch.full((n,), float("inf"), dtype=torch.float64)
-    for r in finals:
-        final[int(r[0])] = float(r[1]) if len(r) == 2 else 0.0
-    t = torch.from_numpy(a)
-    return FstArrays(num_states=n, start=start, src=t[:, 0].clone(), dst=t[:, 1].clone(),
-                     ilabel=t[:, 2].clone(), olabel=t[:, 3].clone(), weight=torch.from_numpy(w),
-                     final=final)
+    final[torch.from_numpy(finals[:, 0].astype(np.int64))] = torch.from_numpy(finals[:, 1])
+    return FstArrays(num_states=n, start=int(fst.start), src=a[:, 0].clone(), dst=a[:, 1].clone(),
+                     ilabel=a[:, 2].clone(), olabel=a[:, 3].clone(),
+                     weight=torch.from_numpy(arcs[:, 4].copy()), final=final)
 
 
 def arrays_to_fst(fa: FstArrays) -> "kaldifst.StdVectorFst":

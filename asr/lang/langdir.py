@@ -8,13 +8,17 @@ symbols), ``lm.arpa``, ``L.fst`` (phones+disambig -> words, with ``#0:#0`` loops
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 from asr.lang.arpa import estimate_witten_bell, write_arpa
 from asr.lang.fstarrays import read_fst, write_fst
-from asr.lang.lexicon import (UNK, Lexicon, SymbolTable, add_disambig, make_lexicon_fst,
+from asr.lang.lexicon import (UNK, Lexicon, add_disambig, make_lexicon_fst,
                               phone_symbols, read_lexicon, word_symbols, write_text_atomic)
 from asr.lang.phones import SILENCE, load_phone_set
 
@@ -110,8 +114,11 @@ def _write_lang(out_dir: str | Path, phones: list[str], lexicon: Lexicon, num_di
     L = make_lexicon_fst(lexicon, psyms, wsyms, sil_phone=sil_phone, sil_prob=sil_prob)
     write_fst(L, out / "L.fst")
     tmp = out / "G.fst.tmp"
-    kaldilm.arpa2fst(str(out / "lm.arpa"), str(tmp), disambig_symbol="#0",
-                     read_symbol_table=str(out / "words.txt"), max_arpa_warnings=0)
+    with _captured_stderr() as log:
+        kaldilm.arpa2fst(str(out / "lm.arpa"), str(tmp), disambig_symbol="#0",
+                         read_symbol_table=str(out / "words.txt"), max_arpa_warnings=0)
+    if not tmp.is_file():
+        raise RuntimeError(f"kaldilm.arpa2fst failed on {out / 'lm.arpa'}:\n{log.read()}")
     G = read_fst(tmp)
     tmp.unlink()
     write_fst(G, out / "G.fst")
@@ -120,6 +127,22 @@ def _write_lang(out_dir: str | Path, phones: list[str], lexicon: Lexicon, num_di
                 word_disambig_id=wsyms["#0"])
     write_text_atomic(out / "lang.json", json.dumps(meta, indent=2) + "\n")
     return out
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Send the C++ library's progress lines on file descriptor 2 to a temporary file (yielded,
+    so a failure can report them) instead of the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield f
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
 
 
 def load_lang_info(lang_dir: str | Path) -> dict:

@@ -38,6 +38,8 @@ def read_lexicon(path: str | Path, phones: list[str]) -> Lexicon:
                 continue
             if len(cols) < 2:
                 raise ValueError(f"{path}:{n}: word {cols[0]!r} has no pronunciation")
+            if cols[0] in (EPS, BOS, EOS) or cols[0].startswith("#"):
+                raise ValueError(f"{path}:{n}: {cols[0]!r} is a reserved symbol, not a word")
             bad = [p for p in cols[1:] if p not in known]
             if bad:
                 raise ValueError(f"{path}:{n}: word {cols[0]!r} uses unknown phone(s) {bad}")

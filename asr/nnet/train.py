@@ -32,7 +32,7 @@ from asr.nnet.model import HybridDNN, save_model
 class CETrainConfig:
     """Cross-entropy fine-tuning hyperparameters (loss = mean CE over the global minibatch)."""
 
-    lr: float = 0.5                      # SGD step size on the mean loss
+    lr: float = 0.2                      # SGD step on the mean loss (≈ Kaldi nnet1 0.008 summed over 256 frames)
     momentum: float = 0.9
     batch_size: int = 256                # global minibatch (frames)
     max_epochs: int = 8
@@ -120,6 +120,9 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
     ck_path = _latest_checkpoint(out_dir)
     if ck_path is not None:
         ck = torch.load(ck_path, map_location=device, weights_only=False)
+        if ck.get("config") != asdict(cfg):
+            raise ValueError(f"{ck_path} was written with another training config ({ck.get('config')}); "
+                             f"remove {out_dir / 'ckpt'} or use a new output dir")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
@@ -204,7 +207,7 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
             state["lr"] *= cfg.halving_factor
         state["epoch"] = epoch
         if rank == 0:
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state},
+            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state, "config": asdict(cfg)},
                          _checkpoint_path(out_dir, epoch))
         if world > 1:
             dist.barrier()

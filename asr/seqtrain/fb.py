@@ -25,9 +25,13 @@ Criteria (all maximised):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from asr.seqtrain.pdfhmm import PdfHmmDen
 
 NEG_INF = float("-inf")
 
@@ -194,7 +198,7 @@ class SeqObjective:
     num_logz: Tensor
 
 
-def sequence_objective(graph: DenGraph, loglikes: Tensor, lengths: Tensor, ref_pdf: Tensor,
+def sequence_objective(graph: "DenGraph | PdfHmmDen", loglikes: Tensor, lengths: Tensor, ref_pdf: Tensor,
                        criterion: str = "mpe", kappa: float = 0.1, boost: float = 0.1,
                        pdf2phone: Tensor | None = None, silence_phones: Tensor | None = None) -> SeqObjective:
     """MMI / bMMI / sMBR / MPE objective and its gradient for a batch of utterances.
@@ -202,6 +206,9 @@ def sequence_objective(graph: DenGraph, loglikes: Tensor, lengths: Tensor, ref_p
     loglikes: (B, T, P) scaled log-likelihoods; ref_pdf: (B, T) reference pdf alignment (the
     numerator); returns ``SeqObjective``. Utterances whose reference has no path through
     ``graph`` get objective 0 and gradient 0 and are flagged in ``no_num_path``.
+    ``graph``: a generic ε-free ``DenGraph`` (arc-level recursion) or a ``PdfHmmDen``
+    (state-level recursion with sparse matmuls, ``asr.seqtrain.pdfhmm``) — same results on the
+    same hypothesis space (tested).
     """
     if criterion not in ("mmi", "bmmi", "smbr", "mpe"):
         raise ValueError(f"unknown criterion {criterion!r} (mmi|bmmi|smbr|mpe)")

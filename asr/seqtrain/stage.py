@@ -38,20 +38,32 @@ def load_den_graph(graph_dir: str | Path, cache: Path | None = None, log: Callab
     return g
 
 
+def _check_graph_pdfs(graph_dir: str | Path, model_dir: str | Path) -> None:
+    """The decoding graph the sequence-trained model will be used with must have its pdf count."""
+    meta = Path(graph_dir) / "graph.json"
+    if not (Path(graph_dir) / "HCLG.fst").is_file():
+        raise FileNotFoundError(f"{graph_dir}/HCLG.fst not found")
+    if meta.is_file():
+        n = json.loads(meta.read_text()).get("num_pdfs")
+        m = load_model(model_dir).cfg.num_pdfs
+        if n is not None and n != m:
+            raise ValueError(f"graph {graph_dir} has {n} pdfs but the model {model_dir} has {m}")
+
+
 def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, graph_dir: str | Path | None,
                   out_dir: str | Path, cfg: SeqTrainConfig, device: torch.device | str = "cpu",
                   log: Callable[[str], None] = print, den: str = "pdf-bigram") -> list[dict]:
     """Sequence-train the CE model of ``model_dir`` (same CV speakers as its CE run) on the pdf
     alignments of ``ali``. Denominator ``den``: ``pdf-bigram`` (default; ``PdfHmmDen`` estimated
     from the training alignments, fast) or ``hclg`` (exact over the ε-removed ``graph_dir/HCLG.fst``;
-    only practical for small graphs)."""
+    only practical for small graphs). With ``pdf-bigram`` a given ``graph_dir`` is only checked
+    (its pdf count must match the model, which will be decoded with it)."""
     if den not in ("pdf-bigram", "hclg"):
         raise ValueError(f"unknown denominator {den!r} (pdf-bigram|hclg)")
     if den == "hclg" and graph_dir is None:
         raise ValueError("--den hclg needs --graph DIR")
     if den == "pdf-bigram" and graph_dir is not None:
-        raise ValueError("--graph is only used with --den hclg (the default pdf-bigram denominator is "
-                         "estimated from the alignments)")
+        _check_graph_pdfs(graph_dir, model_dir)
     out = Path(out_dir)
     model = load_model(model_dir)
     ce_cfg = {}

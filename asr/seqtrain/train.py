@@ -77,6 +77,10 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: "De
     cks = sorted((out / "ckpt").glob("epoch*.pt"))
     if cks:
         ck = torch.load(cks[-1], map_location=device, weights_only=False)
+        same = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+        if {k: v for k, v in ck.get("config", {}).items() if k != "epochs"} != same:
+            raise ValueError(f"{cks[-1]} was written with another config ({ck.get('config')}); remove "
+                             f"{out / 'ckpt'} or use a new output dir")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         history, done_epochs = ck["history"], ck["epoch"]
@@ -155,7 +159,8 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: "De
         log(f"epoch {epoch}: {cfg.criterion} objective/frame {rec['objective']:.4f} cv frame acc {acc:.4f} "
             f"({n_utts} utts, {rec['utts_per_s']:.2f} utt/s)")
         _save(out / "ckpt" / f"epoch{epoch:03d}.pt", {"model": model.state_dict(), "opt": opt.state_dict(),
-                                                     "history": history, "epoch": epoch})
+                                                     "history": history, "epoch": epoch,
+                                                     "config": asdict(cfg)})
     model.cpu()
     save_model(model, out / "final.pt", extra={"history": history, "config": asdict(cfg),
                                                "diverged": diverged})

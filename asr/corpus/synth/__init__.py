@@ -1,4 +1,4 @@
-"""TIMIT-style corpus generated with offline TTS engines (espeak-ng, flite).
+"""TIMIT-style corpus generated with offline TTS engines (espeak-ng, flite, festival).
 
 ``generate_corpus(out_dir, SynthConfig(size, seed), nj)`` writes the LDC TIMIT layout so the
 same reader (``asr.corpus.timit.prepare_timit``) serves real and generated data. Modules:

@@ -9,8 +9,8 @@ class Difficulty:
     """Spread of voices and acoustic conditions. One condition is drawn per speaker (a
     speaker = a fixed voice configuration), so all utterances of a speaker share it.
 
-    Units: rates in words/minute (espeak) or duration stretch factors (flite); pitch in
-    espeak's 0-100 scale or Hz (flite mean F0); SNR in dB over the whole utterance; RT60 in
+    Units: rates in words/minute (espeak) or duration stretch factors (flite, festival);
+    pitch in espeak's 0-100 scale or Hz (flite/festival mean F0 target); SNR in dB over the whole utterance; RT60 in
     seconds; vocal-tract warp as a frequency scale factor (resampling, 1.0 = none).
     """
 

@@ -1,9 +1,10 @@
-"""Offline TTS engines with their own phone timing: espeak-ng (C library via ctypes) and flite.
+"""Offline TTS engines with their own phone timing: espeak-ng (C library via ctypes), flite
+(``-psdur``) and festival (``utt.save.segs``).
 
 Each engine returns a ``Synthesis``: mono float32 audio, its sample rate, and the engine's
 phone segments as ``(symbol, start_sample, end_sample, word_index)`` where ``word_index`` is
 the 0-based word of the input text the phone belongs to (-1 for pauses, None when the engine
-does not say; flite does not).
+does not say; flite and festival do not).
 """
 from __future__ import annotations
 
@@ -182,12 +183,62 @@ def flite_synth(text: str, voice: str, stretch: float, f0_mean: float | None) ->
         audio, sr = sf.read(wav, dtype="float32")
     if audio.ndim > 1:
         audio = audio[:, 0]
-    n = len(audio)
+    ends = [(tok.rpartition(":")[0], float(tok.rpartition(":")[2])) for tok in out.split()]
+    segs = _from_end_times(ends, len(audio), sr)
+    return Synthesis(np.ascontiguousarray(audio), sr, segs)
+
+
+# ---------------------------------------------------------------------------------- festival
+def _scheme_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def festival_batch(sentences: list[str], voice: str, stretch: float,
+                   f0_mean: float | None) -> list[Synthesis]:
+    """festival synthesis (diphone voices ``kal_diphone``, ``ked_diphone``) of ``sentences``
+    in one batch-mode process, 16 kHz; phone end times from ``utt.save.segs``. The 20-30 ms
+    unlabelled tail of diphone waves joins the final pause. ``f0_mean`` (Hz) sets the
+    intonation model's target mean (``int_lr_params``), ``stretch`` ``Duration_Stretch``."""
+    with tempfile.TemporaryDirectory(prefix="asr_festival_") as tmp:
+        lines = [f"(voice_{voice})", f"(Parameter.set 'Duration_Stretch {stretch:.4f})"]
+        if f0_mean is not None:
+            lines.append(f"(set! int_lr_params (list '(target_f0_mean {f0_mean:.1f}) "
+                         "'(target_f0_std 18) '(model_f0_mean 170) '(model_f0_std 34)))")
+        for i, s in enumerate(sentences):
+            lines += [f"(set! u (SynthText {_scheme_str(s)}))", "(utt.wave.resample u 16000)",
+                      f"(utt.save.wave u {_scheme_str(os.path.join(tmp, f'{i}.wav'))} 'riff)",
+                      f"(utt.save.segs u {_scheme_str(os.path.join(tmp, f'{i}.segs'))})"]
+        script = os.path.join(tmp, "synth.scm")
+        with open(script, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        try:
+            proc = subprocess.run(["festival", "-b", script], capture_output=True, text=True)
+        except FileNotFoundError as e:
+            raise RuntimeError("festival not found: install the Debian packages 'festival "
+                               "festvox-kallpc16k festvox-kdlpc16k'") from e
+        out = []
+        for i, s in enumerate(sentences):
+            wav, segs_path = os.path.join(tmp, f"{i}.wav"), os.path.join(tmp, f"{i}.segs")
+            if not os.path.exists(wav) or not os.path.exists(segs_path):
+                raise RuntimeError(f"festival ({voice}) failed on {s!r}: "
+                                   f"{(proc.stdout + proc.stderr).strip()[-1000:]}")
+            audio, sr = sf.read(wav, dtype="float32")
+            with open(segs_path) as f:
+                body = f.read().split("#", 1)[-1]
+            ends = [(ln.split()[2], float(ln.split()[0])) for ln in body.splitlines()
+                    if len(ln.split()) == 3]
+            out.append(Synthesis(np.ascontiguousarray(audio if audio.ndim == 1 else audio[:, 0]),
+                                 sr, _from_end_times(ends, len(audio), sr)))
+    return out
+
+
+def _from_end_times(ends: list[tuple[str, float]], n: int,
+                    sr: int) -> list[tuple[str, int, int, int | None]]:
+    """``[(phone, end_s)]`` -> segments clipped to ``n`` samples, the rest joining a final pause."""
     segs: list[tuple[str, int, int, int | None]] = []
     prev = 0
-    for tok in out.split():
-        sym, _, t = tok.rpartition(":")
-        end = min(int(round(float(t) * sr)), n)
+    for sym, t in ends:
+        end = min(int(round(t * sr)), n)
         if end > prev:
             segs.append((sym, prev, end, -1 if sym == "pau" else None))
             prev = end
@@ -196,7 +247,7 @@ def flite_synth(text: str, voice: str, stretch: float, f0_mean: float | None) ->
             segs[-1] = ("pau", segs[-1][1], n, -1)
         else:
             segs.append(("pau", prev, n, -1))
-    return Synthesis(np.ascontiguousarray(audio), sr, segs)
+    return segs
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ TIMIT_LISTS = DATA_DIR / "timit"
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak" | "flite"
+    engine: str  # "espeak" | "flite" | "festival"
     name: str
     gender: str  # "m" | "f"
     use: str  # "train" | "test"
@@ -26,8 +26,8 @@ class Voice:
 
 @dataclass(frozen=True)
 class Speaker:
-    """One generated speaker. ``rate`` is wpm (espeak) or duration stretch (flite); ``pitch``
-    is espeak's 0..100 or flite's mean F0 in Hz (None: voice default)."""
+    """One generated speaker. ``rate`` is wpm (espeak) or duration stretch (flite, festival);
+    ``pitch`` is espeak's 0..100 or the mean F0 target in Hz (None: voice default)."""
 
     spk_id: str  # upper case, e.g. MABC0
     gender: str
@@ -117,6 +117,7 @@ def _speaker(g: torch.Generator, spk_id: str, split: str, dr: int, voices: list[
         rate = _uniform(g, d.flite_stretch)
         f0 = d.flite_f0_female_hz if voice.gender == "f" else d.flite_f0_male_hz
         pitch = None if voice.name == "rms" else _uniform(g, f0)  # rms ignores the F0 target
+        # festival diphone voices: same knobs (Duration_Stretch, int_lr_params target mean)
         prange = 0.0
     return Speaker(spk_id=spk_id, gender=gender, split=split, dr=dr, voice=voice, rate=rate,
                    pitch=pitch, pitch_range=prange, vtl_warp=_uniform(g, d.vtl_warp),

@@ -19,7 +19,7 @@ import torch
 
 from asr.corpus.synth import degrade
 from asr.corpus.synth.config import N_SI, N_SX, SX_READERS, SynthConfig
-from asr.corpus.synth.engines import Synthesis, espeak_batch, flite_synth
+from asr.corpus.synth.engines import Synthesis, espeak_batch, festival_batch, flite_synth
 from asr.corpus.synth.phonemap import pad_edges, rescale, to_timit
 from asr.corpus.synth.text import SA_SENTENCES, load_lexicon, load_sentences, split_words
 from asr.corpus.synth.voices import Speaker, make_speakers
@@ -90,6 +90,8 @@ def engine_synthesize(spk: Speaker, sentences: list[str]) -> list[Synthesis]:
         return espeak_batch([(s, *req) for s in sentences])
     if v.engine == "flite":
         return [flite_synth(s, v.name, spk.rate, spk.pitch) for s in sentences]
+    if v.engine == "festival":
+        return festival_batch(sentences, v.name, spk.rate, spk.pitch)
     raise ValueError(f"unknown engine {v.engine!r} for speaker {spk.spk_id}")
 
 
