@@ -8,7 +8,7 @@ import kaldifst
 import pytest
 import torch
 
-from asr.decode import (DecodeConfig, Graph, decode_and_score, decode_utts, lattice_best_words,
+from asr.decode import (DecodeConfig, Graph, decode_and_score, decode_utts, lattice_best_words, lattice_to_arrays,
                         lattice_one, loglikes_from_dict, make_lattices)
 from asr.hmm import ContextDependency, Topology, TransitionModel
 from asr.lang.graph import make_hclg
@@ -183,3 +183,18 @@ def test_decode_and_score_word_mode(tmp_path):
                            DecodeConfig(lmwt_grid=(8.0, 12.0)), mode="word")
     assert res.errors == 0 and res.nref == 4
     assert (tmp_path / "dec" / "hyp.8.txt").read_text() == "s1_a ba abb\ns2_b cc ab\n"
+
+
+def test_lattice_retries_with_wider_beam(graph):
+    gdir, topo, ctx = graph
+    ids = torch.tensor([PHONES.index(p) + 1 for p in ["sil", "a", "b"]])
+    frames = torch.repeat_interleave(ctx.pdf_sequence(ids, topo), 4)[:-5]  # cut inside the last phone
+    ll = torch.full((frames.numel(), ctx.num_pdfs), -100.0)
+    ll[torch.arange(frames.numel()), frames] = 0.0
+    g = Graph(gdir)
+    with pytest.warns(UserWarning, match="retry beam 40"):
+        lat = lattice_one(g, "cut", ll, DecodeConfig(beam=2.0))
+    assert g.word_strings(lattice_best_words(lat, 10.0))[:2] == ["sil", "a"]
+    with pytest.warns(UserWarning, match="no final state reached"):
+        lat = lattice_one(g, "cut", ll, DecodeConfig(beam=2.0, retry_beam=3.0))
+    assert lat is not None and lattice_to_arrays(lat).num_frames == frames.numel()

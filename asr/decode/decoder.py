@@ -10,6 +10,7 @@ scoring time as "graph cost + acoustic cost / LMWT" (Kaldi ``score.sh``: ``latti
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ class DecodeConfig:
     max_active: cap on active states per frame.
     lmwt_grid: language-model weights (inverse acoustic scales) tried when scoring lattices;
         the best one is chosen on dev only (Kaldi ``score.sh``: 1..20 style grid).
+    retry_beam: when no final state survives the search, the utterance is decoded again with
+        this beam (as Kaldi's aligner's ``--retry-beam``) before falling back to a partial result.
     """
 
     acwt: float = 0.1
@@ -38,9 +41,11 @@ class DecodeConfig:
     lattice_beam: float = 6.0
     max_active: int = 7000
     lmwt_grid: tuple[float, ...] = field(default_factory=lambda: tuple(float(x) for x in range(1, 21)))
+    retry_beam: float = 40.0
 
     def __post_init__(self) -> None:
-        if self.acwt <= 0 or self.beam <= 0 or self.lattice_beam <= 0 or self.max_active < 1:
+        if (self.acwt <= 0 or self.beam <= 0 or self.lattice_beam <= 0 or self.max_active < 1
+                or self.retry_beam <= 0):
             raise ValueError(f"invalid decode config {self}")
         if not self.lmwt_grid or min(self.lmwt_grid) <= 0:
             raise ValueError(f"lmwt_grid must be non-empty and positive, got {self.lmwt_grid}")
@@ -109,21 +114,34 @@ def decode_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig) -> l
 
 def lattice_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig):
     """Raw state-level lattice (``kaldifst.Lattice``) of one utterance with ``LatticeSimpleDecoder``;
-    weights (graph cost, unscaled acoustic cost) in -ln; None if decoding failed."""
+    weights (graph cost, unscaled acoustic cost) in -ln; None if decoding failed.
+
+    If no final state survives ``cfg.beam`` the search is repeated with ``cfg.retry_beam``; if that
+    fails too, the lattice ends in the states active at the last frame (both with a warning).
+    """
     import kaldi_decoder
     import kaldifst
 
     x = graph.check(utt, loglikes) * np.float32(cfg.acwt)
-    conf = kaldi_decoder.LatticeSimpleDecoderConfig(beam=cfg.beam, lattice_beam=cfg.lattice_beam)
-    dec = kaldi_decoder.LatticeSimpleDecoder(graph.fst, conf)
-    dec.decode(kaldi_decoder.DecodableCtc(x))
-    ok, lat = dec.get_raw_lattice(use_final_probs=True)
+    beams = [cfg.beam] + ([cfg.retry_beam] if cfg.retry_beam > cfg.beam else [])
+    for k, beam in enumerate(beams):
+        conf = kaldi_decoder.LatticeSimpleDecoderConfig(beam=beam, lattice_beam=cfg.lattice_beam)
+        dec = kaldi_decoder.LatticeSimpleDecoder(graph.fst, conf)
+        dec.decode(kaldi_decoder.DecodableCtc(x))
+        if math.isfinite(dec.final_relative_cost()):
+            if k > 0:
+                warnings.warn(f"utterance {utt}: no final state within beam {cfg.beam}; decoded with "
+                              f"retry beam {beam}", UserWarning, stacklevel=2)
+            ok, lat = dec.get_raw_lattice(use_final_probs=True)
+            break
+    else:
+        # with no final token, kaldi's GetRawLattice makes every last-frame token final
+        ok, lat = dec.get_raw_lattice(use_final_probs=True)
+        if ok and lat.num_states > 0:
+            warnings.warn(f"utterance {utt}: no final state reached (beams {beams}); the lattice ends "
+                          "at the last frame", UserWarning, stacklevel=2)
     if not ok or lat.num_states == 0:
-        ok, lat = dec.get_raw_lattice(use_final_probs=False)
-        if not ok or lat.num_states == 0:
-            return None
-        warnings.warn(f"utterance {utt}: no final state reached; lattice ends at the last frame",
-                      UserWarning, stacklevel=2)
+        return None
     kaldifst.scale_lattice([[1.0, 0.0], [0.0, 1.0 / cfg.acwt]], lat)
     return lat
 

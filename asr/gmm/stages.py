@@ -410,7 +410,12 @@ def mllt_step(state: TrainState, feats: dict[str, Tensor], chains: dict[str, Ten
     keep = (g >= 0) & (p * w[:, None] > 1e-4)
     rows = torch.arange(x.shape[0], device=gmm.device).unsqueeze(1).expand_as(g)[keep]
     st = MlltStats(gmm.dim, gmm.num_gauss)
-    st.accumulate(x[rows].double().cpu(), g[keep].cpu(), (p * w[:, None])[keep].double().cpu())
+    ids, pw = g[keep].cpu(), (p * w[:, None])[keep].double().cpu()
+    rows = rows.cpu()
+    x = x.cpu()
+    step = 8192                  # bounded memory: the per-pair outer products are (step, D, D)
+    for i in range(0, ids.numel(), step):
+        st.accumulate(x[rows[i:i + step]].double(), ids[i:i + step], pw[i:i + step])
     A = estimate_mllt(st, iters=10)
     counts = st.counts
     ok = counts > 1.0
