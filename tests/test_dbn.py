@@ -83,3 +83,14 @@ def test_dbn_checkpoint_roundtrip(tmp_path):
     assert torch.equal(d2.up(x), dbn.up(x)) and d2.rbms[0].visible == "gaussian"
     with pytest.raises(ValueError, match="holds a DBN"):
         load(tmp_path / "dbn.pt", expect=RBM)
+
+
+def test_from_rbms_checks_dimensions():
+    a, b = RBM(12, 10, "gaussian", init_std=0.2), RBM(10, 4, init_std=0.2)
+    dbn = DBN.from_rbms([a, b])
+    x = torch.randn(5, 12)
+    assert dbn.sizes == [12, 10, 4] and torch.allclose(dbn.up(x), b.hidden_probs(a.hidden_probs(x)))
+    with pytest.raises(ValueError, match="cannot stack RBM 2"):
+        DBN.from_rbms([a, RBM(9, 4)])
+    with pytest.raises(ValueError, match="Bernoulli"):
+        DBN.from_rbms([a, RBM(10, 4, "gaussian")])

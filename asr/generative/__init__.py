@@ -13,6 +13,12 @@ Quick reference::
     net = dbn.to_sequential(n_out=K)                                   # Linear+Sigmoid stack
     gan = GAN((16, 16), arch="mlp" | "dcgan", n_classes=0 | 10); train_gan(gan, images, labels, cfg)
     save(module, "model.pt"); module = load("model.pt")
+
+Gaussian-Bernoulli RBMs assume unit-variance visible units: normalise every input dimension to
+zero mean and unit variance first (per-speaker CMVN + global normalisation for speech). Their
+default learning rate is 0.01 (Hinton 2010, section 13.2); on uncorrelated inputs with many
+hidden units this can still diverge, which raises :class:`TrainingDiverged` (step, last good
+state restored): retry with ``lr=0.005``.
 """
 from asr.generative.checkpoint import load, load_checkpoint, register_module, save
 from asr.generative.dbn import DBN, pretrain_dbn

@@ -45,6 +45,28 @@ class DBN(nn.Module):
             RBM(sizes[i], sizes[i + 1], first_visible if i == 0 else "bernoulli", init_std, g)
             for i in range(len(sizes) - 1))
 
+    @classmethod
+    def from_rbms(cls, rbms: Sequence[RBM]) -> "DBN":
+        """Stack already trained RBMs (bottom first); their parameters are copied.
+
+        Raises ValueError when a layer's ``n_visible`` differs from the ``n_hidden`` of the
+        layer below, or when an upper RBM does not have Bernoulli visible units.
+        """
+        if not rbms:
+            raise ValueError("need at least one RBM to stack")
+        for i in range(1, len(rbms)):
+            if rbms[i].n_visible != rbms[i - 1].n_hidden:
+                raise ValueError(f"cannot stack RBM {i + 1} ({rbms[i].n_visible} visible units) on "
+                                 f"RBM {i} ({rbms[i - 1].n_hidden} hidden units)")
+            if rbms[i].visible != "bernoulli":
+                raise ValueError(f"RBM {i + 1}: upper layers need Bernoulli visible units "
+                                 f"(they model hidden probabilities), got {rbms[i].visible!r}")
+        dbn = cls([rbms[0].n_visible] + [r.n_hidden for r in rbms], rbms[0].visible,
+                  rbms[0].init_std)
+        for mine, theirs in zip(dbn.rbms, rbms):
+            mine.load_state_dict(theirs.state_dict())
+        return dbn
+
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments needed to rebuild this module."""
         return {"sizes": list(self.sizes), "first_visible": self.first_visible,
@@ -204,7 +226,8 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
                 full = data
 
                 def stream(full: Tensor = full, layer: int = i, bs: int = cfg.batch_size):
-                    perm = torch.randperm(full.shape[0], generator=generator)
+                    perm = torch.randperm(full.shape[0], generator=generator,
+                                          device=generator.device)
                     for j in range(0, full.shape[0], bs):
                         yield dbn.up(full[perm[j:j + bs].to(full.device)].to(dev), layer)
                 lifted = stream

@@ -305,7 +305,7 @@ def train_gan(gan: GAN, images: Tensor, labels: Tensor | None = None,
         t0 = time.perf_counter()
         sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
         nd = ng = 0
-        perm = torch.randperm(n, generator=generator).to(dev)
+        perm = torch.randperm(n, generator=generator, device=generator.device).to(dev)
         for i in range(0, n - cfg.batch_size + 1, cfg.batch_size):
             step += 1
             good = {k: v.detach().clone() for k, v in gan.state_dict().items()}

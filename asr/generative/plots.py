@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 
@@ -45,8 +44,9 @@ def _atomic_savefig(fig, path: Path) -> None:
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, title: str | None = None,
               normalize_each: bool = False, row_labels: Sequence[str] | None = None,
-              scale: float = 0.35) -> Path:
-    """Write an image grid PNG (grey scale, black ink on white when ``invert``) atomically."""
+              scale: float = 0.35, cmap: str | None = None) -> Path:
+    """Write an image grid PNG atomically: ``images (N, H, W)`` in [0, 1], black ink on white
+    (``cmap`` default ``gray_r``; filters with ``normalize_each`` use ``gray``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -54,7 +54,7 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, title: 
     grid = image_grid(images, nrow, normalize_each=normalize_each)
     h, w = grid.shape
     fig, ax = plt.subplots(figsize=(max(2.0, w * scale / 10), max(1.0, h * scale / 10)))
-    ax.imshow(grid, cmap="gray_r" if not normalize_each else "gray", vmin=0, vmax=1,
+    ax.imshow(grid, cmap=cmap or ("gray_r" if not normalize_each else "gray"), vmin=0, vmax=1,
               interpolation="nearest")
     ax.set_xticks([])
     if row_labels:

@@ -364,7 +364,8 @@ class RBMTrainConfig:
         persistent: persistent CD (Tieleman 2008): negative chains carry over between updates.
         sample_visible: negative statistics from sampled (not mean) visible states.
         init_visible_bias: set b from the data marginals of the first minibatch
-            (``log p/(1-p)`` / mean) before training.
+            (``log p/(1-p)`` / mean) before training; set False to continue training an
+            already trained RBM.
         check_input: verify every minibatch is finite and, for Bernoulli units, in [0, 1].
     """
 
@@ -401,7 +402,8 @@ def iter_minibatches(data: DataSource, batch_size: int, generator: torch.Generat
     if isinstance(data, Tensor):
         if data.dim() != 2:
             raise ValueError(f"data must be a 2-D tensor (N, D), got shape {tuple(data.shape)}")
-        perm = torch.randperm(data.shape[0], generator=generator)
+        perm = torch.randperm(data.shape[0], generator=generator,
+                              device=generator.device if generator is not None else "cpu")
         for i in range(0, data.shape[0], batch_size):
             yield data[perm[i:i + batch_size].to(data.device)]
     elif callable(data):
@@ -500,7 +502,9 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             mom = cfg.initial_momentum if epoch <= cfg.momentum_epochs else cfg.momentum
-            rec_sum, fe_sum, nb = 0.0, 0.0, 0
+            rec_sum: Tensor | float = 0.0
+            fe_sum: Tensor | float = 0.0
+            nb = 0
             for v0 in iter_minibatches(data, cfg.batch_size, generator):
                 v0 = v0.to(dev, rbm.W.dtype)
                 if cfg.check_input:
@@ -521,8 +525,11 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                         g = g - cfg.weight_decay * p
                     u.mul_(mom).add_(g, alpha=lr)
                     p.add_(u)
-                rec = rbm.reconstruction_error(v0).item()
-                if not math.isfinite(rec) or not all(torch.isfinite(p).all() for p in params):
+                rec_t = rbm.reconstruction_error(v0)
+                fe_t = rbm.free_energy(v0).mean()
+                # one host sync per step: NaN/Inf anywhere in the parameters propagates here
+                check = rec_t + fe_t + sum(p.sum() for p in params)
+                if not torch.isfinite(check).item():
                     for p, q in zip(params, good):
                         p.copy_(q)
                     state = {k: t.detach().clone() for k, t in rbm.state_dict().items()}
@@ -530,13 +537,13 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                         f"RBM training diverged at step {step} (epoch {epoch}): non-finite "
                         f"parameters or reconstruction error (lr={lr}); last good state restored",
                         step=step, epoch=epoch, state_dict=state, history=history)
-                rec_sum += rec
-                fe_sum += rbm.free_energy(v0).mean().item()
+                rec_sum = rec_sum + rec_t
+                fe_sum = fe_sum + fe_t
                 nb += 1
             if nb == 0:
                 raise ValueError(f"epoch {epoch}: the data source yielded no batches "
                                  "(pass a tensor or a callable that returns a fresh iterable)")
-            m = {"epoch": epoch, "recon_error": rec_sum / nb, "free_energy": fe_sum / nb,
+            m = {"epoch": epoch, "recon_error": float(rec_sum) / nb, "free_energy": float(fe_sum) / nb,
                  "lr": lr, "momentum": mom, "batches": nb,
                  "seconds": time.perf_counter() - t0}
             history.append(m)

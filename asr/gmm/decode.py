@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from asr.gmm.stages import (
-    GmmSystem, _atomic_save, _atomic_text, estimate_speaker_fmllr, load_system, phone_ids, read_transcripts,
+    GmmSystem, _atomic_save, _atomic_text, one_thread, estimate_speaker_fmllr, load_system, phone_ids, read_transcripts,
     write_alignments,
 )
 from asr.gmm.train import chain_loglikes, utterance_chains
@@ -115,6 +115,7 @@ def estimate_test_fmllr(sat: GmmSystem, si: GmmSystem, data_dir: str | Path, pho
     return fm, failed
 
 
+@one_thread
 def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                   nj: int = 1, lmwt_from: str | Path | None = None, cfg=None, mode: str | None = None):
     """Decode ``data_dir`` with the system in ``model_dir`` into ``out_dir`` and score it.
@@ -157,6 +158,7 @@ def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | P
     return decode_and_score(ensure_graph(model_dir, lang_dir), data_dir, out, job, cfg, nj=nj, lmwt=lmwt, mode=mode)
 
 
+@one_thread
 def align_system(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path) -> Path:
     """Force-align the transcripts of ``data_dir`` with ``model_dir`` (Kaldi ``align_si.sh``; SAT
     systems: ``align_fmllr.sh``, speakers seen in training reuse their transforms, others get

@@ -376,7 +376,3 @@ def silence_weights(phones: Tensor, ali: Tensor, topo: Topology, silence: list[i
     ph, _ = frame_labels(phones, ali, topo)
     return (~torch.isin(ph, torch.tensor(silence, dtype=torch.long))).double()
 
-
-def log_likelihood_per_frame(history: list[dict]) -> float:
-    """Last recorded training log-likelihood per frame (nan if none)."""
-    return history[-1]["loglike_per_frame"] if history else math.nan

@@ -26,10 +26,13 @@ while [ $# -gt 0 ]; do
     --stop-stage) stop_stage=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --speech) speech=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 1 ;;
   esac
 done
+# paths given on the command line are relative to the caller's directory
+case "$out" in /*) ;; *) [ "$out" = exp/digits ] && out="$top/$out" || out="$PWD/$out" ;; esac
+case "$speech" in ""|/*) ;; *) speech="$PWD/$speech" ;; esac
 cd "$top"
 log() { echo "[digits $(date +%H:%M:%S)] $*"; }
 py=.venv/bin/python

@@ -267,7 +267,7 @@ def stage_speech(model_dir: Path, data_dir: Path, out: Path) -> dict[str, Any]:
     # low frequencies at the bottom, as in a spectrogram
     save_grid(torch.cat([real[idx], fake]).flip(1), out / "figures" / "speech_patches.png",
               nrow=8, title="log-mel patches: real (top 4 rows) vs DCGAN (bottom 4 rows)",
-              scale=0.5)
+              scale=0.5, cmap="magma")
     return {"train_cpu_seconds": meta["cpu_seconds"], "n_train": meta["n_train"],
             "patch_shape": list(gan.image_shape),
             "mean_abs_diff_of_means": (real.mean(0) - gan.sample(500, None, g).mean(0)).abs().mean().item()}
@@ -327,6 +327,8 @@ def stage_summary(out: Path) -> str:
               f"{m['train_cpu_seconds']:.1f} s; see figures/speech_patches.png."]
     else:
         L += ["", "DCGAN on log-mel patches: skipped (no --speech DATA_DIR given)."]
+    if (out / "pgm" / "pgm_summary.md").is_file():
+        L += ["", "Boltzmann machine / MRF / Bayesian-network demos: see pgm/pgm_summary.md."]
     times = out / "times.tsv"
     if times.is_file():
         L += ["", "## CPU time per stage (recipe, seconds)", "", "| stage | CPU s | wall s |", "|---|---|---|"]
