@@ -149,7 +149,7 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
     from asr.cli.main import main
     from asr.lang.langdir import make_phone_lang
 
-    raw, phones, utt2spk, _ = synth_corpus(seed=3, num_spk=8, utts_per_spk=6, spk_shift=0.5)
+    raw, phones, utt2spk, _ = synth_corpus(seed=3, num_spk=8, utts_per_spk=12, spk_shift=0.5)
     train = {u for u in raw if utt2spk[u] < "s06"}
     sub = lambda keep: ({u: raw[u] for u in keep}, {u: phones[u] for u in keep}, {u: utt2spk[u] for u in keep})
     write_synth_data_dir(tmp_path / "train", *sub(train))
@@ -160,7 +160,7 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
     assert main(["gmm", "tri1", *common, "--ali", str(exp / "mono"), "--out", str(exp / "tri1")]) == 1
     assert main(["gmm", "mono", *common, "--gauss", "150", "--out", str(exp / "mono")]) == 0
     for stage, prev in (("tri1", "mono"), ("tri2", "tri1"), ("tri3", "tri2")):
-        assert main(["gmm", stage, *common, "--leaves", "170", "--gauss", "300",
+        assert main(["gmm", stage, *common, "--leaves", "170", "--gauss", "200",
                      "--ali", str(exp / prev), "--out", str(exp / stage)]) == 0, stage
     for stage in ("mono", "tri1", "tri2", "tri3"):
         e = exp / stage

@@ -268,7 +268,8 @@ def train_gan(gan: GAN, images: Tensor, labels: Tensor | None = None,
     """Adversarial training (Goodfellow et al. 2014, Algorithm 1) with Adam.
 
     Args:
-        images: ``(N, H, W)`` in [0, 1] (moved to the model's device once).
+        images: ``(N, H, W)`` in [0, 1] (moved to the model's device once); each epoch
+            uses ``N // batch_size`` full minibatches of a fresh permutation.
         labels: ``(N,)`` class ids, required iff ``gan.n_classes > 0`` (the fake minibatch
             uses the labels of the real one, so G learns every class at its data frequency).
         generator: all randomness (shuffling, noise). Default seeded 0.
