@@ -21,11 +21,11 @@ class Difficulty:
     flite_f0_male_hz: tuple[float, float] = (85.0, 135.0)
     flite_f0_female_hz: tuple[float, float] = (170.0, 230.0)
     vtl_warp: tuple[float, float] = (0.9, 1.1)
-    p_noise: float = 0.85
+    p_noise: float = 0.75
     noise_types: tuple[str, ...] = ("white", "pink", "brown", "babble")
-    snr_db: tuple[float, float] = (5.0, 20.0)
+    snr_db: tuple[float, float] = (8.0, 25.0)
     p_reverb: float = 0.5
-    rt60_s: tuple[float, float] = (0.2, 0.7)
+    rt60_s: tuple[float, float] = (0.2, 0.6)
     p_telephone: float = 0.25
     level_dbfs: tuple[float, float] = (-32.0, -18.0)
 
