@@ -43,7 +43,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--beam", type=float, default=None)
     d.add_argument("--mode", choices=("phone", "word"), default=None, help="default: from the lang dir")
     d.set_defaults(func=_decode)
+    f = sub.add_parser("fmllr-feats", help="write a SAT system's LDA+MLLT+fMLLR features as a data dir (DNN input)")
+    f.add_argument("--model", required=True, help="SAT exp dir (e.g. exp/tri3)")
+    f.add_argument("--data", required=True, help="MFCC data dir")
+    f.add_argument("--out", required=True, help="data dir to write")
+    f.add_argument("--trans", default=None,
+                   help="per-speaker transforms (e.g. exp/tri3/decode_dev/trans.pt); default: the training ones")
+    f.set_defaults(func=_fmllr_feats)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _fmllr_feats(args: argparse.Namespace) -> int:
+    from asr.gmm.fmllr_feats import write_fmllr_feats
+
+    meta = write_fmllr_feats(args.model, args.data, args.out, args.trans)
+    print(f"asr gmm fmllr-feats: {meta['num_utts']} utterances, {meta['num_frames']} frames "
+          f"of {meta['dim']}-dim fMLLR features -> {args.out}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@
 #   --init-dbn seed the DNN from a DBN trained by another run instead of pretraining one.
 #
 # Stages (number: name): 0 setup, 1 corpus, 2 data, 3 feats, 4 lang, 5 mono, 6 tri1, 7 tri2,
-# 8 tri3, 9 dbn, 10 dnn, 11 dnn_rand, 12 dnn_mpe, 13 report.
+# 8 tri3, 9 fmllr (DNN input features), 10 dbn, 11 dnn, 12 dnn_rand, 13 dnn_mpe, 14 report.
 # Each stage's output directory gets a `.recipe_done` marker holding the hash of the exact
 # command it ran; a re-run skips a stage only when that hash matches, so a stage killed
 # mid-way (no marker) is run again from its own checkpoints or from its start.
@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --stop-stage) stop_stage=$2; shift 2 ;;
     --mode) mode=$2; shift 2 ;;
     --init-dbn) init_dbn=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -136,12 +136,6 @@ decode_gmm() {
   "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/test" --out "$exp/$sys/decode_test" \
     --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
 }
-decode_dnn() {
-  local sys=$1
-  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$fb/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
-  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$fb/test" --out "$exp/$sys/decode_test" \
-    --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
-}
 # RESULTS is rebuilt from the decode dirs after every stage, so a resumed run ends with the
 # same file as an uninterrupted one.
 update_results() {
@@ -168,40 +162,63 @@ run_stage 6 tri1 "$exp/tri1" gmm_stage tri1 --ali "$exp/mono" --leaves "$tri1_le
 run_stage 7 tri2 "$exp/tri2" gmm_stage tri2 --ali "$exp/tri1" --leaves "$tri2_leaves" --gauss "$tri2_gauss"
 run_stage 8 tri3 "$exp/tri3" gmm_stage tri3 --ali "$exp/tri2" --leaves "$tri3_leaves" --gauss "$tri3_gauss"
 
-# 9: DBN pretraining on fbank (stack of RBMs from asr.generative), unless --init-dbn reuses one
+# 9: DNN input features. `fmllr` (default, as Kaldi's TIMIT DNN): tri3's LDA+MLLT+fMLLR features,
+# with dev/test transforms from tri3's first decoding pass; `fbank`: 40 log-mel + per-speaker CMN.
+if [ "${dnn_feats:-fmllr}" = fmllr ]; then
+  dd=$exp/data/fmllr
+  fmllr_feats() {
+    "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$data/train" --out "$dd/train"
+    for s in dev test; do
+      "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$data/$s" --out "$dd/$s" --trans "$exp/tri3/decode_$s/trans.pt"
+    done
+  }
+  run_stage 9 fmllr "$dd" fmllr_feats
+else
+  dd=$fb
+fi
+
+decode_dnn() {
+  local sys=$1
+  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
+  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/test" --out "$exp/$sys/decode_test" \
+    --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
+}
+
+# 10: DBN pretraining (stack of RBMs from asr.generative), unless --init-dbn reuses one
 dbn=$exp/dbn
 if [ -n "$init_dbn" ]; then
   dbn=$init_dbn
-  log "stage 9 (dbn): reusing the DBN at $dbn"
+  log "stage 10 (dbn): reusing the DBN at $dbn"
 else
-  run_stage 9 dbn "$exp/dbn" "$asr" dnn pretrain --data "$fb/train" --out "$exp/dbn" \
+  run_stage 10 dbn "$exp/dbn" "$asr" dnn pretrain --data "$dd/train" --out "$exp/dbn" \
     --layers "$dnn_layers" --units "$dnn_units" --epochs "$dbn_epochs" --seed "$seed"
 fi
 
-# 10: DNN fine-tuning (frame cross-entropy on tri3 alignments) + hybrid decoding
+# 11: DNN fine-tuning (frame cross-entropy on tri3 alignments) + hybrid decoding
 dnn_stage() {
   local sys=$1; shift
-  "$asr" dnn train --data "$fb/train" --ali "$exp/tri3" --out "$exp/$sys" \
+  "$asr" dnn train --data "$dd/train" --ali "$exp/tri3" --out "$exp/$sys" \
     --layers "$dnn_layers" --units "$dnn_units" --max-epochs "$dnn_max_epochs" --seed "$seed" "$@"
   decode_dnn "$sys"
   update_results
 }
-run_stage 10 dnn "$exp/dnn" dnn_stage dnn --dbn "$dbn"
-# 11: ablation: the same network from a random initialisation
-run_stage 11 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand --random-init
+run_stage 11 dnn "$exp/dnn" dnn_stage dnn --dbn "$dbn"
+# 12: ablation: the same network from a random initialisation
+run_stage 12 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand --random-init
 
-# 12: sequence-discriminative training from the CE model
+# 13: sequence-discriminative training from the CE model
 seq_stage() {
   local sys=dnn_$seq_criterion
-  "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$fb/train" --ali "$exp/tri3" \
-    --graph "$exp/tri3/graph" --out "$exp/$sys" --epochs "$seq_epochs" --seed "$seed"
+  "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" \
+    --graph "$exp/tri3/graph" --out "$exp/$sys" --epochs "$seq_epochs" --seed "$seed" \
+    $( [ "${seq_utts_per_epoch:-0}" -gt 0 ] && echo --utts-per-epoch "$seq_utts_per_epoch" )
   decode_dnn "$sys"
   update_results
 }
-run_stage 12 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage
+run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage
 
-# 13: comparison report (report.md + plots), printed
-if [ "$stop_stage" -ge 13 ]; then
+# 14: comparison report (report.md + plots), printed
+if [ "$stop_stage" -ge 14 ]; then
   update_results
   "$asr" report --exp "$exp"
 fi

@@ -130,7 +130,7 @@ def make_speakers(cfg: SynthConfig) -> dict[str, list[Speaker]]:
     dev/test ids come from ``data/timit/dev_spk.list`` / ``core_test_spk.list`` (so the
     TIMIT reader assigns them exactly as on LDC TIMIT); train ids are random TIMIT-like ids
     (gender letter, three initials, digit) that collide with neither list. Held-out voices
-    (``use == test``) are given to every other test speaker and never to train or dev.
+    (``use == test``) are given to every fourth test speaker and never to train or dev.
     """
     counts = cfg.counts
     d = cfg.difficulty
@@ -157,7 +157,7 @@ def make_speakers(cfg: SynthConfig) -> dict[str, list[Speaker]]:
            for i, s in enumerate(_pick_eval_ids(dev_all, counts.dev))]
     test = []
     for i, s in enumerate(_pick_eval_ids(test_all, counts.test)):
-        pool = test_voices if i % 2 == 0 else train_voices
+        pool = test_voices if i % 4 == 0 else train_voices
         test.append(_speaker(g, s.upper(), "TEST", test_all.index(s) // 3 + 1, pool, d))
     seen = {s.config_key() for s in train}
     for s in dev + test:

@@ -5,12 +5,13 @@ seed=1
 nj=2
 # GMM-HMM baseline
 mono_gauss=1000
-tri1_leaves=1000; tri1_gauss=6000
-tri2_leaves=1200; tri2_gauss=8000
-tri3_leaves=1200; tri3_gauss=8000
-# DBN-DNN
+tri1_leaves=700; tri1_gauss=4000
+tri2_leaves=700; tri2_gauss=4000
+tri3_leaves=700; tri3_gauss=4000
+# DBN-DNN (dnn_feats: fmllr = tri3 LDA+MLLT+fMLLR features, as Kaldi; fbank = log-mel + CMN)
+dnn_feats=fmllr
 dnn_layers=4; dnn_units=512
 dbn_epochs=1            # CD-1 epochs per RBM layer
 dnn_max_epochs=8
 # sequence training
-seq_criterion=mpe; seq_epochs=2
+seq_criterion=mpe; seq_epochs=2; seq_utts_per_epoch=400

@@ -7,7 +7,8 @@ mono_gauss=1000
 tri1_leaves=2500; tri1_gauss=15000
 tri2_leaves=2500; tri2_gauss=15000
 tri3_leaves=2500; tri3_gauss=15000
+dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-mel + CMN
 dnn_layers=6; dnn_units=1024
 dbn_epochs=2
 dnn_max_epochs=20
-seq_criterion=mpe; seq_epochs=4
+seq_criterion=mpe; seq_epochs=4; seq_utts_per_epoch=0

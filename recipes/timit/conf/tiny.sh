@@ -6,7 +6,8 @@ mono_gauss=100
 tri1_leaves=60; tri1_gauss=200
 tri2_leaves=60; tri2_gauss=200
 tri3_leaves=60; tri3_gauss=200
+dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-mel + CMN
 dnn_layers=2; dnn_units=64
 dbn_epochs=1
 dnn_max_epochs=2
-seq_criterion=mpe; seq_epochs=1
+seq_criterion=mpe; seq_epochs=1; seq_utts_per_epoch=0
