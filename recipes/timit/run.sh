@@ -179,9 +179,10 @@ fi
 
 decode_dnn() {
   local sys=$1
-  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
+  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/dev" --out "$exp/$sys/decode_dev" \
+    --mode "$mode" --nj "$nj"
   "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/test" --out "$exp/$sys/decode_test" \
-    --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
+    --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
 }
 
 # 10: DBN pretraining (stack of RBMs from asr.generative), unless --init-dbn reuses one
@@ -220,5 +221,5 @@ run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage
 # 14: comparison report (report.md + plots), printed
 if [ "$stop_stage" -ge 14 ]; then
   update_results
-  "$asr" report --exp "$exp"
+  "$asr" report --exp "$exp" --mode "$mode"
 fi
