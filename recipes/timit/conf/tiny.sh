@@ -3,9 +3,9 @@ corpus_size=tiny
 seed=1
 nj=2
 mono_gauss=100
-tri1_leaves=60; tri1_gauss=200
-tri2_leaves=60; tri2_gauss=200
-tri3_leaves=60; tri3_gauss=200
+tri1_leaves=150; tri1_gauss=400
+tri2_leaves=150; tri2_gauss=400
+tri3_leaves=150; tri3_gauss=400
 dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-mel + CMN
 dnn_layers=2; dnn_units=64
 dbn_epochs=1
