@@ -178,6 +178,23 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
     assert main(["gmm", "align", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
                  "--out", str(exp / "tri3_ali_dev")]) == 0
     assert (exp / "tri3_ali_dev" / "ali_phone.ark").is_file()
+    # SAT features for the DNN: dev with the first-pass transforms, train with the training ones.
+    from asr.features import load_feats
+
+    out = tmp_path / "fmllr_dev"
+    trans = exp / "tri3" / "decode_dev" / "trans.pt"
+    assert main(["gmm", "fmllr-feats", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
+                 "--out", str(out), "--trans", str(trans)]) == 0
+    got = load_feats(out)  # identity CMVN stats: what was written is what is read
+    want = sat.features(tmp_path / "dev", fmllr=torch.load(trans, weights_only=False))
+    assert sorted(got) == sorted(want) and all(got[u].shape[1] == 40 for u in got)
+    assert all(torch.allclose(got[u], want[u].float(), atol=1e-5) for u in got)
+    assert (out / "text").read_text() == (tmp_path / "dev" / "text").read_text()
+    assert main(["gmm", "fmllr-feats", "--model", str(exp / "tri3"), "--data", d, "--out", str(tmp_path / "fm_tr")]) == 0
+    # dev speakers have no training transform: a clear error naming them
+    assert main(["gmm", "fmllr-feats", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
+                 "--out", str(tmp_path / "bad")]) == 1
+    assert not (tmp_path / "bad").exists()
 
 
 def test_stage_without_its_input_names_the_stage_to_run(tmp_path: Path):
