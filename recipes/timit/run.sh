@@ -211,7 +211,7 @@ run_stage 12 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand --random-init
 seq_stage() {
   local sys=dnn_$seq_criterion
   "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" \
-    --graph "$exp/tri3/graph" --out "$exp/$sys" --epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --seed "$seed" \
+    --graph "$exp/tri3/graph" --out "$exp/$sys" --epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --kappa "${seq_kappa:-0.1}" --seed "$seed" \
     $( [ "${seq_utts_per_epoch:-0}" -gt 0 ] && echo --utts-per-epoch "$seq_utts_per_epoch" )
   decode_dnn "$sys"
   update_results
