@@ -61,13 +61,14 @@ log() { echo -e "$(date '+%H:%M:%S') [run.sh] $*" >&2; }
 timing="$exp/stage_times.tsv"
 
 # run_stage NUM NAME OUTDIR CMD...: run CMD unless OUTDIR holds a marker for the same command.
-# Markers chain: each hash covers the previous stage's marker too, so re-running a stage with
-# other settings invalidates every later stage.
+# The hash covers the command's arguments (stage functions get every setting they use as an
+# argument), the body of a stage function, and the previous stage's marker, so re-running a
+# stage with other settings invalidates every later stage.
 chain=""
 run_stage() {
   local num=$1 name=$2 out=$3; shift 3
   local h
-  h=$( { echo "$chain"; printf '%q ' "$@"; } | sha1sum | cut -c1-16)
+  h=$( { echo "$chain"; printf '%q ' "$@"; declare -f "$1" || true; } | sha1sum | cut -c1-16)
   if [ "$num" -lt "$stage" ] || [ "$num" -gt "$stop_stage" ]; then
     [ -f "$out/.recipe_done" ] && chain=$(cat "$out/.recipe_done")
     return 0
@@ -153,14 +154,14 @@ update_results() {
 # 5-8: GMM-HMM baseline
 gmm_stage() {
   local sys=$1; shift
-  "$asr" gmm "$sys" --data "$data/train" --lang "$lang" --out "$exp/$sys" --nj "$nj" --seed "$seed" "$@"
+  "$asr" gmm "$sys" --data "$data/train" --lang "$lang" --out "$exp/$sys" "$@"
   decode_gmm "$sys"
   update_results
 }
-run_stage 5 mono "$exp/mono" gmm_stage mono --gauss "$mono_gauss"
-run_stage 6 tri1 "$exp/tri1" gmm_stage tri1 --ali "$exp/mono" --leaves "$tri1_leaves" --gauss "$tri1_gauss"
-run_stage 7 tri2 "$exp/tri2" gmm_stage tri2 --ali "$exp/tri1" --leaves "$tri2_leaves" --gauss "$tri2_gauss"
-run_stage 8 tri3 "$exp/tri3" gmm_stage tri3 --ali "$exp/tri2" --leaves "$tri3_leaves" --gauss "$tri3_gauss"
+run_stage 5 mono "$exp/mono" gmm_stage mono --nj "$nj" --seed "$seed" --gauss "$mono_gauss"
+run_stage 6 tri1 "$exp/tri1" gmm_stage tri1 --nj "$nj" --seed "$seed" --ali "$exp/mono" --leaves "$tri1_leaves" --gauss "$tri1_gauss"
+run_stage 7 tri2 "$exp/tri2" gmm_stage tri2 --nj "$nj" --seed "$seed" --ali "$exp/tri1" --leaves "$tri2_leaves" --gauss "$tri2_gauss"
+run_stage 8 tri3 "$exp/tri3" gmm_stage tri3 --nj "$nj" --seed "$seed" --ali "$exp/tri2" --leaves "$tri3_leaves" --gauss "$tri3_gauss"
 
 # 9: DNN input features. `fmllr` (default, as Kaldi's TIMIT DNN): tri3's LDA+MLLT+fMLLR features,
 # with dev/test transforms from tri3's first decoding pass; `fbank`: 40 log-mel + per-speaker CMN.
@@ -198,25 +199,26 @@ fi
 # 11: DNN fine-tuning (frame cross-entropy on tri3 alignments) + hybrid decoding
 dnn_stage() {
   local sys=$1; shift
-  "$asr" dnn train --data "$dd/train" --ali "$exp/tri3" --out "$exp/$sys" \
-    --layers "$dnn_layers" --units "$dnn_units" --max-epochs "$dnn_max_epochs" --seed "$seed" "$@"
+  "$asr" dnn train --data "$dd/train" --ali "$exp/tri3" --out "$exp/$sys" "$@"
   decode_dnn "$sys"
   update_results
 }
-run_stage 11 dnn "$exp/dnn" dnn_stage dnn --dbn "$dbn"
+dnn_opts=(--layers "$dnn_layers" --units "$dnn_units" --max-epochs "$dnn_max_epochs" --seed "$seed")
+run_stage 11 dnn "$exp/dnn" dnn_stage dnn "${dnn_opts[@]}" --dbn "$dbn"
 # 12: ablation: the same network from a random initialisation
-run_stage 12 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand --random-init
+run_stage 12 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand "${dnn_opts[@]}" --random-init
 
 # 13: sequence-discriminative training from the CE model
 seq_stage() {
   local sys=dnn_$seq_criterion
   "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" \
-    --graph "$exp/tri3/graph" --out "$exp/$sys" --epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --kappa "${seq_kappa:-0.1}" --seed "$seed" \
-    $( [ "${seq_utts_per_epoch:-0}" -gt 0 ] && echo --utts-per-epoch "$seq_utts_per_epoch" )
+    --graph "$exp/tri3/graph" --out "$exp/$sys" "$@"
   decode_dnn "$sys"
   update_results
 }
-run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage
+seq_opts=(--epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --kappa "${seq_kappa:-0.1}" --seed "$seed")
+[ "${seq_utts_per_epoch:-0}" -gt 0 ] && seq_opts+=(--utts-per-epoch "$seq_utts_per_epoch")
+run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage "${seq_opts[@]}"
 
 # 14: comparison report (report.md + plots), printed
 if [ "$stop_stage" -ge 14 ]; then
