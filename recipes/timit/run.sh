@@ -78,8 +78,13 @@ run_stage() {
     chain=$h
     return 0
   fi
+  if [ -f "$out/.recipe_done" ]; then
+    # Finished before with other settings (or upstream changed): start afresh. Without a
+    # marker the stage was interrupted, and its own checkpoints let it resume.
+    log "stage $num ($name): settings changed since it ran, starting it afresh"
+    rm -rf "$out"
+  fi
   log "stage $num ($name): $*"
-  rm -f "$out/.recipe_done"
   local t0=$SECONDS
   "$@"
   mkdir -p "$out"
