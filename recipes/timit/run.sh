@@ -78,12 +78,19 @@ run_stage() {
     chain=$h
     return 0
   fi
-  if [ -f "$out/.recipe_done" ]; then
-    # Finished before with other settings (or upstream changed): start afresh. Without a
-    # marker the stage was interrupted, and its own checkpoints let it resume.
+  # A stage that finished (or was interrupted) with other settings, or after another upstream
+  # run, starts afresh; one interrupted with the same settings resumes from its checkpoints.
+  local prev=""
+  [ -f "$out/.recipe_done" ] && prev=$(cat "$out/.recipe_done")
+  local started="$exp/.started/$num"
+  [ -z "$prev" ] && [ -f "$started" ] && prev=$(cat "$started")
+  if [ -n "$prev" ] && [ "$prev" != "$h" ]; then
     log "stage $num ($name): settings changed since it ran, starting it afresh"
     rm -rf "$out"
   fi
+  rm -f "$out/.recipe_done"
+  mkdir -p "$exp/.started"
+  echo "$h" > "$started"
   log "stage $num ($name): $*"
   local t0=$SECONDS
   "$@"
