@@ -75,6 +75,19 @@ def _logsumexp_matvec(alpha: Tensor, log_A: Tensor) -> Tensor:
     return torch.logsumexp(alpha.unsqueeze(-1) + log_A, dim=-2)
 
 
+def _hmm_inputs(log_pi: Tensor, log_A: Tensor, loglik: Tensor, name: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Check the shapes of a general HMM's parameters against ``loglik`` (T, S) and return all
+    three as float64; ``name`` is the calling function, for the error message."""
+    log_pi, log_A, loglik = (x.to(torch.float64) for x in (log_pi, log_A, loglik))
+    T, S = loglik.shape
+    if log_pi.shape != (S,) or log_A.shape != (S, S):
+        raise ValueError(f"shape mismatch: log_pi {tuple(log_pi.shape)}, log_A {tuple(log_A.shape)}, "
+                         f"loglik {tuple(loglik.shape)}")
+    if T == 0:
+        raise ValueError(f"{name} needs at least one frame")
+    return log_pi, log_A, loglik
+
+
 def forward_backward(log_pi: Tensor, log_A: Tensor, loglik: Tensor) -> tuple[Tensor, float]:
     """State posteriors of an HMM (log domain).
 
@@ -86,13 +99,8 @@ def forward_backward(log_pi: Tensor, log_A: Tensor, loglik: Tensor) -> tuple[Ten
         (log_gamma (T, S) float64 log-posteriors ``log P(state_t = j | obs)``,
          log_likelihood ``log P(obs)``; -inf if no path exists).
     """
-    log_pi, log_A, loglik = (x.to(torch.float64) for x in (log_pi, log_A, loglik))
+    log_pi, log_A, loglik = _hmm_inputs(log_pi, log_A, loglik, "forward_backward")
     T, S = loglik.shape
-    if log_pi.shape != (S,) or log_A.shape != (S, S):
-        raise ValueError(f"shape mismatch: log_pi {tuple(log_pi.shape)}, log_A {tuple(log_A.shape)}, "
-                         f"loglik {tuple(loglik.shape)}")
-    if T == 0:
-        raise ValueError("forward_backward needs at least one frame")
     alpha = torch.empty(T, S, dtype=torch.float64)
     beta = torch.zeros(T, S, dtype=torch.float64)
     alpha[0] = log_pi + loglik[0]
@@ -113,13 +121,8 @@ def viterbi(log_pi: Tensor, log_A: Tensor, loglik: Tensor) -> tuple[Tensor, floa
         (path LongTensor (T,), score = log P(obs, path) of the best path; -inf if none).
         Ties are broken towards the lower predecessor index.
     """
-    log_pi, log_A, loglik = (x.to(torch.float64) for x in (log_pi, log_A, loglik))
+    log_pi, log_A, loglik = _hmm_inputs(log_pi, log_A, loglik, "viterbi")
     T, S = loglik.shape
-    if log_pi.shape != (S,) or log_A.shape != (S, S):
-        raise ValueError(f"shape mismatch: log_pi {tuple(log_pi.shape)}, log_A {tuple(log_A.shape)}, "
-                         f"loglik {tuple(loglik.shape)}")
-    if T == 0:
-        raise ValueError("viterbi needs at least one frame")
     back = torch.zeros(T, S, dtype=torch.long)
     delta = log_pi + loglik[0]
     for t in range(1, T):
