@@ -59,7 +59,7 @@ def _case(seed: int, t_len: int = 5):
     return ll, ref
 
 
-@pytest.mark.parametrize("criterion", ["smbr", "mpe"])
+@pytest.mark.parametrize("criterion", ["smbr", "mpfe"])
 def test_expected_accuracy_and_gradient_match_bruteforce(criterion):
     graph = tiny_graph(1)
     kappa = 0.7
@@ -89,7 +89,7 @@ def test_mmi_objective_is_num_minus_den_loglik(boost):
     res = sequence_objective(graph, ll.unsqueeze(0).float(), torch.tensor([5]), ref.unsqueeze(0),
                              criterion=crit, kappa=0.5, boost=boost, pdf2phone=PDF2PHONE)
     llv = ll.clone().requires_grad_(True)
-    den, num, _ = brute(graph, llv, ref, "mpe", 0.5, boost=boost)
+    den, num, _ = brute(graph, llv, ref, "mpfe", 0.5, boost=boost)
     (num - den).backward()
     torch.testing.assert_close(res.objective.double(), (num - den).detach().view(1), atol=1e-5, rtol=0)
     torch.testing.assert_close(res.grad[0].double(), llv.grad, atol=1e-5, rtol=1e-4)
@@ -120,7 +120,7 @@ def test_occupancies_sum_to_one_and_no_num_path_flagged():
     fb = forward_backward(graph, ll.unsqueeze(0), torch.tensor([5]))
     torch.testing.assert_close(fb.occ[0].sum(-1), torch.ones(5, dtype=torch.float64), atol=1e-9, rtol=0)
     impossible = torch.tensor([[2, 1, 1, 1, 1]])   # from state 2, pdf 1 is unreachable in one step... pdf 2->1 has no arc
-    res = sequence_objective(graph, ll.unsqueeze(0).float(), torch.tensor([5]), impossible, criterion="mpe",
+    res = sequence_objective(graph, ll.unsqueeze(0).float(), torch.tensor([5]), impossible, criterion="mpfe",
                              pdf2phone=PDF2PHONE)
     assert bool(res.no_num_path[0]) and float(res.grad.abs().sum()) == 0.0
 
@@ -213,7 +213,7 @@ def _ce_model(tmp_path):
     return m, train, cvd
 
 
-@pytest.mark.parametrize("criterion", ["mpe", "mmi"])
+@pytest.mark.parametrize("criterion", ["mpfe", "mmi"])
 def test_sequence_training_raises_objective_resumes_and_skips(tmp_path, criterion):
     from asr.nnet import load_model
     from asr.seqtrain import SeqTrainConfig, pdf_loop_graph, train_sequence
@@ -256,7 +256,7 @@ def test_reference_without_den_path_is_skipped_with_count(tmp_path):
     assert any("no path" in s for s in msgs)
 
 
-@pytest.mark.parametrize("criterion", ["smbr", "mpe", "mmi", "bmmi"])
+@pytest.mark.parametrize("criterion", ["smbr", "mpfe", "mmi", "bmmi"])
 def test_pdf_hmm_denominator_equals_generic_graph_and_bruteforce(criterion):
     from asr.seqtrain.pdfhmm import PdfHmmDen
 
@@ -276,6 +276,6 @@ def test_pdf_hmm_denominator_equals_generic_graph_and_bruteforce(criterion):
     assert torch.equal(a.no_num_path, b.no_num_path)
     torch.testing.assert_close(a.objective.double(), b.objective.double(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
-    if criterion in ("smbr", "mpe"):   # and the graph form against enumeration of all paths
+    if criterion in ("smbr", "mpfe"):   # and the graph form against enumeration of all paths
         _, _, exp_acc = brute(graph, ll[0].double(), ref[0], criterion, 0.6)
         assert abs(float(exp_acc) - float(a.objective[0])) < 1e-5

@@ -1,4 +1,5 @@
-"""``asr seq train``: sequence-discriminative training (MPE / sMBR / MMI / bMMI) of a CE DNN (issue 6)."""
+"""``asr seq lattices`` / ``asr seq train``: sequence-discriminative training (MPE / MPFE / sMBR / MMI /
+bMMI) of a CE DNN (issue 6)."""
 from __future__ import annotations
 
 import argparse
@@ -8,14 +9,29 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("seq", help="sequence training of the hybrid DNN: MPE, sMBR, MMI, boosted MMI")
     sub = p.add_subparsers(dest="seq_command", metavar="COMMAND")
-    t = sub.add_parser("train", help="train from a CE model with a lattice-free denominator")
-    t.add_argument("--criterion", choices=("mpe", "smbr", "mmi", "bmmi"), default="mpe")
+    lt = sub.add_parser("lattices", help="denominator lattices of the training data from the CE model")
+    lt.add_argument("--model", required=True, help="CE model dir (exp/dnn)")
+    lt.add_argument("--graph", required=True, help="graph dir with HCLG.fst (the weak phone-bigram LM)")
+    lt.add_argument("--data", required=True, help="training data dir (the model's input features)")
+    lt.add_argument("--ali", required=True, help="GMM exp dir with ali_pdf.ark and the tree")
+    lt.add_argument("--out", required=True, help="lattice dir (lat.<k>.pt, stats.json)")
+    lt.add_argument("--acwt", type=float, default=0.1)
+    lt.add_argument("--beam", type=float, default=13.0)
+    lt.add_argument("--lattice-beam", type=float, default=6.0)
+    lt.add_argument("--nj", type=int, default=1)
+    lt.set_defaults(func=_lattices)
+    t = sub.add_parser("train", help="train from a CE model (lattice or lattice-free denominator)")
+    t.add_argument("--criterion", choices=("mpe", "mpfe", "smbr", "mmi", "bmmi"), default="mpe",
+                   help="mpe: Povey & Woodland approximate phone accuracy (needs --den lattice); mpfe: its "
+                        "frame form; smbr: state accuracy; mmi / bmmi: (boosted) MMI")
     t.add_argument("--model", required=True, help="CE model dir (exp/dnn)")
     t.add_argument("--data", required=True, help="fbank training data dir")
     t.add_argument("--ali", required=True, help="GMM exp dir with ali_pdf.ark (numerator; pdf->phone map)")
-    t.add_argument("--den", choices=("pdf-bigram", "hclg"), default="pdf-bigram",
-                   help="denominator: pdf-bigram HMM from the alignments (default, fast) or the exact "
+    t.add_argument("--den", choices=("lattice", "pdf-bigram", "hclg"), default=None,
+                   help="denominator: lattices of --lattices (the default when --lattices is given), a pdf-bigram "
+                        "HMM from the alignments (lattice-free, fast; the default otherwise) or the exact "
                         "epsilon-removed HCLG of --graph (small graphs only)")
+    t.add_argument("--lattices", default=None, help="lattice dir from `asr seq lattices` (with --den lattice)")
     t.add_argument("--graph", default=None, help="graph dir with HCLG.fst: the denominator with --den hclg; with pdf-bigram "
                         "only checked against the model's pdf count")
     t.add_argument("--out", required=True)
@@ -48,6 +64,21 @@ def _train(args: argparse.Namespace) -> int:
                          batch_utts=args.batch_utts, utts_per_epoch=args.utts_per_epoch,
                          exclude_silence=args.exclude_silence, seed=args.seed)
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
-                  StageLog(args.out, "train"), den=args.den)
+                  StageLog(args.out, "train"), den=args.den or ("lattice" if args.lattices else "pdf-bigram"),
+                  lattice_dir=args.lattices)
     mark_done(args.out, {"cmd": "seq train", **vars_cfg(args)})
+    return 0
+
+
+def _lattices(args: argparse.Namespace) -> int:
+    from asr.cli.dnn import StageLog, vars_cfg
+    from asr.jobs.stage import clear_done, mark_done
+    from asr.seqtrain.denlats import DenLatConfig, make_den_lattices
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    clear_done(args.out)
+    cfg = DenLatConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam)
+    make_den_lattices(args.model, args.graph, args.data, args.ali, args.out, cfg, nj=args.nj,
+                      log=StageLog(args.out, "lattices"))
+    mark_done(args.out, {"cmd": "seq lattices", **vars_cfg(args)})
     return 0

@@ -52,15 +52,18 @@ class DecodeConfig:
 
 
 class Graph:
-    """A loaded decoding graph: ``fst`` (const HCLG), ``words`` symbol table, ``num_pdfs``."""
+    """A loaded decoding graph: ``fst`` (const HCLG), ``words`` symbol table, ``num_pdfs``.
 
-    def __init__(self, graph_dir: str | Path) -> None:
+    ``fst``: another FST over the same words to load instead of ``graph_dir/HCLG.fst``, with
+    ``num_pdfs`` its input width (e.g. the loop-marked graph of sequence training, 2 x pdfs)."""
+
+    def __init__(self, graph_dir: str | Path, fst: str | Path | None = None, num_pdfs: int | None = None) -> None:
         import json
 
         import kaldifst
 
         graph_dir = Path(graph_dir)
-        p = graph_dir / "HCLG.fst"
+        p = Path(fst) if fst is not None else graph_dir / "HCLG.fst"
         if not p.is_file():
             raise FileNotFoundError(f"{p} missing: build the graph (asr.lang.graph.make_hclg) first")
         vec = kaldifst.StdVectorFst.read(str(p))
@@ -70,6 +73,8 @@ class Graph:
         self.words = SymbolTable.read(graph_dir / "words.txt")
         meta = graph_dir / "graph.json"
         self.num_pdfs = json.loads(meta.read_text())["num_pdfs"] if meta.is_file() else None
+        if fst is not None:
+            self.num_pdfs = num_pdfs
         self.dir = graph_dir
 
     def check(self, utt: str, loglikes: Tensor) -> np.ndarray:

@@ -35,7 +35,7 @@ def plot_training_curves(exp: Path, out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     ce = {n: _load_curve(exp / n / "log" / "train_curve.json") for n in ("dnn", "dnn_rand")}
-    seq = {n: _load_curve(exp / n / "log" / "train_curve.json") for n in ("dnn_mpe", "dnn_smbr", "dnn_mmi")}
+    seq = {n: _load_curve(exp / n / "log" / "train_curve.json") for n in ("dnn_mpe", "dnn_mpfe", "dnn_smbr", "dnn_mmi", "dnn_bmmi")}
     ce = {k: v for k, v in ce.items() if v}
     seq = {k: v for k, v in seq.items() if v}
     if not ce and not seq:

@@ -23,8 +23,10 @@ SYSTEMS: list[tuple[str, str, str]] = [
     ("dnn_rand", "CD-DNN-HMM, random init (ML / frame CE)", "dnn"),
     ("dnn", "CD-DNN-HMM, DBN-pretrained (ML / frame CE)", "dnn"),
     ("dnn_mpe", "CD-DNN-HMM (MPE)", "seq"),
+    ("dnn_mpfe", "CD-DNN-HMM (MPFE: frame-level MPE)", "seq"),
     ("dnn_smbr", "CD-DNN-HMM (sMBR)", "seq"),
     ("dnn_mmi", "CD-DNN-HMM (MMI)", "seq"),
+    ("dnn_bmmi", "CD-DNN-HMM (boosted MMI)", "seq"),
 ]
 
 

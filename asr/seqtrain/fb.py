@@ -15,10 +15,9 @@ Criteria (all maximised):
   constrained to the reference pdf alignment; ∂F/∂(κ·ll[t,s]) = γ_num(t,s) − γ_den(t,s).
 - ``bmmi``: boosted MMI (Povey et al. 2008): den path scores get −b·acc(path).
 - ``smbr``: expected state (pdf) accuracy Σ_t [pdf_t == ref_pdf_t] (Kingsbury 2009).
-- ``mpe``:  expected phone accuracy at frame level, Σ_t [phone_t == ref_phone_t] (the MPFE form of
-  Povey & Woodland 2002's approximate phone accuracy, Zheng & Stolcke 2005; Kaldi ``--criterion=mpfe``):
-  the P&W per-phone-arc accuracy needs phone-segmented lattices, the frame form is exact on a
-  lattice-free graph. For the accuracy criteria (Povey 2003, eq. 6.12 ff.)
+- ``mpfe``: expected phone accuracy at frame level, Σ_t [phone_t == ref_phone_t] (minimum phone
+  frame error, Zheng & Stolcke 2005; Kaldi ``--criterion=mpfe``). Povey & Woodland's arc-level
+  ``mpe`` needs phone segments, i.e. lattices: ``asr.seqtrain.lattice``. For the accuracy criteria (Povey 2003, eq. 6.12 ff.)
   ∂E[A]/∂(κ·ll[t,s]) = Σ_{a: pdf a = s} γ_t(a) (c_t(a) − E[A]), c_t(a) = expected accuracy of
   paths through arc a at frame t (alpha-accuracy + arc accuracy + beta-accuracy).
 """
@@ -165,13 +164,13 @@ def forward_backward(graph: DenGraph, scores: Tensor, lengths: Tensor, acc: Tens
 
 def arc_accuracy(graph: DenGraph, ref_pdf: Tensor, lengths: Tensor, criterion: str,
                  pdf2phone: Tensor | None = None, silence_phones: Tensor | None = None) -> Tensor:
-    """Per-frame arc accuracies (B, T, A) in {0, 1}: ``smbr`` pdf match, ``mpe`` phone match
+    """Per-frame arc accuracies (B, T, A) in {0, 1}: ``smbr`` pdf match, ``mpfe`` phone match
     (``pdf2phone`` (P,) maps pdf -> phone id). ``silence_phones``: reference frames of these
     phones count 0 for every hypothesis (Kaldi's ``--silence-phones`` option for MPE/sMBR)."""
     ref = ref_pdf.long()
     if criterion == "smbr":
         a = (graph.pdf.view(1, 1, -1) == ref.unsqueeze(-1))
-    elif criterion in ("mpe", "bmmi"):
+    elif criterion in ("mpfe", "bmmi"):
         if pdf2phone is None:
             raise ValueError(f"criterion {criterion} needs the pdf -> phone map")
         hyp_ph = pdf2phone[graph.pdf].view(1, 1, -1)
@@ -199,7 +198,7 @@ class SeqObjective:
 
 
 def sequence_objective(graph: "DenGraph | PdfHmmDen", loglikes: Tensor, lengths: Tensor, ref_pdf: Tensor,
-                       criterion: str = "mpe", kappa: float = 0.1, boost: float = 0.1,
+                       criterion: str = "mpfe", kappa: float = 0.1, boost: float = 0.1,
                        pdf2phone: Tensor | None = None, silence_phones: Tensor | None = None) -> SeqObjective:
     """MMI / bMMI / sMBR / MPE objective and its gradient for a batch of utterances.
 
@@ -210,8 +209,11 @@ def sequence_objective(graph: "DenGraph | PdfHmmDen", loglikes: Tensor, lengths:
     (state-level recursion with sparse matmuls, ``asr.seqtrain.pdfhmm``) — same results on the
     same hypothesis space (tested).
     """
-    if criterion not in ("mmi", "bmmi", "smbr", "mpe"):
-        raise ValueError(f"unknown criterion {criterion!r} (mmi|bmmi|smbr|mpe)")
+    if criterion == "mpe":
+        raise ValueError("arc-level MPE (approximate phone accuracy) needs denominator lattices "
+                         "(asr.seqtrain.lattice); on a lattice-free graph use its frame form 'mpfe'")
+    if criterion not in ("mmi", "bmmi", "smbr", "mpfe"):
+        raise ValueError(f"unknown criterion {criterion!r} (mmi|bmmi|smbr|mpfe)")
     from asr.seqtrain.pdfhmm import PdfHmmDen, hmm_forward_backward, path_logprob
 
     b, t_max, _ = loglikes.shape

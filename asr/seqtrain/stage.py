@@ -52,17 +52,24 @@ def _check_graph_pdfs(graph_dir: str | Path, model_dir: str | Path) -> None:
 
 def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, graph_dir: str | Path | None,
                   out_dir: str | Path, cfg: SeqTrainConfig, device: torch.device | str = "cpu",
-                  log: Callable[[str], None] = print, den: str = "pdf-bigram") -> list[dict]:
+                  log: Callable[[str], None] = print, den: str = "pdf-bigram",
+                  lattice_dir: str | Path | None = None) -> list[dict]:
     """Sequence-train the CE model of ``model_dir`` (same CV speakers as its CE run) on the pdf
     alignments of ``ali``. Denominator ``den``: ``pdf-bigram`` (default; ``PdfHmmDen`` estimated
     from the training alignments, fast) or ``hclg`` (exact over the ε-removed ``graph_dir/HCLG.fst``;
-    only practical for small graphs). With ``pdf-bigram`` a given ``graph_dir`` is only checked
-    (its pdf count must match the model, which will be decoded with it)."""
-    if den not in ("pdf-bigram", "hclg"):
-        raise ValueError(f"unknown denominator {den!r} (pdf-bigram|hclg)")
+    only practical for small graphs) or ``lattice`` (per-utterance lattices of ``lattice_dir``
+    from ``asr seq lattices``; the only one for arc-level ``mpe``). With ``pdf-bigram`` /
+    ``lattice`` a given ``graph_dir`` is only checked (its pdf count must match the model, which
+    will be decoded with it)."""
+    if den not in ("pdf-bigram", "hclg", "lattice"):
+        raise ValueError(f"unknown denominator {den!r} (pdf-bigram|hclg|lattice)")
     if den == "hclg" and graph_dir is None:
         raise ValueError("--den hclg needs --graph DIR")
-    if den == "pdf-bigram" and graph_dir is not None:
+    if den == "lattice" and lattice_dir is None:
+        raise ValueError("--den lattice needs --lattices DIR (from `asr seq lattices`)")
+    if cfg.criterion == "mpe" and den != "lattice":
+        raise ValueError("arc-level MPE needs --den lattice; the lattice-free frame form is --criterion mpfe")
+    if den != "hclg" and graph_dir is not None:
         _check_graph_pdfs(graph_dir, model_dir)
     out = Path(out_dir)
     model = load_model(model_dir)
@@ -73,7 +80,7 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
     tg = load_targets(ali)
     if tg.num_pdfs != model.cfg.num_pdfs:
         raise ValueError(f"{ali} has {tg.num_pdfs} pdfs but the model {model_dir} has {model.cfg.num_pdfs}")
-    if cfg.criterion in ("mpe", "bmmi") and tg.pdf2phone is None:
+    if cfg.criterion in ("mpe", "mpfe", "bmmi") and tg.pdf2phone is None:
         raise ValueError(f"criterion {cfg.criterion} needs the pdf->phone map: pass --ali as a GMM exp dir")
     feats = load_features(data_dir)
     utt2spk = {u: s for u, s in read_utt2spk(data_dir).items() if u in feats}
@@ -83,7 +90,14 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
     cvd = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=cv)
     if train.skipped:
         log(f"train: skipped {len(train.skipped)} utterance(s), e.g. {next(iter(train.skipped.items()))}")
-    if den == "hclg":
+    phone_class = None
+    if den == "lattice":
+        from asr.seqtrain.denlats import load_den_lattices, phone_classes
+
+        graph = load_den_lattices(lattice_dir)
+        phone_class = phone_classes(int(tg.pdf2phone.max()))
+        log(f"denominator: lattices of {len(graph)} utterances from {lattice_dir}")
+    elif den == "hclg":
         graph = load_den_graph(graph_dir, out / "den_graph.pt", log)
     else:
         graph = PdfHmmDen.from_alignments([tg.alis[u] for u in train.utts], tg.num_pdfs)
@@ -92,7 +106,10 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps({"model": str(model_dir), "data": str(data_dir), "ali": str(ali),
                                "graph": str(graph_dir) if graph_dir else None, "den": den, "config": asdict(cfg),
-                               "den_graph": {"states": graph.num_states, "arcs": graph.num_arcs}}, indent=1))
+                               "lattices": str(lattice_dir) if lattice_dir else None,
+                               "den_graph": ({"lattices": len(graph), "arcs": sum(la.num_arcs for la in graph.values())}
+                                             if den == "lattice" else
+                                             {"states": graph.num_states, "arcs": graph.num_arcs})}, indent=1))
     os.replace(tmp, out / "config.json")
     return train_sequence(model, train, cvd, graph, cfg, out, pdf2phone=tg.pdf2phone,
-                          silence_phones=tg.silence, device=device, log=log)
+                          silence_phones=tg.silence, device=device, log=log, phone_class=phone_class)

@@ -2,7 +2,8 @@
 
 Per minibatch of utterances: the network gives scaled log-likelihoods ll = log p(s|x) − log p(s)
 (B, T, P); ``sequence_objective`` runs the numerator (reference alignment constrained) and
-denominator forward-backward over the lattice-free denominator (pdf-bigram HMM or ε-free graph) and returns ∂F/∂ll; the network is
+denominator forward-backward over the lattice-free denominator (pdf-bigram HMM or ε-free graph),
+or ``lattice_objective`` over each utterance's denominator lattice (arc-level MPE), and returns ∂F/∂ll; the network is
 updated with the surrogate loss −Σ ∂F/∂ll · ll / frames (+ optional CE frame smoothing,
 Su et al. 2013: loss = (1−H)·seq + H·CE). Like Kaldi ``nnet-train-mpe-sequential`` the priors
 stay fixed. Epoch checkpoints, resume, and divergence handling mirror the CE trainer.
@@ -23,12 +24,15 @@ from asr.nnet.frames import FrameData, build_frame_data
 from asr.nnet.model import HybridDNN, save_model
 from asr.nnet.train import frame_accuracy
 from asr.seqtrain.fb import DenGraph, sequence_objective
+from asr.seqtrain.lattice import DenLattice, lattice_objective
 from asr.seqtrain.pdfhmm import PdfHmmDen
+
+Denominator = DenGraph | PdfHmmDen | dict[str, DenLattice]
 
 
 @dataclass
 class SeqTrainConfig:
-    """criterion: mpe | smbr | mmi | bmmi; kappa: acoustic scale; boost: b of bMMI;
+    """criterion: mpe (arc-level, lattices only) | mpfe | smbr | mmi | bmmi; kappa: acoustic scale; boost: b of bMMI;
     ce_smoothing: H of F-smoothing; utts_per_epoch: random subset per epoch (None = all)."""
 
     criterion: str = "mpe"
@@ -59,18 +63,42 @@ def _pad_batch(model: HybridDNN, data: FrameData, rows_of: list[Tensor], device:
     return logits, lengths, pos, ref.view(len(rows_of), t_max)
 
 
-def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: "DenGraph | PdfHmmDen", cfg: SeqTrainConfig,
+def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Denominator, cfg: SeqTrainConfig,
                    out_dir: str | Path, pdf2phone: Tensor | None = None, silence_phones: list[int] | None = None,
-                   device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> list[dict]:
+                   device: torch.device | str = "cpu", log: Callable[[str], None] = print,
+                   phone_class: Tensor | None = None) -> list[dict]:
     """Sequence-train ``model`` in place; returns the per-epoch curve (epoch, objective per frame,
     cv_frame_acc, no_num_path, seconds, utts/s) also written to ``out_dir/log/train_curve.json``.
-    Writes ``out_dir/ckpt/epochNNN.pt`` each epoch (resumed from) and ``out_dir/final.pt``."""
+    Writes ``out_dir/ckpt/epochNNN.pt`` each epoch (resumed from) and ``out_dir/final.pt``.
+
+    ``graph``: one lattice-free denominator for all utterances, or a dict utt -> ``DenLattice``
+    (training utterances without a lattice are skipped, reported by id with a count).
+    ``phone_class`` (num_phones+1,): phone id -> class matched by the lattice frame criteria
+    (e.g. the 48->39 folding; default identity)."""
     out = Path(out_dir)
     device = torch.device(device)
-    graph.validate(model.cfg.num_pdfs)
+    lattices = graph if isinstance(graph, dict) else None
+    if lattices is None:
+        graph.validate(model.cfg.num_pdfs)
+    elif pdf2phone is None and cfg.criterion in ("mpfe", "bmmi"):
+        raise ValueError(f"criterion {cfg.criterion} needs the pdf -> phone map")
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     sil = torch.tensor(silence_phones or [], dtype=torch.long) if cfg.exclude_silence else None
+    pdf_class = sil_class = None
+    if lattices is not None and pdf2phone is not None:
+        pc = phone_class if phone_class is not None else torch.arange(int(pdf2phone.max()) + 1)
+        pdf_class = pc[pdf2phone]
+        sil_class = pc[sil] if sil is not None else None
+    usable = torch.ones(len(train.utts), dtype=torch.bool)
+    if lattices is not None:
+        usable = torch.tensor([u in lattices for u in train.utts], dtype=torch.bool)
+        missing = [u for u, ok in zip(train.utts, usable.tolist()) if not ok]
+        if missing:
+            log(f"{len(missing)} training utterance(s) have no denominator lattice and are skipped: "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if not bool(usable.any()):
+            raise ValueError("no training utterance has a denominator lattice")
     starts = torch.cumsum(train.lengths, 0) - train.lengths
     history: list[dict] = []
     done_epochs = 0
@@ -96,6 +124,7 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: "De
         good = {k: v.detach().clone() for k, v in model.state_dict().items()}
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order = torch.randperm(len(train.utts), generator=g)
+        order = order[usable[order]]
         if cfg.utts_per_epoch:
             order = order[:cfg.utts_per_epoch]
         # batch utterances of similar length together (less padding), batches in random order
@@ -112,9 +141,14 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: "De
             ll = logp - log_priors
             padded = torch.zeros(len(rows_of) * int(lengths.max()), ll.shape[1])
             padded[pos] = ll.detach().cpu()
-            so = sequence_objective(graph, padded.view(len(rows_of), -1, ll.shape[1]), lengths, ref,
-                                    criterion=cfg.criterion, kappa=cfg.kappa, boost=cfg.boost,
-                                    pdf2phone=pdf2phone, silence_phones=sil)
+            padded = padded.view(len(rows_of), -1, ll.shape[1])
+            if lattices is not None:
+                so = lattice_objective([lattices[train.utts[i]] for i in bi.tolist()], padded, lengths, ref,
+                                       criterion=cfg.criterion, kappa=cfg.kappa, boost=cfg.boost,
+                                       pdf_class=pdf_class, silence_classes=sil_class)
+            else:
+                so = sequence_objective(graph, padded, lengths, ref, criterion=cfg.criterion, kappa=cfg.kappa,
+                                        boost=cfg.boost, pdf2phone=pdf2phone, silence_phones=sil)
             bad = so.no_num_path.tolist()
             for k, i in enumerate(bi.tolist()):
                 if bad[k]:

@@ -154,7 +154,7 @@ decode_gmm() {
 update_results() {
   local tmp="$exp/RESULTS.tmp"
   : > "$tmp"
-  for sys in mono tri1 tri2 tri3 dnn dnn_rand dnn_mpe dnn_smbr dnn_mmi; do
+  for sys in mono tri1 tri2 tri3 dnn dnn_rand dnn_mpe dnn_mpfe dnn_smbr dnn_mmi dnn_bmmi; do
     for set in dev test; do
       local f="$exp/$sys/decode_$set/scoring"
       [ -f "$f" ] && cat "$f" >> "$tmp"
@@ -220,17 +220,28 @@ run_stage 11 dnn "$exp/dnn" dnn_stage dnn "${dnn_opts[@]}" --dbn "$dbn"
 # 12: ablation: the same network from a random initialisation
 run_stage 12 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand "${dnn_opts[@]}" --random-init
 
-# 13: sequence-discriminative training from the CE model
+# 13: sequence-discriminative training from the CE model. Denominator (seq_den): lattices of the
+# training data decoded by the CE model with the phone-bigram graph (exp/dnn_denlats, made once,
+# resumable), or the lattice-free pdf-bigram HMM (criteria mpfe/smbr/mmi/bmmi only).
 seq_stage() {
+  local den=$1 lattice_beam=$2; shift 2
   local sys=dnn_$seq_criterion
+  local den_opts=(--den "$den")
+  if [ "$den" = lattice ]; then
+    "$asr" seq lattices --model "$exp/dnn" --graph "$exp/tri3/graph" --data "$dd/train" --ali "$exp/tri3" \
+      --out "$exp/dnn_denlats" --lattice-beam "$lattice_beam" --nj "$nj"
+    den_opts+=(--lattices "$exp/dnn_denlats")
+  fi
   "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" \
-    --graph "$exp/tri3/graph" --out "$exp/$sys" "$@"
+    --graph "$exp/tri3/graph" --out "$exp/$sys" "${den_opts[@]}" "$@"
   decode_dnn "$sys"
   update_results
 }
-seq_opts=(--epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --kappa "${seq_kappa:-0.1}" --seed "$seed")
+seq_opts=(--epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --kappa "${seq_kappa:-0.1}" --seed "$seed"
+          --ce-smoothing "${seq_ce_smoothing:-0.1}")
 [ "${seq_utts_per_epoch:-0}" -gt 0 ] && seq_opts+=(--utts-per-epoch "$seq_utts_per_epoch")
-run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage "${seq_opts[@]}"
+run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage "${seq_den:-lattice}" \
+  "${seq_lattice_beam:-6}" "${seq_opts[@]}"
 
 # 14: comparison report (report.md + plots), printed
 if [ "$stop_stage" -ge 14 ]; then

@@ -11,4 +11,5 @@ dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-m
 dnn_layers=6; dnn_units=1024
 dbn_epochs=2
 dnn_max_epochs=20
-seq_criterion=mpe; seq_epochs=4; seq_utts_per_epoch=0; seq_lr=0.3
+seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=2; seq_utts_per_epoch=0
+seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0   # the default corpus's dev choice; retune on this dev set

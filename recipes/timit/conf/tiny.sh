@@ -10,4 +10,4 @@ dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-m
 dnn_layers=2; dnn_units=64
 dbn_epochs=1
 dnn_max_epochs=2
-seq_criterion=mpe; seq_epochs=1; seq_utts_per_epoch=0; seq_lr=0.3
+seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=1; seq_utts_per_epoch=0; seq_lr=4; seq_ce_smoothing=0

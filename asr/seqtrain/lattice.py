@@ -1,0 +1,383 @@
+"""Denominator lattices and Povey & Woodland's arc-level MPE.
+
+MPE (Povey & Woodland 2002, "Minimum phone error and I-smoothing for improved discriminative
+training"; Povey 2003, PhD thesis ch. 6) maximises the expected *approximate phone accuracy*
+of the hypotheses in a lattice. A hypothesised phone segment q (phone, start, end frames) scores
+
+    A(q) = max_z { −1 + 2·e(q, z)  if z has q's phone
+                  { −1 +   e(q, z)  otherwise,
+
+over the reference phone segments z it overlaps, e(q, z) = overlap frames / length of z; a
+segment overlapping no reference phone scores −1. A path's accuracy is the sum over its
+segments, so the accuracy of a segment is known only where it *ends*.
+
+To make that an additive arc quantity, the decoder's state-level lattice is rebuilt here so each
+node also knows the phone and start frame of the segment it is inside ("segment expansion"):
+
+1. The lattice is generated over a copy of HCLG whose HMM self-loops carry the input label
+   ``pdf + 1 + P`` instead of ``pdf + 1`` (``loop_marked_graph``); the decoder sees the
+   log-likelihood matrix twice, ``[ll, ll]``, so scores are unchanged. A non-loop arc into an
+   HMM state 0 then marks the first frame of a phone — exact, where times read off word labels
+   of a determinised lattice would not be.
+2. ε-arcs are removed (``asr.seqtrain.graph.remove_epsilons``, graph costs only: they carry no
+   frames), leaving a frame-synchronous acyclic acceptor.
+3. Frame by frame, nodes are split by (segment start, segment phone); an arc that starts a new
+   phone carries A(previous segment), final nodes carry A(last segment).
+
+Forward-backward over the expanded lattice then gives the expected accuracy and, for every arc,
+γ(a)·(c(a) − E[A]) with c(a) the expected accuracy of the paths through a (Povey 2003 eq. 6.19),
+summed into ∂E[A]/∂(κ·ll[t, pdf]). The same lattices serve the frame-level criteria (MPFE phone
+match, sMBR pdf match) and MMI / boosted MMI (numerator = the reference alignment).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class DenLattice:
+    """One utterance's segment-expanded denominator lattice (ε-free, one frame per arc).
+
+    num_nodes: N; node 0 is the start; ``final`` (N,) float64 log weight (−inf = not final);
+    ``final_acc`` (N,) float32 accuracy of the segment that ends with the utterance.
+    Arcs (A,): ``frame`` int32, ``src``/``dst`` int32 node ids, ``pdf`` int32, ``weight`` float32
+    graph log-score (−graph cost: LM, HMM transitions), ``seg_acc`` float32 approximate accuracy
+    of the phone segment the arc closes (0 for arcs inside a segment). ``num_frames``: T.
+    """
+
+    num_nodes: int
+    num_frames: int
+    frame: Tensor
+    src: Tensor
+    dst: Tensor
+    pdf: Tensor
+    weight: Tensor
+    seg_acc: Tensor
+    final: Tensor
+    final_acc: Tensor
+
+    @property
+    def num_arcs(self) -> int:
+        return int(self.src.numel())
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+# ---------------------------------------------------------------------------------------------
+# phone segments and approximate accuracy
+
+def phone_segments(pdf_ali: Tensor, pdf2phone: Tensor, pdf2state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Phone segments of a pdf alignment (T,): (start, end inclusive, phone) LongTensors.
+
+    A phone starts where the HMM state is 0 unless the previous frame is state 0 of the same
+    phone (a self-loop); so repeated phones are split correctly for left-to-right topologies.
+    """
+    a = pdf_ali.long()
+    if a.numel() == 0:
+        z = torch.zeros(0, dtype=torch.long)
+        return z, z, z
+    ph, st = pdf2phone[a], pdf2state[a]
+    new = st == 0
+    new[1:] &= ~((st[:-1] == 0) & (ph[:-1] == ph[1:]))
+    new[0] = True
+    starts = torch.nonzero(new).flatten()
+    ends = torch.cat([starts[1:] - 1, torch.tensor([a.numel() - 1])])
+    return starts, ends, ph[starts]
+
+
+def approx_phone_accuracy(hyp_class: Tensor, hyp_start: Tensor, hyp_end: Tensor, ref_start: Tensor,
+                          ref_end: Tensor, ref_class: Tensor, ignore: Tensor | None = None) -> Tensor:
+    """Povey & Woodland's approximate accuracy of hypothesis segments (module docstring).
+
+    hyp_*: (Q,) phone class, first and last frame; ref_*: (Z,) the reference segments.
+    ``ignore`` (classes, e.g. silence): hypothesis segments of these classes score 0 and
+    reference segments of these classes are left out of the max. Returns float64 (Q,).
+    """
+    q = hyp_class.numel()
+    out = torch.full((q,), -1.0, dtype=torch.float64)
+    if q == 0 or ref_start.numel() == 0:
+        return out
+    keep_ref = torch.ones_like(ref_class, dtype=torch.bool) if ignore is None else ~torch.isin(ref_class, ignore)
+    rs, re, rc = ref_start[keep_ref], ref_end[keep_ref], ref_class[keep_ref]
+    if rs.numel():
+        lo = torch.maximum(hyp_start.view(-1, 1), rs.view(1, -1))
+        hi = torch.minimum(hyp_end.view(-1, 1), re.view(1, -1))
+        ov = (hi - lo + 1).clamp_min(0).double()                     # (Q, Z) overlapping frames
+        e = ov / (re - rs + 1).double().view(1, -1)
+        same = hyp_class.view(-1, 1) == rc.view(1, -1)
+        val = torch.where(same, -1.0 + 2.0 * e, -1.0 + e).masked_fill(ov == 0, NEG_INF)
+        out = val.max(dim=1).values.clamp_min(-1.0)
+    if ignore is not None and ignore.numel():
+        out = out.masked_fill(torch.isin(hyp_class, ignore), 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# lattice generation and expansion
+
+def loop_marked_graph(hclg: str | Path, out: str | Path, num_pdfs: int) -> Path:
+    """Write a copy of ``hclg`` whose self-loop arcs (src == dst, non-ε) have input label
+    ``pdf + 1 + num_pdfs``; decode it with the log-likelihood matrix ``[ll, ll]`` (T, 2P)."""
+    import kaldifst
+
+    from asr.lang.fstarrays import arrays_to_fst, fst_to_arrays, read_fst, write_fst
+
+    fa = fst_to_arrays(read_fst(hclg))
+    if fa.num_arcs and int(fa.ilabel.max()) > num_pdfs:
+        raise ValueError(f"{hclg}: input labels above {num_pdfs} (already loop-marked, or another tree?)")
+    loop = (fa.src == fa.dst) & (fa.ilabel > 0)
+    fa.ilabel = torch.where(loop, fa.ilabel + num_pdfs, fa.ilabel)
+    f = arrays_to_fst(fa)
+    kaldifst.arcsort(f, "ilabel")
+    return write_fst(f, out)
+
+
+def _out_arcs(nodes: Tensor, first: Tensor, counts: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
+    """(index into ``nodes``, arc id) for every arc leaving each node (CSR over arcs sorted by src)."""
+    n_per = counts[nodes]
+    li = torch.repeat_interleave(torch.arange(nodes.numel()), n_per)
+    offs = torch.arange(int(n_per.sum())) - torch.repeat_interleave(torch.cumsum(n_per, 0) - n_per, n_per)
+    return li, order[first[nodes][li] + offs]
+
+
+def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref_pdf: Tensor,
+                   phone_class: Tensor | None = None, ignore_classes: Tensor | None = None) -> DenLattice:
+    """Segment-expanded ``DenLattice`` of a loop-marked state-level lattice.
+
+    lat: ``asr.decode.lattice.LatticeArrays`` decoded over ``loop_marked_graph`` (pdf ids in
+    [0, 2P), −1 = ε); ref_pdf: (T,) reference pdf alignment (for the segment accuracies);
+    phone_class: (num_phones+1,) class of each phone id for matching (e.g. the 48→39 folding;
+    default identity); ignore_classes: see ``approx_phone_accuracy``.
+    """
+    from asr.seqtrain.graph import remove_epsilons
+
+    t_len = int(lat.num_frames)
+    if ref_pdf.numel() != t_len:
+        raise ValueError(f"lattice has {t_len} frames, reference alignment {ref_pdf.numel()}")
+    pdf2phone, pdf2state = pdf2phone.long(), pdf2state.long()
+    cls = phone_class.long() if phone_class is not None else torch.arange(int(pdf2phone.max()) + 1)
+    g = remove_epsilons(int(lat.num_states), int(lat.start), lat.src.long(), lat.dst.long(),
+                        lat.pdf.long() + 1, -lat.graph_cost.double(), -lat.final.double())
+    if g.num_arcs and int(g.pdf.max()) >= 2 * num_pdfs:
+        raise ValueError(f"lattice pdf ids reach {int(g.pdf.max())}, expected < {2 * num_pdfs}")
+    n_ph = int(pdf2phone.max()) + 2
+    order = torch.argsort(g.src, stable=True)
+    counts = torch.bincount(g.src, minlength=g.num_states)
+    first = torch.cumsum(counts, 0) - counts
+    cur_node = torch.nonzero(torch.isfinite(g.start)).flatten()
+    if cur_node.numel() != 1:
+        raise ValueError("lattice must have one start state")
+    cur_s = torch.tensor([-1])
+    cur_ph = torch.tensor([-1])
+    n_nodes = 1
+    parts: dict[str, list[Tensor]] = {k: [] for k in ("frame", "src", "dst", "pdf", "weight", "close")}
+    close_ph, close_s, close_e = [], [], []
+    for t in range(t_len):
+        li, arc = _out_arcs(cur_node, first, counts, order)
+        if arc.numel() == 0:
+            raise ValueError(f"lattice has no arcs at frame {t}")
+        lab = g.pdf[arc]
+        loop = lab >= num_pdfs
+        pdf = lab % num_pdfs
+        starts = ~loop & (pdf2state[pdf] == 0)
+        ps, pph = cur_s[li], cur_ph[li]
+        if bool((~starts & (ps < 0)).any()):
+            raise ValueError("lattice path does not begin with the first HMM state of a phone")
+        new_s = torch.where(starts, torch.full_like(ps, t), ps)
+        new_ph = torch.where(starts, pdf2phone[pdf], pph)
+        closes = starts & (ps >= 0)
+        key = (g.dst[arc] * (t_len + 1) + new_s) * n_ph + new_ph
+        uk, inv = torch.unique(key, return_inverse=True)
+        parts["frame"].append(torch.full_like(arc, t))
+        parts["src"].append(n_nodes - cur_node.numel() + li)
+        parts["dst"].append(n_nodes + inv)
+        parts["pdf"].append(pdf)
+        parts["weight"].append(g.weight[arc])
+        parts["close"].append(closes)
+        close_ph.append(pph[closes])
+        close_s.append(ps[closes])
+        close_e.append(torch.full((int(closes.sum()),), t - 1, dtype=torch.long))
+        n_nodes += uk.numel()
+        cur_node = uk // ((t_len + 1) * n_ph)
+        cur_s = (uk // n_ph) % (t_len + 1)
+        cur_ph = uk % n_ph
+    arcs = {k: torch.cat(v) for k, v in parts.items()}
+    rs, re, rph = phone_segments(ref_pdf, pdf2phone, pdf2state)
+    rc = cls[rph]
+    acc_close = approx_phone_accuracy(cls[torch.cat(close_ph)], torch.cat(close_s), torch.cat(close_e),
+                                      rs, re, rc, ignore_classes)
+    seg_acc = torch.zeros(arcs["src"].numel(), dtype=torch.float64)
+    seg_acc[arcs["close"]] = acc_close
+    final = torch.full((n_nodes,), NEG_INF, dtype=torch.float64)
+    final_acc = torch.zeros(n_nodes, dtype=torch.float64)
+    last = torch.arange(n_nodes - cur_node.numel(), n_nodes)
+    final[last] = g.final[cur_node]
+    final_acc[last] = approx_phone_accuracy(cls[cur_ph], cur_s, torch.full_like(cur_s, t_len - 1), rs, re, rc,
+                                            ignore_classes)
+    if not bool(torch.isfinite(final).any()):
+        raise ValueError("lattice has no final node at its last frame")
+    return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=arcs["frame"].int(), src=arcs["src"].int(),
+                      dst=arcs["dst"].int(), pdf=arcs["pdf"].int(), weight=arcs["weight"].float(),
+                      seg_acc=seg_acc.float(), final=final, final_acc=final_acc.float())
+
+
+# ---------------------------------------------------------------------------------------------
+# forward-backward
+
+@dataclass
+class LatticeFB:
+    """Batch results: logz (B,); occ (B, T, P) arc posteriors summed per (frame, pdf);
+    exp_acc (B,) and grad (B, T, P) = ∂E[A]/∂(κ·ll) when accuracies were given."""
+
+    logz: Tensor
+    occ: Tensor
+    exp_acc: Tensor | None = None
+    grad: Tensor | None = None
+
+
+def _lse_into(e: Tensor, idx: Tensor, extra: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Group log-sum-exp of ``e`` by ``idx``: (unique idx, log sums, weighted means of ``extra``)."""
+    u, inv = torch.unique(idx, return_inverse=True)
+    m = torch.full((u.numel(),), NEG_INF, dtype=e.dtype).scatter_reduce(0, inv, e, "amax")
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = torch.exp(e - m[inv])
+    s = torch.zeros(u.numel(), dtype=e.dtype).index_add_(0, inv, p)
+    mean = None
+    if extra is not None:
+        mean = torch.zeros_like(s).index_add_(0, inv, p * extra) / s.clamp_min(1e-300)
+    return u, torch.log(s) + m, mean
+
+
+def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: list[Tensor] | None = None,
+                             final_acc: list[Tensor] | None = None, boost: list[Tensor] | None = None) -> LatticeFB:
+    """Forward-backward over a batch of ``DenLattice``s, vectorised over the arcs of a frame.
+
+    scores: (B, T, P) acoustic scores κ·ll; arc_acc: per lattice (A_b,) arc accuracies (and
+    final_acc (N_b,)) -> expected accuracy and its gradient; boost: per lattice (A_b,) amounts
+    subtracted from the arc scores (boosted MMI). Float64 throughout.
+    """
+    b, t_max, p = scores.shape
+    dt = torch.float64
+    offs = np.cumsum([0] + [la.num_nodes for la in lats])
+    n = int(offs[-1])
+    cat = lambda f: torch.cat([f(k, la) for k, la in enumerate(lats)])  # noqa: E731
+    src = cat(lambda k, la: la.src.long() + int(offs[k]))
+    dst = cat(lambda k, la: la.dst.long() + int(offs[k]))
+    frame = cat(lambda k, la: la.frame.long())
+    utt = cat(lambda k, la: torch.full((la.num_arcs,), k, dtype=torch.long))
+    flat = (utt * t_max + frame) * p + cat(lambda k, la: la.pdf.long())
+    s = scores.to(dt).reshape(-1)[flat] + cat(lambda k, la: la.weight.to(dt))
+    if boost is not None:
+        s = s - torch.cat(boost).to(dt)
+    acc = torch.cat(arc_acc).to(dt) if arc_acc is not None else None
+    fin = cat(lambda k, la: la.final.to(dt))
+    facc = (torch.cat(final_acc).to(dt) if final_acc is not None else torch.zeros(n, dtype=dt)) if acc is not None else None
+    node_utt = torch.repeat_interleave(torch.arange(b), torch.tensor([la.num_nodes for la in lats]))
+    order = torch.argsort(frame, stable=True)
+    bounds = torch.searchsorted(frame[order], torch.arange(t_max + 1)).tolist()
+    alpha = torch.full((n,), NEG_INF, dtype=dt)
+    alpha[torch.from_numpy(offs[:-1]).long()] = 0.0
+    aacc = torch.zeros(n, dtype=dt) if acc is not None else None
+    for t in range(t_max):
+        a = order[bounds[t]:bounds[t + 1]]
+        if a.numel() == 0:
+            continue
+        u, v, mean = _lse_into(alpha[src[a]] + s[a], dst[a], aacc[src[a]] + acc[a] if acc is not None else None)
+        alpha[u] = v
+        if acc is not None:
+            aacc[u] = mean
+    ends = alpha + fin
+    mz = torch.full((b,), NEG_INF, dtype=dt).scatter_reduce(0, node_utt, ends, "amax")
+    mz = torch.where(torch.isfinite(mz), mz, torch.zeros_like(mz))
+    logz = torch.log(torch.zeros(b, dtype=dt).index_add_(0, node_utt, torch.exp(ends - mz[node_utt]))) + mz
+    exp_acc = None
+    if acc is not None:
+        pf = torch.exp(ends - logz[node_utt]).nan_to_num(0.0)
+        exp_acc = torch.zeros(b, dtype=dt).index_add_(0, node_utt, pf * (aacc + facc))
+    beta = fin.clone()
+    bacc = facc.clone() if acc is not None else None
+    occ = torch.zeros(b * t_max * p, dtype=dt)
+    grad = torch.zeros_like(occ) if acc is not None else None
+    for t in range(t_max - 1, -1, -1):
+        a = order[bounds[t]:bounds[t + 1]]
+        if a.numel() == 0:
+            continue
+        sa, da = src[a], dst[a]
+        e = s[a] + beta[da]
+        gam = torch.exp(alpha[sa] + e - logz[utt[a]]).nan_to_num(0.0)
+        occ.index_add_(0, flat[a], gam)
+        if acc is not None:
+            c = aacc[sa] + acc[a] + bacc[da]
+            grad.index_add_(0, flat[a], gam * (c - exp_acc[utt[a]]))
+        u, v, mean = _lse_into(e, sa, acc[a] + bacc[da] if acc is not None else None)
+        beta[u] = v
+        if acc is not None:
+            bacc[u] = mean
+    shape = (b, t_max, p)
+    return LatticeFB(logz=logz, occ=occ.view(shape), exp_acc=exp_acc,
+                     grad=grad.view(shape) if grad is not None else None)
+
+
+def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor, ref_pdf: Tensor,
+                      criterion: str = "mpe", kappa: float = 0.1, boost: float = 0.1,
+                      pdf_class: Tensor | None = None, silence_classes: Tensor | None = None):
+    """MPE / MPFE / sMBR / MMI / bMMI objective and gradient for a batch over its lattices.
+
+    loglikes (B, T, P) scaled log-likelihoods; ref_pdf (B, T) reference alignment (the numerator
+    of MMI, the reference of the frame accuracies; MPE's segment accuracies are in the lattices);
+    pdf_class (P,) phone class of every pdf (MPFE / bMMI matching); silence_classes: reference
+    frames of these classes count 0 in the frame criteria. Returns ``asr.seqtrain.fb.SeqObjective``
+    (no_num_path is all False: a lattice need not contain the reference).
+    """
+    from asr.seqtrain.fb import SeqObjective
+
+    if criterion not in ("mpe", "mpfe", "smbr", "mmi", "bmmi"):
+        raise ValueError(f"unknown criterion {criterion!r} (mpe|mpfe|smbr|mmi|bmmi)")
+    b, t_max, p = loglikes.shape
+    sc = kappa * loglikes.detach().double()
+    ref = ref_pdf.long()
+
+    def frame_acc(k: int, la: DenLattice, kind: str) -> Tensor:
+        t, pdf = la.frame.long(), la.pdf.long()
+        r = ref[k, t]
+        if kind == "smbr":
+            a = pdf == r
+        else:
+            if pdf_class is None:
+                raise ValueError(f"criterion {kind} needs the pdf -> phone class map")
+            a = pdf_class[pdf] == pdf_class[r]
+        if silence_classes is not None and silence_classes.numel() and pdf_class is not None:
+            a = a & ~torch.isin(pdf_class[r], silence_classes)
+        return a.double()
+
+    tmask = (torch.arange(t_max).view(1, -1) < lengths.view(-1, 1))
+    if criterion in ("mmi", "bmmi"):
+        bst = [boost * frame_acc(k, la, "mpfe") for k, la in enumerate(lats)] if criterion == "bmmi" else None
+        den = lattice_forward_backward(lats, sc, boost=bst)
+        num_occ = torch.zeros(b, t_max, p, dtype=torch.float64).scatter_(2, ref.unsqueeze(-1), 1.0) * tmask.unsqueeze(-1)
+        num_logz = (sc.gather(2, ref.unsqueeze(-1)).squeeze(-1) * tmask).sum(1)
+        obj = num_logz - den.logz
+        grad = (num_occ - den.occ) * kappa
+    else:
+        if criterion == "mpe":
+            accs = [la.seg_acc for la in lats]
+            facc = [la.final_acc for la in lats]
+        else:
+            accs = [frame_acc(k, la, criterion) for k, la in enumerate(lats)]
+            facc = None
+        den = lattice_forward_backward(lats, sc, arc_acc=accs, final_acc=facc)
+        num_logz = torch.full((b,), float("nan"), dtype=torch.float64)
+        obj = den.exp_acc
+        grad = den.grad * kappa
+    bad = ~torch.isfinite(den.logz)
+    obj = torch.where(bad, torch.zeros_like(obj), obj)
+    return SeqObjective(objective=obj, grad=(grad * (~bad).view(b, 1, 1)).float(), no_num_path=bad,
+                        den_logz=den.logz, num_logz=num_logz)
