@@ -19,7 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lt.add_argument("--beam", type=float, default=13.0)
     lt.add_argument("--lattice-beam", type=float, default=6.0)
     lt.add_argument("--nj", type=int, default=1)
+    lt.add_argument("--no-segments", action="store_true",
+                    help="skip the segment expansion (smaller lattices; MMI / bMMI / frame criteria only)")
     lt.set_defaults(func=_lattices)
+    gt = sub.add_parser("gmm-train", help="(boosted) MMI of a GMM system by extended Baum-Welch over its lattices")
+    gt.add_argument("--criterion", choices=("bmmi", "mmi"), default="bmmi")
+    gt.add_argument("--model", required=True, help="GMM system dir (exp/tri3)")
+    gt.add_argument("--data", required=True, help="training data dir (MFCC)")
+    gt.add_argument("--lattices", required=True, help="lattice dir from `asr seq lattices --model <this system>`")
+    gt.add_argument("--out", required=True)
+    gt.add_argument("--iters", type=int, default=4)
+    gt.add_argument("--kappa", type=float, default=0.1, help="acoustic scale")
+    gt.add_argument("--boost", type=float, default=0.1, help="b of boosted MMI")
+    gt.add_argument("--E", type=float, default=2.0, help="EBW constant: D >= E x denominator occupancy")
+    gt.add_argument("--tau", type=float, default=400.0, help="I-smoothing points towards the current model")
+    gt.set_defaults(func=_gmm_train)
     t = sub.add_parser("train", help="train from a CE model (lattice or lattice-free denominator)")
     t.add_argument("--criterion", choices=("mpe", "mpfe", "smbr", "mmi", "bmmi"), default="mpe",
                    help="mpe: Povey & Woodland approximate phone accuracy (needs --den lattice); mpfe: its "
@@ -77,8 +91,22 @@ def _lattices(args: argparse.Namespace) -> int:
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
-    cfg = DenLatConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam)
+    cfg = DenLatConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam, segments=not args.no_segments)
     make_den_lattices(args.model, args.graph, args.data, args.ali, args.out, cfg, nj=args.nj,
                       log=StageLog(args.out, "lattices"))
     mark_done(args.out, {"cmd": "seq lattices", **vars_cfg(args)})
+    return 0
+
+
+def _gmm_train(args: argparse.Namespace) -> int:
+    from asr.cli.dnn import StageLog, vars_cfg
+    from asr.jobs.stage import clear_done, mark_done
+    from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    clear_done(args.out)
+    cfg = GmmSeqConfig(criterion=args.criterion, iters=args.iters, kappa=args.kappa, boost=args.boost, E=args.E,
+                       tau=args.tau)
+    run_gmm_seq_train(args.model, args.data, args.lattices, args.out, cfg, StageLog(args.out, "train"))
+    mark_done(args.out, {"cmd": "seq gmm-train", **vars_cfg(args)})
     return 0

@@ -20,6 +20,7 @@ SYSTEMS: list[tuple[str, str, str]] = [
     ("tri1", "CD-GMM-HMM tri1: deltas (ML)", "gmm"),
     ("tri2", "CD-GMM-HMM tri2: LDA+MLLT (ML)", "gmm"),
     ("tri3", "CD-GMM-HMM tri3: LDA+MLLT+SAT (ML)", "gmm"),
+    ("tri3_bmmi", "CD-GMM-HMM tri3 + boosted MMI (EBW)", "gmm_seq"),
     ("dnn_rand", "CD-DNN-HMM, random init (ML / frame CE)", "dnn"),
     ("dnn", "CD-DNN-HMM, DBN-pretrained (ML / frame CE)", "dnn"),
     ("dnn_mpe", "CD-DNN-HMM (MPE)", "seq"),

@@ -35,6 +35,7 @@ class DenLatConfig:
     beam: float = 13.0
     lattice_beam: float = 6.0
     utts_per_job: int = 100
+    segments: bool = True       # segment expansion (arc-level MPE); False: frame criteria / MMI only
 
 
 def phone_classes(num_phones: int) -> Tensor:
@@ -52,18 +53,16 @@ def phone_classes(num_phones: int) -> Tensor:
 
 def _job(args: tuple) -> dict:
     """Lattices of one job's utterances -> ``lat.<k>.pt``; returns counts and failures."""
-    (k, utts, model_path, data_dir, graph_dir, loop_fst, num_pdfs, alis, pdf2phone, pdf2state,
-     classes, cfg, out) = args
+    (k, utts, scorer, graph_dir, loop_fst, num_pdfs, alis, pdf2phone, pdf2state, classes, cfg, out) = args
     from asr.decode.decoder import DecodeConfig, Graph, lattice_one
     from asr.decode.lattice import lattice_to_arrays
-    from asr.nnet.io import loglike_job
 
     graph = Graph(graph_dir, fst=loop_fst, num_pdfs=2 * num_pdfs)
     dcfg = DecodeConfig(acwt=cfg.acwt, beam=cfg.beam, lattice_beam=cfg.lattice_beam)
     lats: dict[str, dict] = {}
     failed: dict[str, str] = {}
     raw_arcs = 0
-    for utt, ll in loglike_job(model_path, data_dir, utts):
+    for utt, ll in scorer(utts):
         ref = alis[utt]
         if ref.numel() != ll.shape[0]:
             failed[utt] = f"alignment has {ref.numel()} frames, features {ll.shape[0]}"
@@ -77,7 +76,8 @@ def _job(args: tuple) -> dict:
         try:
             la = lattice_to_arrays(lat)
             raw_arcs += la.src.numel()
-            lats[utt] = expand_lattice(la, num_pdfs, pdf2phone, pdf2state, ref, classes).to_dict()
+            lats[utt] = expand_lattice(la, num_pdfs, pdf2phone, pdf2state, ref, classes,
+                                       segments=cfg.segments).to_dict()
         except ValueError as e:
             failed[utt] = str(e)
     path = Path(out) / f"lat.{k}.pt"
@@ -94,15 +94,33 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
                       log: Callable[[str], None] = print) -> dict:
     """Write ``out_dir/lat.<k>.pt`` (utt -> ``DenLattice`` fields) for every utterance of
     ``data_dir`` with an alignment in ``ali_dir`` (a GMM exp dir: ``ali_pdf.ark`` + tree), and
-    ``out_dir/stats.json``. Resumes finished jobs of an identical earlier run."""
+    ``out_dir/stats.json``. Resumes finished jobs of an identical earlier run.
+
+    ``model_dir``: a hybrid DNN (``asr dnn train``) scoring ``data_dir``'s features, or a GMM
+    system (``asr gmm ...``) scoring ``data_dir``'s MFCCs through its pipeline, with the training
+    speakers' fMLLR transforms of ``model_dir/trans.pt`` when it is a SAT system."""
+    import functools
+
     from asr.gmm.stages import load_system
     from asr.jobs.executor import map_jobs
     from asr.nnet.io import read_alignments
-    from asr.nnet.model import load_model
 
     out = Path(out_dir)
     model_path = Path(model_dir) / "final.pt" if Path(model_dir).is_dir() else Path(model_dir)
-    num_pdfs = load_model(model_path).cfg.num_pdfs
+    if "gmm" in torch.load(model_path, map_location="cpu", weights_only=False):
+        from asr.gmm.decode import gmm_loglike_job
+
+        gsys = load_system(model_path.parent)
+        num_pdfs = gsys.num_pdfs
+        fm = model_path.parent / "trans.pt"
+        scorer = functools.partial(gmm_loglike_job, model_dir=str(model_path.parent), data_dir=str(data_dir),
+                                   fmllr_path=str(fm) if fm.is_file() else None)
+    else:
+        from asr.nnet.io import loglike_job
+        from asr.nnet.model import load_model
+
+        num_pdfs = load_model(model_path).cfg.num_pdfs
+        scorer = functools.partial(loglike_job, str(model_path), str(data_dir))
     sys_ = load_system(ali_dir)
     if sys_.num_pdfs != num_pdfs:
         raise ValueError(f"model {model_path} has {num_pdfs} pdfs, the tree of {ali_dir} {sys_.num_pdfs}")
@@ -133,7 +151,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
         loop_marked_graph(hclg, loop_fst, num_pdfs)
     classes = phone_classes(sys_.ctx.num_phones)
     chunks = [utts[i:i + cfg.utts_per_job] for i in range(0, len(utts), cfg.utts_per_job)]
-    jobs = [(k, c, str(model_path), str(data_dir), str(graph_dir), str(loop_fst), num_pdfs,
+    jobs = [(k, c, scorer, str(graph_dir), str(loop_fst), num_pdfs,
              {u: alis[u] for u in c}, sys_.ctx.pdf2phone, sys_.ctx.pdf2state, classes, cfg, str(out))
             for k, c in enumerate(chunks) if not (out / f"lat.{k}.pt").is_file()]
     if len(jobs) < len(chunks):

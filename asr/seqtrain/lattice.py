@@ -149,13 +149,15 @@ def _out_arcs(nodes: Tensor, first: Tensor, counts: Tensor, order: Tensor) -> tu
 
 
 def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref_pdf: Tensor,
-                   phone_class: Tensor | None = None, ignore_classes: Tensor | None = None) -> DenLattice:
+                   phone_class: Tensor | None = None, ignore_classes: Tensor | None = None,
+                   segments: bool = True) -> DenLattice:
     """Segment-expanded ``DenLattice`` of a loop-marked state-level lattice.
 
     lat: ``asr.decode.lattice.LatticeArrays`` decoded over ``loop_marked_graph`` (pdf ids in
     [0, 2P), −1 = ε); ref_pdf: (T,) reference pdf alignment (for the segment accuracies);
     phone_class: (num_phones+1,) class of each phone id for matching (e.g. the 48→39 folding;
-    default identity); ignore_classes: see ``approx_phone_accuracy``.
+    default identity); ignore_classes: see ``approx_phone_accuracy``. ``segments=False`` skips
+    the node splitting (an ε-free lattice for the frame criteria and MMI; ``seg_acc`` = 0).
     """
     from asr.seqtrain.graph import remove_epsilons
 
@@ -194,6 +196,9 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
         new_s = torch.where(starts, torch.full_like(ps, t), ps)
         new_ph = torch.where(starts, pdf2phone[pdf], pph)
         closes = starts & (ps >= 0)
+        if not segments:
+            new_s, new_ph = torch.zeros_like(new_s), torch.zeros_like(new_ph)
+            closes = torch.zeros_like(closes)
         key = (g.dst[arc] * (t_len + 1) + new_s) * n_ph + new_ph
         uk, inv = torch.unique(key, return_inverse=True)
         parts["frame"].append(torch.full_like(arc, t))
@@ -222,6 +227,8 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     final[last] = g.final[cur_node]
     final_acc[last] = approx_phone_accuracy(cls[cur_ph], cur_s, torch.full_like(cur_s, t_len - 1), rs, re, rc,
                                             ignore_classes)
+    if not segments:
+        final_acc.zero_()
     if not bool(torch.isfinite(final).any()):
         raise ValueError("lattice has no final node at its last frame")
     return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=arcs["frame"].int(), src=arcs["src"].int(),
@@ -326,6 +333,24 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
                      grad=grad.view(shape) if grad is not None else None)
 
 
+def lattice_frame_accuracy(la: DenLattice, ref_pdf: Tensor, kind: str, pdf_class: Tensor | None = None,
+                           silence_classes: Tensor | None = None) -> Tensor:
+    """Per-arc frame accuracy (A,) float64 against the reference pdf alignment ``ref_pdf (≥T,)``:
+    ``smbr`` pdf match, ``mpfe`` phone-class match (``pdf_class (P,)``; also bMMI's boosting);
+    reference frames of ``silence_classes`` count 0."""
+    t, pdf = la.frame.long(), la.pdf.long()
+    r = ref_pdf.long()[t]
+    if kind == "smbr":
+        a = pdf == r
+    else:
+        if pdf_class is None:
+            raise ValueError(f"criterion {kind} needs the pdf -> phone class map")
+        a = pdf_class[pdf] == pdf_class[r]
+    if silence_classes is not None and silence_classes.numel() and pdf_class is not None:
+        a = a & ~torch.isin(pdf_class[r], silence_classes)
+    return a.double()
+
+
 def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor, ref_pdf: Tensor,
                       criterion: str = "mpe", kappa: float = 0.1, boost: float = 0.1,
                       pdf_class: Tensor | None = None, silence_classes: Tensor | None = None):
@@ -346,17 +371,7 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
     ref = ref_pdf.long()
 
     def frame_acc(k: int, la: DenLattice, kind: str) -> Tensor:
-        t, pdf = la.frame.long(), la.pdf.long()
-        r = ref[k, t]
-        if kind == "smbr":
-            a = pdf == r
-        else:
-            if pdf_class is None:
-                raise ValueError(f"criterion {kind} needs the pdf -> phone class map")
-            a = pdf_class[pdf] == pdf_class[r]
-        if silence_classes is not None and silence_classes.numel() and pdf_class is not None:
-            a = a & ~torch.isin(pdf_class[r], silence_classes)
-        return a.double()
+        return lattice_frame_accuracy(la, ref[k], kind, pdf_class, silence_classes)
 
     tmask = (torch.arange(t_max).view(1, -1) < lengths.view(-1, 1))
     if criterion in ("mmi", "bmmi"):
