@@ -18,3 +18,6 @@ seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_utts_per_epoch=0
 # chosen on dev (dev PER, CE model 17.16): lr 4 kappa 0.1 2 epochs 16.41; 4 epochs 16.39 (kept 2: half
 # the cost); lr 12 16.52; kappa 0.2 16.45; no CE smoothing (H=0.1 would dominate the smaller MPE gradient)
 seq_epochs=2; seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0
+# GMM baseline discriminative training (stage 15): tri3 + boosted MMI, 4 EBW iterations, boost 0.1;
+# I-smoothing tau chosen on dev (tri3 18.78): tau 400 (Kaldi's) 18.69, 100 18.47, 25 18.85
+gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_tau=100

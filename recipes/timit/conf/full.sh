@@ -13,3 +13,4 @@ dbn_epochs=2
 dnn_max_epochs=20
 seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=2; seq_utts_per_epoch=0
 seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0   # the default corpus's dev choice; retune on this dev set
+gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_tau=400   # Kaldi train_mmi.sh defaults
