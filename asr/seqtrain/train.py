@@ -92,10 +92,12 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
         sil_class = pc[sil] if sil is not None else None
     usable = torch.ones(len(train.utts), dtype=torch.bool)
     if lattices is not None:
-        usable = torch.tensor([u in lattices for u in train.utts], dtype=torch.bool)
+        usable = torch.tensor([u in lattices and lattices[u].num_frames == int(n)
+                               for u, n in zip(train.utts, train.lengths.tolist())], dtype=torch.bool)
         missing = [u for u, ok in zip(train.utts, usable.tolist()) if not ok]
         if missing:
-            log(f"{len(missing)} training utterance(s) have no denominator lattice and are skipped: "
+            log(f"{len(missing)} training utterance(s) have no denominator lattice (or one of another length) "
+                f"and are skipped: "
                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
         if not bool(usable.any()):
             raise ValueError("no training utterance has a denominator lattice")
