@@ -95,7 +95,11 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
         from asr.seqtrain.denlats import load_den_lattices, phone_classes
 
         graph = load_den_lattices(lattice_dir)
-        phone_class = phone_classes(int(tg.pdf2phone.max()))
+        if tg.pdf2phone is not None:
+            phone_class = phone_classes(int(tg.pdf2phone.max()))
+        lat_ali = json.loads((Path(lattice_dir) / "meta.json").read_text()).get("ali")
+        if lat_ali is not None and Path(lat_ali) != Path(tg.source).resolve():
+            log(f"warning: the lattices' MPE accuracies were computed against {lat_ali}, training uses {tg.source}")
         log(f"denominator: lattices of {len(graph)} utterances from {lattice_dir}")
     elif den == "hclg":
         graph = load_den_graph(graph_dir, out / "den_graph.pt", log)
