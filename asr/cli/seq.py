@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("seq", help="sequence training of the hybrid DNN: MPE, sMBR, MMI, boosted MMI")
+    p = subparsers.add_parser("seq", help="sequence training: MPE / MPFE / sMBR / MMI / boosted MMI of the hybrid DNN, "
+                                            "boosted MMI of a GMM system")
     sub = p.add_subparsers(dest="seq_command", metavar="COMMAND")
     lt = sub.add_parser("lattices", help="denominator lattices of the training data from the CE model")
     lt.add_argument("--model", required=True, help="CE model dir (exp/dnn)")

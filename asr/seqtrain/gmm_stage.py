@@ -40,7 +40,7 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
     """Train ``model_dir``'s GMMs by EBW on the lattices of ``lattice_dir`` (made from this system
     by ``asr seq lattices``, whose reference alignment they carry in ``meta.json``); write the
     system to ``out_dir``. Returns the per-iteration history (objective per frame, D, seconds)."""
-    from asr.gmm.stages import load_system
+    from asr.gmm.stages import _atomic_save, load_system
     from asr.nnet.io import read_alignments
     from asr.seqtrain.denlats import load_den_lattices, phone_classes
     from asr.seqtrain.ebw import accumulate_den, ebw_update
@@ -67,6 +67,9 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
     if not utts:
         raise ValueError(f"no usable utterance in {lattice_dir}")
     pdf_class = phone_classes(sys_.ctx.num_phones)[sys_.ctx.pdf2phone]
+    # bMMI's boosting depends only on the lattices and the reference: computed once for all iterations
+    boosts = ({u: cfg.boost * lattice_frame_accuracy(lats[u], alis[u], "mpfe", pdf_class) for u in utts}
+              if cfg.criterion == "bmmi" else None)
     gmm = sys_.gmm
     history: list[dict] = []
     done = 0
@@ -92,9 +95,7 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
             for k, x in enumerate(lls):
                 pad[k, :x.shape[0]] = x
             bl = [lats[u] for u in bu]
-            boost = ([cfg.boost * lattice_frame_accuracy(la, alis[u], "mpfe", pdf_class) for la, u in zip(bl, bu)]
-                     if cfg.criterion == "bmmi" else None)
-            fb = lattice_forward_backward(bl, cfg.kappa * pad, boost=boost)
+            fb = lattice_forward_backward(bl, cfg.kappa * pad, boost=[boosts[u] for u in bu] if boosts else None)
             for k, u in enumerate(bu):
                 x, ref, n = feats[u], alis[u].long(), lls[k].shape[0]
                 if not torch.isfinite(fb.logz[k]):
@@ -109,12 +110,12 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
         history.append(rec)
         log(f"iter {it}: {cfg.criterion} objective/frame {rec['objective_per_frame']:.4f} (before the update), "
             f"mean D {info['mean_D']:.1f}, {rec['seconds']:.1f} s")
-        _save(out / f"iter{it:03d}.pt", {"gmm": gmm.to_dict(), "history": history, "iter": it,
-                                         "config": asdict(cfg), "model": str(Path(model_dir).resolve())})
+        _atomic_save({"gmm": gmm.to_dict(), "history": history, "iter": it, "config": asdict(cfg),
+                      "model": str(Path(model_dir).resolve())}, out / f"iter{it:03d}.pt")
     d = sys_.to_dict()
     d["gmm"] = gmm.to_dict()
     d["stage"] = f"{sys_.stage}_{cfg.criterion}"
-    _save(out / "final.pt", d)
+    _atomic_save(d, out / "final.pt")
     if (Path(model_dir) / "trans.pt").is_file():
         shutil.copyfile(Path(model_dir) / "trans.pt", out / "trans.pt.tmp")
         os.replace(out / "trans.pt.tmp", out / "trans.pt")
@@ -130,8 +131,3 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
     os.replace(tmp, out / "config.json")
     return history
 
-
-def _save(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

@@ -18,23 +18,47 @@ from torch import Tensor
 from asr.seqtrain.fb import DenGraph
 
 
-def _expand_join(left_q: Tensor, arc_src: Tensor, num_states: int) -> tuple[Tensor, Tensor]:
-    """Pairs (i, j) with arc_src[j] == left_q[i], as index tensors (vectorised join)."""
+def csr_index(arc_src: Tensor, num_states: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Arcs grouped by source state: (arc order sorted by source, first position of each state
+    in that order, arc count per state)."""
     order = torch.argsort(arc_src, stable=True)
     counts = torch.bincount(arc_src, minlength=num_states)
-    starts = torch.cumsum(counts, 0) - counts
-    n_per = counts[left_q]
-    li = torch.repeat_interleave(torch.arange(len(left_q)), n_per)
+    return order, torch.cumsum(counts, 0) - counts, counts
+
+
+def out_arcs(nodes: Tensor, first: Tensor, counts: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
+    """(index into ``nodes``, arc id) for every arc leaving each of ``nodes`` (a ``csr_index`` gather)."""
+    n_per = counts[nodes]
+    li = torch.repeat_interleave(torch.arange(nodes.numel()), n_per)
     offs = torch.arange(int(n_per.sum())) - torch.repeat_interleave(torch.cumsum(n_per, 0) - n_per, n_per)
-    return li, order[starts[left_q][li] + offs]
+    return li, order[first[nodes][li] + offs]
+
+
+def group_logsumexp(values: Tensor, keys: Tensor, extra: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Log-sum-exp of ``values`` over equal ``keys``: (unique keys, log sums, and with ``extra``
+    its mean weighted by exp(values) per key, else None). A key whose values are all −inf sums to −inf."""
+    u, inv = torch.unique(keys, return_inverse=True)
+    m = torch.full((u.numel(),), float("-inf"), dtype=values.dtype).scatter_reduce(0, inv, values, "amax")
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = torch.exp(values - m[inv])
+    s = torch.zeros(u.numel(), dtype=values.dtype).index_add_(0, inv, p)
+    mean = None
+    if extra is not None:
+        mean = torch.zeros_like(s).index_add_(0, inv, p * extra) / s.clamp_min(1e-300)
+    return u, torch.log(s) + m, mean
+
+
+def _expand_join(left_q: Tensor, arc_src: Tensor, num_states: int) -> tuple[Tensor, Tensor]:
+    """Pairs (i, j) with arc_src[j] == left_q[i], as index tensors (vectorised join)."""
+    order, first, counts = csr_index(arc_src, num_states)
+    return out_arcs(left_q, first, counts, order)
 
 
 def _merge(keys: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """Log-sum the weights of equal keys: returns (unique keys, merged log weights)."""
-    uk, inv = torch.unique(keys, return_inverse=True)
-    m = torch.full((len(uk),), float("-inf"), dtype=w.dtype).scatter_reduce(0, inv, w, "amax")
-    s = torch.zeros(len(uk), dtype=w.dtype).index_add_(0, inv, torch.exp(w - m[inv]))
-    return uk, torch.log(s) + m
+    uk, lw, _ = group_logsumexp(w, keys)
+    return uk, lw
 
 
 def remove_epsilons(num_states: int, start: int, src: Tensor, dst: Tensor, ilabel: Tensor, weight: Tensor,

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from asr.seqtrain.graph import csr_index, group_logsumexp, out_arcs, remove_epsilons
+
 NEG_INF = float("-inf")
 
 
@@ -140,14 +142,6 @@ def loop_marked_graph(hclg: str | Path, out: str | Path, num_pdfs: int) -> Path:
     return write_fst(f, out)
 
 
-def _out_arcs(nodes: Tensor, first: Tensor, counts: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
-    """(index into ``nodes``, arc id) for every arc leaving each node (CSR over arcs sorted by src)."""
-    n_per = counts[nodes]
-    li = torch.repeat_interleave(torch.arange(nodes.numel()), n_per)
-    offs = torch.arange(int(n_per.sum())) - torch.repeat_interleave(torch.cumsum(n_per, 0) - n_per, n_per)
-    return li, order[first[nodes][li] + offs]
-
-
 def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref_pdf: Tensor,
                    phone_class: Tensor | None = None, ignore_classes: Tensor | None = None,
                    segments: bool = True) -> DenLattice:
@@ -159,7 +153,6 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     default identity); ignore_classes: see ``approx_phone_accuracy``. ``segments=False`` skips
     the node splitting (an ε-free lattice for the frame criteria and MMI; ``seg_acc`` = 0).
     """
-    from asr.seqtrain.graph import remove_epsilons
 
     t_len = int(lat.num_frames)
     if ref_pdf.numel() != t_len:
@@ -171,9 +164,7 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     if g.num_arcs and int(g.pdf.max()) >= 2 * num_pdfs:
         raise ValueError(f"lattice pdf ids reach {int(g.pdf.max())}, expected < {2 * num_pdfs}")
     n_ph = int(pdf2phone.max()) + 2
-    order = torch.argsort(g.src, stable=True)
-    counts = torch.bincount(g.src, minlength=g.num_states)
-    first = torch.cumsum(counts, 0) - counts
+    order, first, counts = csr_index(g.src, g.num_states)
     cur_node = torch.nonzero(torch.isfinite(g.start)).flatten()
     if cur_node.numel() != 1:
         raise ValueError("lattice must have one start state")
@@ -183,7 +174,7 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     parts: dict[str, list[Tensor]] = {k: [] for k in ("frame", "src", "dst", "pdf", "weight", "close")}
     close_ph, close_s, close_e = [], [], []
     for t in range(t_len):
-        li, arc = _out_arcs(cur_node, first, counts, order)
+        li, arc = out_arcs(cur_node, first, counts, order)
         if arc.numel() == 0:
             raise ValueError(f"lattice has no arcs at frame {t}")
         lab = g.pdf[arc]
@@ -225,10 +216,9 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     final_acc = torch.zeros(n_nodes, dtype=torch.float64)
     last = torch.arange(n_nodes - cur_node.numel(), n_nodes)
     final[last] = g.final[cur_node]
-    final_acc[last] = approx_phone_accuracy(cls[cur_ph], cur_s, torch.full_like(cur_s, t_len - 1), rs, re, rc,
-                                            ignore_classes)
-    if not segments:
-        final_acc.zero_()
+    if segments:
+        final_acc[last] = approx_phone_accuracy(cls[cur_ph], cur_s, torch.full_like(cur_s, t_len - 1), rs, re, rc,
+                                                ignore_classes)
     if not bool(torch.isfinite(final).any()):
         raise ValueError("lattice has no final node at its last frame")
     return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=arcs["frame"].int(), src=arcs["src"].int(),
@@ -248,19 +238,6 @@ class LatticeFB:
     occ: Tensor
     exp_acc: Tensor | None = None
     grad: Tensor | None = None
-
-
-def _lse_into(e: Tensor, idx: Tensor, extra: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Group log-sum-exp of ``e`` by ``idx``: (unique idx, log sums, weighted means of ``extra``)."""
-    u, inv = torch.unique(idx, return_inverse=True)
-    m = torch.full((u.numel(),), NEG_INF, dtype=e.dtype).scatter_reduce(0, inv, e, "amax")
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    p = torch.exp(e - m[inv])
-    s = torch.zeros(u.numel(), dtype=e.dtype).index_add_(0, inv, p)
-    mean = None
-    if extra is not None:
-        mean = torch.zeros_like(s).index_add_(0, inv, p * extra) / s.clamp_min(1e-300)
-    return u, torch.log(s) + m, mean
 
 
 def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: list[Tensor] | None = None,
@@ -297,7 +274,8 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
         a = order[bounds[t]:bounds[t + 1]]
         if a.numel() == 0:
             continue
-        u, v, mean = _lse_into(alpha[src[a]] + s[a], dst[a], aacc[src[a]] + acc[a] if acc is not None else None)
+        u, v, mean = group_logsumexp(alpha[src[a]] + s[a], dst[a],
+                                     aacc[src[a]] + acc[a] if acc is not None else None)
         alpha[u] = v
         if acc is not None:
             aacc[u] = mean
@@ -324,7 +302,7 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
         if acc is not None:
             c = aacc[sa] + acc[a] + bacc[da]
             grad.index_add_(0, flat[a], gam * (c - exp_acc[utt[a]]))
-        u, v, mean = _lse_into(e, sa, acc[a] + bacc[da] if acc is not None else None)
+        u, v, mean = group_logsumexp(e, sa, acc[a] + bacc[da] if acc is not None else None)
         beta[u] = v
         if acc is not None:
             bacc[u] = mean
@@ -370,12 +348,10 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
     sc = kappa * loglikes.detach().double()
     ref = ref_pdf.long()
 
-    def frame_acc(k: int, la: DenLattice, kind: str) -> Tensor:
-        return lattice_frame_accuracy(la, ref[k], kind, pdf_class, silence_classes)
-
     tmask = (torch.arange(t_max).view(1, -1) < lengths.view(-1, 1))
     if criterion in ("mmi", "bmmi"):
-        bst = [boost * frame_acc(k, la, "mpfe") for k, la in enumerate(lats)] if criterion == "bmmi" else None
+        bst = [boost * lattice_frame_accuracy(la, ref[k], "mpfe", pdf_class, silence_classes)
+               for k, la in enumerate(lats)] if criterion == "bmmi" else None
         den = lattice_forward_backward(lats, sc, boost=bst)
         num_occ = torch.zeros(b, t_max, p, dtype=torch.float64).scatter_(2, ref.unsqueeze(-1), 1.0) * tmask.unsqueeze(-1)
         num_logz = (sc.gather(2, ref.unsqueeze(-1)).squeeze(-1) * tmask).sum(1)
@@ -386,7 +362,8 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
             accs = [la.seg_acc for la in lats]
             facc = [la.final_acc for la in lats]
         else:
-            accs = [frame_acc(k, la, criterion) for k, la in enumerate(lats)]
+            accs = [lattice_frame_accuracy(la, ref[k], criterion, pdf_class, silence_classes)
+                    for k, la in enumerate(lats)]
             facc = None
         den = lattice_forward_backward(lats, sc, arc_acc=accs, final_acc=facc)
         num_logz = torch.full((b,), float("nan"), dtype=torch.float64)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from asr.nnet.frames import FrameData, build_frame_data
+from asr.nnet.frames import FrameData
 from asr.nnet.model import HybridDNN, save_model
 from asr.nnet.train import frame_accuracy
 from asr.seqtrain.fb import DenGraph, sequence_objective
