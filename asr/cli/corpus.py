@@ -20,6 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="speakers train/dev/test: " + ", ".join(
                        f"{k}={v.train}/{v.dev}/{v.test}" for k, v in SIZES.items()))
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--speakers", metavar="TRAIN/DEV/TEST", default=None,
+                   help="speaker counts overriding --size, e.g. 60/12/24 (dev <= 50, test <= 24)")
+    s.add_argument("--engines", default=None,
+                   help="comma-separated TTS engines to draw voices from (espeak,flite,festival); default all")
     s.add_argument("--nj", type=int, default=2, help="parallel jobs (processes)")
     s.set_defaults(func=_synth)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
@@ -31,7 +35,17 @@ def _synth(args: argparse.Namespace) -> int:
     if args.nj < 1:
         raise ValueError("--nj must be >= 1")
     t0 = time.time()
-    facts = generate_corpus(args.out_dir, SynthConfig(size=args.size, seed=args.seed), nj=args.nj)
+    from asr.corpus.synth.config import CorpusSize
+
+    speakers = None
+    if args.speakers:
+        try:
+            speakers = CorpusSize(*(int(n) for n in args.speakers.split("/")))
+        except (TypeError, ValueError):
+            raise ValueError(f"--speakers {args.speakers!r}: expected TRAIN/DEV/TEST, e.g. 60/12/24") from None
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) if args.engines else None
+    cfg = SynthConfig(size=args.size, seed=args.seed, speakers=speakers, engines=engines)
+    facts = generate_corpus(args.out_dir, cfg, nj=args.nj)
     facts["wall_seconds"] = round(time.time() - t0, 1)
     facts["hours"] = round(float(facts["seconds"]) / 3600, 3)  # type: ignore[arg-type]
     print(json.dumps(facts, indent=1))

@@ -57,9 +57,18 @@ class SynthConfig:
     size: str = "default"
     seed: int = 0
     difficulty: Difficulty = field(default_factory=Difficulty)
+    speakers: CorpusSize | None = None
+    """Speaker counts overriding those of ``size`` (e.g. 60/12/24 for a 0.5 h corpus)."""
+    engines: tuple[str, ...] | None = None
+    """Only voices of these engines (``espeak``, ``flite``, ``festival``); None: all."""
 
     @property
     def counts(self) -> CorpusSize:
+        if self.speakers is not None:
+            c = self.speakers
+            if min(c.train, c.dev, c.test) < 1:
+                raise ValueError(f"speaker counts must be >= 1, got {c.train}/{c.dev}/{c.test}")
+            return c
         if self.size not in SIZES:
             raise ValueError(f"unknown corpus size {self.size!r}; choose from {', '.join(SIZES)}")
         return SIZES[self.size]

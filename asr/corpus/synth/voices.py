@@ -135,11 +135,18 @@ def make_speakers(cfg: SynthConfig) -> dict[str, list[Speaker]]:
     counts = cfg.counts
     d = cfg.difficulty
     voices = load_voices()
+    if cfg.engines is not None:
+        unknown = sorted(set(cfg.engines) - {v.engine for v in voices})
+        if unknown:
+            raise ValueError(f"unknown TTS engine(s) {unknown}; choose from "
+                             f"{sorted({v.engine for v in voices})}")
+        voices = [v for v in voices if v.engine in cfg.engines]
     train_voices = [v for v in voices if v.use == "train"]
     test_voices = [v for v in voices if v.use == "test"]
     dev_all, test_all = load_speaker_list("dev_spk.list"), load_speaker_list("core_test_spk.list")
     if counts.dev > len(dev_all) or counts.test > len(test_all):
-        raise ValueError(f"size {cfg.size!r} asks for more dev/test speakers than the lists hold")
+        raise ValueError(f"{counts.dev} dev / {counts.test} test speakers asked for; the TIMIT lists "
+                         f"hold {len(dev_all)} / {len(test_all)}")
     g = torch.Generator().manual_seed(cfg.seed)
     taken = set(dev_all) | set(test_all)
     letters = "abcdefghijklmnopqrstuvwxyz"
