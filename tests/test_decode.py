@@ -3,6 +3,7 @@ lattice arrays checked against a direct dynamic programme, decode_and_score file
 from __future__ import annotations
 
 import functools
+import math
 
 import kaldifst
 import pytest
@@ -198,3 +199,81 @@ def test_lattice_retries_with_wider_beam(graph):
     with pytest.warns(UserWarning, match="no final state reached"):
         lat = lattice_one(g, "cut", ll, DecodeConfig(beam=2.0, retry_beam=3.0))
     assert lat is not None and lattice_to_arrays(lat).num_frames == frames.numel()
+
+
+def _posteriors_by_loops(la, acwt):
+    """Reference forward-backward: plain loops over the (topologically sorted) states."""
+    cost = (la.graph_cost + acwt * la.acoustic_cost).tolist()
+    src, dst, pdf = la.src.tolist(), la.dst.tolist(), la.pdf.tolist()
+    n = la.num_states
+
+    def lae(a, b):  # log(exp a + exp b) in double precision
+        if a == -math.inf:
+            return b
+        if b == -math.inf:
+            return a
+        m = max(a, b)
+        return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+    alpha = [-math.inf] * n
+    alpha[0] = 0.0
+    for a in sorted(range(len(src)), key=lambda a: src[a]):
+        alpha[dst[a]] = lae(alpha[dst[a]], alpha[src[a]] - cost[a])
+    beta = [-f if math.isfinite(f) else -math.inf for f in la.final.tolist()]
+    for a in sorted(range(len(src)), key=lambda a: -dst[a]):
+        beta[src[a]] = lae(beta[src[a]], beta[dst[a]] - cost[a])
+    post = torch.zeros(la.num_frames, int(la.pdf.max()) + 1, dtype=torch.float64)
+    for a in range(len(src)):
+        if pdf[a] >= 0:
+            post[int(la.frame[src[a]]), pdf[a]] += math.exp(alpha[src[a]] - cost[a] + beta[dst[a]] - beta[0])
+    return post, beta[0]
+
+
+def _posteriors_by_paths(la, acwt):
+    """Reference by enumerating every path (small lattices only)."""
+    cost = (la.graph_cost + acwt * la.acoustic_cost).tolist()
+    src, dst, pdf, final = la.src.tolist(), la.dst.tolist(), la.pdf.tolist(), la.final.tolist()
+    out = {}
+    for a, s in enumerate(src):
+        out.setdefault(s, []).append(a)
+    paths = []
+
+    def walk(state, w, labels):
+        if math.isfinite(final[state]):
+            paths.append((w - final[state], labels))
+        for a in out.get(state, []):
+            walk(dst[a], w - cost[a], labels + [pdf[a]] if pdf[a] >= 0 else labels)
+
+    walk(0, 0.0, [])
+    lw = torch.tensor([w for w, _ in paths], dtype=torch.float64)
+    p = torch.softmax(lw, 0)
+    post = torch.zeros(la.num_frames, int(la.pdf.max()) + 1, dtype=torch.float64)
+    for k, (_, labels) in enumerate(paths):
+        assert len(labels) == la.num_frames
+        post[torch.arange(la.num_frames), torch.tensor(labels)] += p[k]
+    return post, len(paths)
+
+
+def test_lattice_pdf_posteriors_equal_reference_forward_backward(graph):
+    """Frame-level pdf posteriors (lattice-to-post) of real lattices equal a plain per-state
+    forward-backward, and, on a lattice small enough (thousands of paths), the posteriors from
+    enumerating every path; at two acoustic scales; each frame's posteriors sum to one."""
+    from asr.decode.posteriors import lattice_pdf_posteriors
+
+    gdir, topo, ctx = graph
+    lls = {u: x * 0.5 for u, x in _loglikes(topo, ctx, seed=10).items()}
+    lats = make_lattices(gdir, lls, DecodeConfig(acwt=0.1, lattice_beam=3.0))
+    for u, la in lats.items():
+        for acwt in (0.1, 1.0 / 12):
+            fr, pd, post, total = lattice_pdf_posteriors(la, acwt)
+            got = torch.zeros(la.num_frames, int(la.pdf.max()) + 1, dtype=torch.float64)
+            got[fr, pd] = post
+            ref, ref_total = _posteriors_by_loops(la, acwt)
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
+            assert total == pytest.approx(ref_total, rel=1e-12)
+            torch.testing.assert_close(got.sum(1), torch.ones(la.num_frames, dtype=torch.float64))
+            assert int((got > 1e-6).sum()) > la.num_frames  # competing hypotheses present
+            if u == "u3":
+                by_paths, n_paths = _posteriors_by_paths(la, acwt)
+                assert 100 < n_paths < 20_000
+                torch.testing.assert_close(got, by_paths, rtol=1e-9, atol=1e-12)

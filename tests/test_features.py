@@ -17,6 +17,7 @@ from asr.features import (
     splice,
 )
 from asr.features.io import kaldi_io
+from asr.features.compute import dither_seed
 
 SR = 16000
 
@@ -62,7 +63,7 @@ SPEC = {
 def test_compute_features_match_torchaudio_kaldi():
     x = torch.from_numpy(_wave(3, 0.52).astype(np.float32))
     mf = compute_features(x, SR, "mfcc")
-    ref = tk.mfcc(x[None], sample_frequency=SR, num_ceps=13, num_mel_bins=23, use_energy=True,
+    ref = tk.mfcc(x[None], sample_frequency=SR, num_ceps=13, num_mel_bins=23, use_energy=False,
                   dither=0.0, frame_length=25.0, frame_shift=10.0)
     assert mf.shape == (1 + (x.numel() - 400) // 160, 13)
     torch.testing.assert_close(mf, ref, rtol=0, atol=0)
@@ -70,10 +71,25 @@ def test_compute_features_match_torchaudio_kaldi():
     ref = tk.fbank(x[None], sample_frequency=SR, num_mel_bins=40, dither=0.0)
     assert fb.shape == (mf.shape[0], 40)
     torch.testing.assert_close(fb, ref, rtol=0, atol=0)
-    # MFCC C0 is the log frame energy (Kaldi use-energy=true), not a cepstrum.
-    assert not torch.allclose(mf[:, 0], tk.mfcc(x[None], sample_frequency=SR, dither=0.0)[:, 0])
+    # MFCC C0 is the zeroth cepstrum (Kaldi TIMIT --use-energy=false), not the log frame energy.
+    assert not torch.allclose(mf[:, 0], tk.mfcc(x[None], sample_frequency=SR, dither=0.0, use_energy=True)[:, 0])
     # Integer input is read on the same scale.
     torch.testing.assert_close(compute_features(torch.from_numpy(_wave(3, 0.52)), SR, "mfcc"), mf)
+
+
+def test_dither_is_seeded_and_removes_digital_silence():
+    x = torch.from_numpy(_wave(3, 0.52).astype(np.float32))
+    x[2000:6000] = 0.0                                   # digital silence
+    plain = compute_features(x, SR, "mfcc")
+    a, b = compute_features(x, SR, "mfcc", seed=7), compute_features(x, SR, "mfcc", seed=7)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)     # same seed: bit for bit
+    assert not torch.equal(a, compute_features(x, SR, "mfcc", seed=8))
+    sil = slice(14, 30)                                   # frames inside the silent stretch
+    assert plain[sil].std(0).max() < 1e-4                 # without dither: constant log(eps) frames
+    assert bool(torch.isfinite(a).all()) and float(a[sil].std(0).min()) > 0.05
+    # away from the silence, dither of 1 sample unit barely changes the features
+    assert float((a[40:] - plain[40:]).abs().mean()) < 0.05 * float(plain[40:].abs().mean())
+    assert dither_seed("fabc0_sa1") == dither_seed("fabc0_sa1") != dither_seed("fabc0_sa2")
 
 
 def test_compute_features_rejects_short_and_bad_type():
@@ -93,7 +109,7 @@ def test_make_feats_round_trip_kaldi_io_and_kaldiio(tmp_path, feat_type):
     assert meta["type"] == feat_type and meta["dim"] == dim and meta["frame_shift_ms"] == 10
     assert meta["num_utts"] == 5 and meta["num_speakers"] == 3
     assert not list(d.rglob("*.tmp"))
-    expected = {u: compute_features(torch.from_numpy(a.astype(np.float32)), SR, feat_type)
+    expected = {u: compute_features(torch.from_numpy(a.astype(np.float32)), SR, feat_type, seed=dither_seed(u))
                 for u, a in audio.items()}
     # feats.scp is sorted and both readers agree with direct computation.
     keys = [ln.split()[0] for ln in (d / "feats.scp").read_text().splitlines()]

@@ -262,3 +262,66 @@ def test_mllt_step_raises_the_likelihood_of_correlated_data():
     y = x @ A.T
     after = state.gmm.gauss_posteriors(y, pdfs)[2].mean() + torch.linalg.slogdet(A.double())[1]
     assert after > before + 0.3
+
+
+def _distorted_speaker(seed: int = 5, D: int = 4, P: int = 6, utts: int = 3):
+    from asr.gmm.model import DiagGmmSet
+
+    g = torch.Generator().manual_seed(seed)
+    gmm = DiagGmmSet(3 * torch.randn(P, D, generator=g), 0.2 + torch.rand(P, D, generator=g),
+                     torch.zeros(P), torch.arange(P), P)
+    pdfs = {f"a_u{i}": torch.randint(0, P, (400,), generator=g) for i in range(utts)}
+    clean = {u: gmm.means[p] + gmm.vars[p].sqrt() * torch.randn(p.numel(), D, generator=g) for u, p in pdfs.items()}
+    A = torch.eye(D) + 0.2 * torch.randn(D, D, generator=g)
+    b = torch.randn(D, generator=g)
+    return gmm, pdfs, {u: x @ A.T + b for u, x in clean.items()}
+
+
+def test_fmllr_two_pass_equals_one_pass_when_the_first_pass_is_exact():
+    """decode_fmllr's estimate from soft posteriors, with posteriors that are exactly the true
+    alignment, equals the one-pass (training-style) estimate from that alignment; a second pass on
+    the adapted features then finds (almost) the identity, so the composed transform is unchanged.
+    Silence frames are weighted in both the same way."""
+    from asr.gmm.fmllr_decode import compose_fmllr, speaker_fmllr_from_posteriors
+    from asr.gmm.stages import estimate_speaker_fmllr
+    from asr.transforms import apply_fmllr, identity_fmllr
+
+    gmm, pdfs, dist = _distorted_speaker()
+    sil_pdf = torch.zeros(gmm.num_pdfs, dtype=torch.bool)
+    sil_pdf[0] = True
+    utts = sorted(pdfs)
+    weights = {u: torch.where(pdfs[u] == 0, 0.01, 1.0).double() for u in utts}
+    one = estimate_speaker_fmllr(gmm, dist, pdfs, {u: "a" for u in utts}, iters=30, min_count=0.0,
+                                 frame_weights=weights)["a"]
+    posts = [(torch.arange(pdfs[u].numel()), pdfs[u], torch.ones(pdfs[u].numel(), dtype=torch.float64)) for u in utts]
+    w1 = speaker_fmllr_from_posteriors(gmm, gmm, [dist[u] for u in utts], posts, sil_pdf, 0.01, 30, 0.0)
+    torch.testing.assert_close(w1, one, rtol=1e-4, atol=1e-4)
+    adapted = [apply_fmllr(dist[u], w1) for u in utts]
+    w2 = speaker_fmllr_from_posteriors(gmm, gmm, adapted, posts, sil_pdf, 0.01, 30, 0.0)
+    torch.testing.assert_close(w2, identity_fmllr(gmm.dim).float(), rtol=0, atol=2e-3)
+    torch.testing.assert_close(compose_fmllr(w2, w1), one, rtol=0, atol=5e-3)
+    # composition is function composition
+    x = dist[utts[0]]
+    torch.testing.assert_close(apply_fmllr(x, compose_fmllr(w2, w1)), apply_fmllr(apply_fmllr(x, w1), w2),
+                               rtol=1e-4, atol=1e-4)
+    # too little data: no estimate (the caller keeps the identity and names the speaker)
+    assert speaker_fmllr_from_posteriors(gmm, gmm, [dist[u] for u in utts], posts, sil_pdf, 0.01, 5, 1e9) is None
+
+
+def test_speaker_fmllr_silence_weight_and_skipped_speakers():
+    """Frames weighted 0 do not count (a speaker with only such frames keeps its transform and
+    is reported), and silence-weighted estimation differs from the unweighted one."""
+    from asr.gmm.stages import estimate_speaker_fmllr
+
+    gmm, pdfs, dist = _distorted_speaker(seed=6)
+    utts = sorted(pdfs)
+    spk = {u: ("a" if u != utts[-1] else "b") for u in utts}
+    zero_b = {u: (torch.zeros(400) if spk[u] == "b" else torch.ones(400)).double() for u in utts}
+    skipped: list[str] = []
+    fm = estimate_speaker_fmllr(gmm, dist, pdfs, spk, iters=5, min_count=50.0, frame_weights=zero_b,
+                                skipped=skipped)
+    assert skipped == ["b"] and torch.equal(fm["b"][:, :-1], torch.eye(gmm.dim))
+    sil = {u: torch.where(pdfs[u] < 3, 0.0, 1.0).double() for u in utts}
+    a = estimate_speaker_fmllr(gmm, dist, pdfs, spk, iters=5, min_count=0.0, frame_weights=sil)["a"]
+    b = estimate_speaker_fmllr(gmm, dist, pdfs, spk, iters=5, min_count=0.0)["a"]
+    assert not torch.allclose(a, b, atol=1e-3)

@@ -8,10 +8,20 @@ import torch
 
 from asr.hmm import Topology, chain_phones, chain_states
 from asr.hmm.align import equal_align
-from asr.hmm.tree import (accumulate_tree_stats, frame_contexts, gaussian_loglik, grow_tree,
-                          make_questions, build_tree)
+from asr.hmm.tree import (LEFT, RIGHT, STATE, accumulate_tree_stats, build_tree, frame_contexts,
+                          gaussian_loglik, grow_tree, make_questions, state_questions)
 
 P = 6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tree building is many small matrix products: one thread, as the GMM stages run it
+    (several threads on a shared 2-core machine are ~40x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _synthetic(seed: int = 0, n_utts: int = 60, right_matters: bool = True):
@@ -79,87 +89,173 @@ def test_questions_partition_and_silence():
     assert len(qs) == len(set(qs))
 
 
-def test_tree_splits_on_right_context_and_gains_add_up():
+def _leaf_objf(cd, stats):
+    """Total single-Gaussian log-likelihood of the statistics pooled by the pdfs of a table."""
+    key = stats.keys
+    pdf = cd.table[key[:, 0], key[:, 1], key[:, 2], key[:, 3]]
+    n = torch.zeros(cd.num_pdfs, dtype=torch.float64).index_add_(0, pdf, stats.count)
+    s = torch.zeros(cd.num_pdfs, stats.dim, dtype=torch.float64).index_add_(0, pdf, stats.sum)
+    ss = torch.zeros(cd.num_pdfs, stats.dim, dtype=torch.float64).index_add_(0, pdf, stats.sumsq)
+    return float(gaussian_loglik(n, s, ss).sum())
+
+
+def test_tree_splits_on_right_context_shared_root_and_gains_add_up():
     topo, feats, pa, sa = _synthetic()
     stats = accumulate_tree_stats(feats, pa, sa)
     qs = make_questions(stats, P, silence=[1]) + [frozenset([4, 5, 6])]
     n_roots = int(topo.num_states[1:].sum())
-    tree = grow_tree(stats, qs, topo, num_leaves=n_roots + 5, min_count=20, ci_phones=[1])
-    # the first and biggest split is centre phone 2 on the right context {4,5,6}
-    first = [i for i, nd in enumerate(tree.nodes) if nd.split is not None]
-    assert len(tree.split_gains) == 5 and tree.num_leaves == n_roots + 5
-    top = max(range(len(tree.split_gains)), key=lambda i: tree.split_gains[i])
-    roots_of_2 = {tree.roots[(2, s)] for s in range(3)}
-    split_roots = [i for i in roots_of_2 if tree.nodes[i].split is not None]
-    assert len(split_roots) == 3
-    for i in split_roots:
-        pos, qi = tree.nodes[i].split
-        # right context; among the phones that follow phone 2 in training (2..6) the
-        # question separates exactly {4, 5, 6} from {2, 3}
-        assert pos == 2 and tree.questions[qi] & set(range(2, P + 1)) in ({4, 5, 6}, {2, 3})
-    assert tree.split_gains[top] > 1000 and tree.split_nodes[top] in roots_of_2
-    assert sorted(tree.split_nodes) == first
-    # total gain == sum of split gains, recomputed independently from the leaves
-    assert tree.leaf_loglik - tree.root_loglik == pytest.approx(sum(tree.split_gains), rel=1e-9)
-    # silence (ci phone) never split
-    assert tree.nodes[tree.roots[(1, 0)]].split is None
+    tree = grow_tree(stats, qs, topo, max_leaves=n_roots + 3, thresh=0.0, cluster_thresh=0.0, ci_phones=[1])
+    # the biggest context split is phone 2 on the right context {4,5,6}: made once, at the
+    # phone's shared root, for all three of its states (3 one-state leaves more)
+    ctx_splits = [(i, tree.nodes[i].split) for i in tree.split_nodes if tree.nodes[i].split[0] != STATE]
+    assert len(ctx_splits) == 1
+    i, (pos, yes) = ctx_splits[0]
+    assert i == tree.roots[2] and pos == RIGHT
+    assert yes & set(range(2, P + 1)) in ({4, 5, 6}, {2, 3})
+    assert tree.num_leaves == n_roots + 3
+    # every leaf covers one hmm-state; the state questions made the rest of the leaves
+    assert all(len(tree.nodes[j].states) == 1 for j in tree.leaves())
+    # total gain == split gains + forced state splits, recomputed independently from the leaves
+    assert tree.leaf_loglik - tree.root_loglik >= sum(tree.split_gains) - 1e-6
+    # silence (ci phone, one state) never split
+    assert tree.nodes[tree.roots[1]].split is None
 
     cd = tree.to_context_dependency()
-    assert cd.num_pdfs == n_roots + 5 and cd.context_width == 3 and cd.central_position == 1
+    assert cd.num_pdfs == n_roots + 3 and cd.context_width == 3 and cd.central_position == 1
     t = cd.table
     need = torch.arange(3).view(1, -1) < topo.num_states.view(-1, 1)  # (P+1, S)
-    valid = t >= 0
-    assert torch.equal(valid, need.view(1, P + 1, 1, 3).expand_as(t))  # every (l, c, r) filled
-    # phone 2: right in {4,5,6} vs not -> different pdfs, left does not matter
-    assert (t[:, 2, 4, 1] == t[0, 2, 5, 1]).all() and (t[:, 2, 2, 1] != t[:, 2, 5, 1]).all()
-    assert t[0, 2, 0, 1] == t[3, 2, 3, 1]  # unseen-in-training edge right context routed to the "no" leaf
-    # leaf statistics recomputed from the routed table agree with the tree's leaf log-likelihood
-    key = stats.keys
-    pdf = t[key[:, 0], key[:, 1], key[:, 2], key[:, 3]]
-    n = torch.zeros(cd.num_pdfs, dtype=torch.float64).index_add_(0, pdf, stats.count)
-    s = torch.zeros(cd.num_pdfs, 2, dtype=torch.float64).index_add_(0, pdf, stats.sum)
-    ss = torch.zeros(cd.num_pdfs, 2, dtype=torch.float64).index_add_(0, pdf, stats.sumsq)
-    assert float(gaussian_loglik(n, s, ss).sum()) == pytest.approx(tree.leaf_loglik, rel=1e-9)
+    assert torch.equal(t >= 0, need.view(1, P + 1, 1, 3).expand_as(t))  # every (l, c, r) filled
+    for s in range(3):  # phone 2: right in {4,5,6} vs not -> different pdfs, left does not matter
+        assert (t[:, 2, 4, s] == t[0, 2, 5, s]).all() and (t[:, 2, 2, s] != t[:, 2, 5, s]).all()
+        assert t[0, 2, 0, s] == t[3, 2, 3, s]  # edge right context routed to the "no" leaf
+    assert len(set(t[:, 2, :, :].flatten().tolist())) == 6  # 3 states x 2 contexts, states never tied
+    assert _leaf_objf(cd, stats) == pytest.approx(tree.leaf_loglik, rel=1e-9)
 
 
-def test_greedy_gain_is_best_single_split():
-    """Brute force: the first split made is the best over all roots, positions and questions."""
-    topo, feats, pa, sa = _synthetic(seed=3, n_utts=30)
-    stats = accumulate_tree_stats(feats, pa, sa)
-    qs = make_questions(stats, P, silence=[1])
-    n_roots = int(topo.num_states[1:].sum())
-    tree = grow_tree(stats, qs, topo, num_leaves=n_roots + 1, min_count=10)
-    best = -math.inf
-    k = stats.keys
-    for c in range(1, P + 1):
-        for s in range(int(topo.num_states[c])):
-            m = (k[:, 1] == c) & (k[:, 3] == s)
-            L = gaussian_loglik(stats.count[m].sum(), stats.sum[m].sum(0), stats.sumsq[m].sum(0))
-            for pos in (0, 2):
-                for q in qs:
-                    y = m & torch.tensor([int(p) in q for p in k[:, pos].tolist()])
-                    nn = m & ~y
-                    if stats.count[y].sum() < 10 or stats.count[nn].sum() < 10:
-                        continue
-                    g = (gaussian_loglik(stats.count[y].sum(), stats.sum[y].sum(0), stats.sumsq[y].sum(0))
-                         + gaussian_loglik(stats.count[nn].sum(), stats.sum[nn].sum(0), stats.sumsq[nn].sum(0)) - L)
-                    best = max(best, float(g))
-    assert tree.split_gains[0] == pytest.approx(best, rel=1e-9)
-
-
-def test_num_leaves_respected_and_min_count():
+def test_split_stops_at_gain_threshold_below_the_cap():
+    """With no real context effect, a threshold above the noise gains stops the tree at one leaf
+    per (phone, state) although the cap allows 100 more; thresh 0 fills the cap."""
     topo, feats, pa, sa = _synthetic(right_matters=False)
     stats = accumulate_tree_stats(feats, pa, sa)
     qs = make_questions(stats, P, silence=[1])
     n_roots = int(topo.num_states[1:].sum())
-    cd = build_tree(stats, qs, topo, num_leaves=n_roots + 12, min_count=30)
+    grown = grow_tree(stats, qs, topo, max_leaves=n_roots + 100, thresh=0.0, cluster_thresh=0.0)
+    assert grown.num_leaves == n_roots + 100
+    ctx_gains = [g for g, i in zip(grown.split_gains, grown.split_nodes) if grown.nodes[i].split[0] != STATE]
+    state_gains = [g for g, i in zip(grown.split_gains, grown.split_nodes) if grown.nodes[i].split[0] == STATE]
+    thresh = (max(ctx_gains) + min(state_gains)) / 2
+    assert max(ctx_gains) < thresh < min(state_gains)  # noise splits are far below the real ones
+    tree = grow_tree(stats, qs, topo, max_leaves=n_roots + 100, thresh=thresh)
+    assert tree.num_leaves == n_roots and tree.num_pdfs == n_roots
+    assert all(tree.nodes[i].split[0] == STATE for i in tree.split_nodes)
+    # and with the right-context effect present, the threshold keeps exactly the real split
+    topo, feats, pa, sa = _synthetic()
+    stats = accumulate_tree_stats(feats, pa, sa)
+    qs = make_questions(stats, P, silence=[1]) + [frozenset([4, 5, 6])]
+    tree = grow_tree(stats, qs, topo, max_leaves=n_roots + 100, thresh=thresh)
+    assert tree.num_leaves == n_roots + 3
+
+
+def test_clustering_merges_leaves_cheaper_than_the_threshold():
+    """Bottom-up clustering (Kaldi cluster_thresh = -1: the smallest split gain) merges leaves of
+    the same (phone, state) whose merge costs less; the resulting table's objective equals the
+    leaf objective minus the merge costs, and no merge crosses phones or states."""
+    topo, feats, pa, sa = _synthetic(right_matters=False)
+    stats = accumulate_tree_stats(feats, pa, sa)
+    qs = make_questions(stats, P, silence=[1])
+    n_roots = int(topo.num_states[1:].sum())
+    tree = grow_tree(stats, qs, topo, max_leaves=n_roots + 40, thresh=0.0, cluster_thresh=-1.0)
+    assert tree.num_leaves == n_roots + 40
+    assert len(tree.cluster_costs) > 0 and max(tree.cluster_costs) < tree.smallest_split
+    assert tree.num_pdfs == tree.num_leaves - len(tree.cluster_costs)
+    cd = tree.to_context_dependency()
+    assert cd.num_pdfs == tree.num_pdfs
+    assert _leaf_objf(cd, stats) == pytest.approx(tree.leaf_loglik - sum(tree.cluster_costs), rel=1e-9)
+    # each pdf belongs to one (phone, state)
+    for pdf in range(cd.num_pdfs):
+        cs = {(c, s) for c, s in torch.nonzero((cd.table == pdf).any(0).any(1)).tolist()}
+        assert len(cs) == 1
+    # no clustering: pdfs == leaves
+    assert grow_tree(stats, qs, topo, max_leaves=n_roots + 40, thresh=0.0, cluster_thresh=0.0).num_pdfs \
+        == n_roots + 40
+
+
+def test_ci_phone_splits_on_state_only():
+    """A context-independent phone with a strong context effect still never splits on context."""
+    g = torch.Generator().manual_seed(5)
+    topo = Topology(P, 3)
+    feats, pa, sa = [], [], []
+    for _ in range(40):
+        phones = torch.cat([torch.tensor([1]), torch.randint(2, P + 1, (6,), generator=g), torch.tensor([1])])
+        cp, cs = chain_phones(phones, topo), chain_states(phones, topo)
+        pos = equal_align(cp.numel() * 4, cp.numel())
+        ph, st = cp[pos], cs[pos]
+        ctx = frame_contexts([ph], [st])
+        mean = (ph.double() * 3 + st.double() * 8).unsqueeze(1).expand(-1, 2).clone()
+        mean += ((ctx[:, 2] >= 4) | (ctx[:, 0] >= 4)).double().unsqueeze(1) * 10.0  # every phone, sil too
+        feats.append(mean + torch.randn(mean.shape, generator=g, dtype=torch.float64))
+        pa.append(ph)
+        sa.append(st)
+    stats = accumulate_tree_stats(feats, pa, sa)
+    qs = make_questions(stats, P, silence=[1]) + [frozenset([4, 5, 6])]
+    tree = grow_tree(stats, qs, topo, max_leaves=200, thresh=50.0, ci_phones=[1])
+    sil = [i for i in tree.split_nodes if tree.nodes[i].split and i in _subtree(tree, tree.roots[1])]
+    assert sil and all(tree.nodes[i].split[0] == STATE for i in sil)
+    others = [i for i in tree.split_nodes if tree.nodes[i].split[0] != STATE]
+    assert others  # the same effect is split on for the other phones
+    cd = tree.to_context_dependency()
+    assert torch.equal(cd.table[:, 1, :, :], cd.table[0, 1, 0, :].expand_as(cd.table[:, 1, :, :]))
+
+
+def _subtree(tree, root):
+    out, stack = set(), [root]
+    while stack:
+        i = stack.pop()
+        out.add(i)
+        nd = tree.nodes[i]
+        if nd.split is not None:
+            stack.extend([nd.yes, nd.no])
+    return out
+
+
+def test_greedy_gain_is_best_single_split():
+    """Brute force: the first split made is the best over all phone roots, positions (left,
+    right, hmm-state) and questions."""
+    topo, feats, pa, sa = _synthetic(seed=3, n_utts=30)
+    stats = accumulate_tree_stats(feats, pa, sa)
+    qs = make_questions(stats, P, silence=[1])
+    tree = grow_tree(stats, qs, topo, max_leaves=10_000, thresh=0.0, min_count=10)
+    best = -math.inf
+    k = stats.keys
+    for c in range(1, P + 1):
+        m = k[:, 1] == c
+        L = gaussian_loglik(stats.count[m].sum(), stats.sum[m].sum(0), stats.sumsq[m].sum(0))
+        cands = [(pos, q) for pos in (LEFT, RIGHT) for q in qs]
+        cands += [(STATE, q) for q in state_questions(3)]
+        for pos, q in cands:
+            y = m & torch.tensor([int(p) in q for p in k[:, pos].tolist()])
+            nn = m & ~y
+            if stats.count[y].sum() < 10 or stats.count[nn].sum() < 10:
+                continue
+            g = (gaussian_loglik(stats.count[y].sum(), stats.sum[y].sum(0), stats.sumsq[y].sum(0))
+                 + gaussian_loglik(stats.count[nn].sum(), stats.sum[nn].sum(0), stats.sumsq[nn].sum(0)) - L)
+            best = max(best, float(g))
+    assert tree.split_gains[0] == pytest.approx(best, rel=1e-9)
+
+
+def test_max_leaves_respected_and_min_count():
+    topo, feats, pa, sa = _synthetic(right_matters=False)
+    stats = accumulate_tree_stats(feats, pa, sa)
+    qs = make_questions(stats, P, silence=[1])
+    n_roots = int(topo.num_states[1:].sum())
+    cd = build_tree(stats, qs, topo, max_leaves=n_roots + 12, thresh=0.0, min_count=30)
     assert cd.num_pdfs <= n_roots + 12
-    tree = grow_tree(stats, qs, topo, num_leaves=10_000, min_count=30)
-    for nd in tree.nodes:
-        if nd.entries.numel():
-            assert nd.count >= 30
+    tree = grow_tree(stats, qs, topo, max_leaves=10_000, thresh=0.0, min_count=30)
+    for i in tree.split_nodes:
+        nd = tree.nodes[i]
+        assert tree.nodes[nd.yes].count >= 30 and tree.nodes[nd.no].count >= 30
     with pytest.raises(ValueError, match="roots"):
-        build_tree(stats, qs, topo, num_leaves=3)
+        build_tree(stats, qs, topo, max_leaves=3)
 
 
 def test_stats_merge_equals_joint_accumulation():

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--nj", type=int, default=1)
     d.add_argument("--beam", type=float, default=None)
     d.add_argument("--mode", choices=("phone", "word"), default=None, help="default: from the lang dir")
+    d.add_argument("--transform-dir", default=None,
+                   help="SAT systems: use this decode dir's trans.pt (per-speaker fMLLR) instead of "
+                        "estimating transforms in two adaptation passes (Kaldi --transform-dir)")
     d.set_defaults(func=_decode)
     f = sub.add_parser("fmllr-feats", help="write a SAT system's LDA+MLLT+fMLLR features as a data dir (DNN input)")
     f.add_argument("--model", required=True, help="SAT exp dir (e.g. exp/tri3)")
@@ -97,6 +100,6 @@ def _decode(args: argparse.Namespace) -> int:
     cfg = DecodeConfig() if args.beam is None else DecodeConfig(beam=args.beam)
     t0 = time.time()
     res = decode_system(args.model, args.lang, args.data, args.out, nj=args.nj, lmwt_from=args.lmwt_from,
-                        cfg=cfg, mode=args.mode)
+                        cfg=cfg, mode=args.mode, transform_dir=args.transform_dir)
     print(res.wer_line(args.out), f"({time.time() - t0:.1f} s)")
     return 0

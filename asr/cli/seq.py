@@ -34,6 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gt.add_argument("--boost", type=float, default=0.1, help="b of boosted MMI")
     gt.add_argument("--E", type=float, default=2.0, help="EBW constant: D >= E x denominator occupancy")
     gt.add_argument("--tau", type=float, default=400.0, help="I-smoothing points towards the current model")
+    gt.add_argument("--select-taus", default=None, metavar="T1,T2,...",
+                    help="choose tau and the iteration on dev: train one system per tau, decode --dev after every "
+                         "iteration (with --dev-transform-dir's fMLLR), keep the fewest dev errors, the input "
+                         "system included (selection.json); needs --lang, --dev, --dev-transform-dir")
+    gt.add_argument("--lang", default=None, help="lang dir for the dev decodes (--select-taus)")
+    gt.add_argument("--dev", default=None, help="dev data dir (--select-taus)")
+    gt.add_argument("--dev-transform-dir", default=None,
+                    help="the input system's dev decode dir, whose trans.pt the candidates reuse (--select-taus)")
+    gt.add_argument("--nj", type=int, default=1, help="parallel jobs of the dev decodes")
     gt.set_defaults(func=_gmm_train)
     t = sub.add_parser("train", help="train from a CE model (lattice or lattice-free denominator)")
     t.add_argument("--criterion", choices=("mpe", "mpfe", "smbr", "mmi", "bmmi"), default="mpe",
@@ -108,6 +117,19 @@ def _gmm_train(args: argparse.Namespace) -> int:
     clear_done(args.out)
     cfg = GmmSeqConfig(criterion=args.criterion, iters=args.iters, kappa=args.kappa, boost=args.boost, E=args.E,
                        tau=args.tau)
-    run_gmm_seq_train(args.model, args.data, args.lattices, args.out, cfg, StageLog(args.out, "train"))
+    if args.select_taus:
+        from asr.seqtrain.gmm_select import select_gmm_seq
+
+        missing = [o for o in ("lang", "dev", "dev_transform_dir") if getattr(args, o) is None]
+        if missing:
+            raise ValueError("--select-taus needs " + ", ".join("--" + m.replace("_", "-") for m in missing))
+        try:
+            taus = tuple(float(t) for t in args.select_taus.split(","))
+        except ValueError:
+            raise ValueError(f"--select-taus {args.select_taus!r}: expected comma-separated numbers") from None
+        select_gmm_seq(args.model, args.data, args.lattices, args.out, args.lang, args.dev, args.dev_transform_dir,
+                       taus, cfg, nj=args.nj, log=StageLog(args.out, "train"))
+    else:
+        run_gmm_seq_train(args.model, args.data, args.lattices, args.out, cfg, StageLog(args.out, "train"))
     mark_done(args.out, {"cmd": "seq gmm-train", **vars_cfg(args)})
     return 0

@@ -80,8 +80,7 @@ def decode_and_score(graph_dir: str | Path, data_dir: str | Path, out_dir: str |
     Writes ``out_dir/hyp.<lmwt>.txt``, ``wer_<lmwt>``, ``scoring`` (``%WER`` line of the chosen
     LMWT, labelled ``out_dir``), ``best_lmwt``. Returns the ``asr.score.ScoreResult``.
     """
-    from asr.lang.phones import load_phone_map
-    from asr.score import fold39, read_text, read_utt2spk, score
+    from asr.score import read_utt2spk
 
     if mode not in ("phone", "word"):
         raise ValueError(f"mode must be 'phone' or 'word', got {mode!r}")
@@ -89,23 +88,42 @@ def decode_and_score(graph_dir: str | Path, data_dir: str | Path, out_dir: str |
     ref_path = data_dir / ("text.39" if mode == "phone" else "text.wrd")
     if not ref_path.is_file():
         raise FileNotFoundError(f"reference {ref_path} missing")
-    ref = read_text(ref_path)
     utt2spk = read_utt2spk(data_dir / "utt2spk")
     grid = (float(lmwt),) if lmwt is not None else tuple(cfg.lmwt_grid)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(graph_dir), cfg, loglike_job, utts, grid) for utts in split_by_speaker(utt2spk, nj)]
     results = map_jobs(_decode_job, jobs, nj=nj, desc=f"decode {out.name}")
     failed = [u for _, f in results for u in f]
+    hyps = [{} for _ in grid]
+    for h, _ in results:
+        for k in range(len(grid)):
+            hyps[k].update(h[k])
+    return score_hyps(out, data_dir, grid, hyps, failed, mode)
+
+
+def score_hyps(out_dir: str | Path, data_dir: str | Path, grid: tuple[float, ...], hyps: list[dict[str, list[str]]],
+               failed: list[str], mode: str = "phone"):
+    """Score the hypotheses ``hyps[k]`` (utt -> words) of every LM weight ``grid[k]`` against
+    ``data_dir``'s reference and write ``hyp.<lmwt>.txt``, ``wer_<lmwt>``, ``scoring`` and
+    ``best_lmwt`` (the grid's best) into ``out_dir``; ``failed``: utterances not decoded (scored as
+    deletions). Returns the ``asr.score.ScoreResult`` of the best LM weight."""
+    from asr.lang.phones import load_phone_map
+    from asr.score import fold39, read_text, read_utt2spk, score
+
+    data_dir, out = Path(data_dir), Path(out_dir)
+    ref_path = data_dir / ("text.39" if mode == "phone" else "text.wrd")
+    if not ref_path.is_file():
+        raise FileNotFoundError(f"reference {ref_path} missing")
+    ref = read_text(ref_path)
+    utt2spk = read_utt2spk(data_dir / "utt2spk")
+    out.mkdir(parents=True, exist_ok=True)
     if failed:
         warnings.warn(f"{out}: {len(failed)} utterance(s) not decoded (scored as deletions): "
                       f"{failed[:10]}", UserWarning, stacklevel=2)
     pmap = load_phone_map() if mode == "phone" else None
     best = None
     for k, w in enumerate(grid):
-        hyp = {}
-        for h, _ in results:
-            hyp.update(h[k])
-        hyp = dict(sorted(hyp.items()))
+        hyp = dict(sorted(hyps[k].items()))
         write_text_atomic(out / f"hyp.{_fmt(w)}.txt", "".join(f"{u} {' '.join(t)}\n" for u, t in hyp.items()))
         scored = {u: fold39(t, pmap) for u, t in hyp.items()} if pmap else hyp
         with warnings.catch_warnings():

@@ -12,16 +12,26 @@ FEAT_TYPES = ("mfcc", "fbank")
 FRAME_SHIFT_MS = 10.0
 FRAME_LENGTH_MS = 25.0
 
-# Kaldi's defaults for compute-mfcc-feats (13 cepstra from 23 mel bins, C0 replaced by log
-# energy) and a 40-bin log-mel fbank (compute-fbank-feats, no energy). dither=0 keeps the
-# output deterministic.
+# Kaldi's TIMIT recipe (egs/timit/s5/conf/mfcc.conf): 13 cepstra from 23 mel bins with C0 kept
+# (--use-energy=false), and a 40-bin log-mel fbank. Kaldi dithers with Gaussian noise of standard
+# deviation 1 (16-bit sample units) so digital silence gives no -inf / zero-variance frames; here
+# the noise is drawn from a generator seeded by the utterance id (DITHER below), so features are
+# reproducible bit for bit; torchaudio's own dither (global RNG) stays off.
 FEAT_OPTS: dict[str, dict[str, object]] = {
-    "mfcc": dict(num_ceps=13, num_mel_bins=23, use_energy=True, dither=0.0,
+    "mfcc": dict(num_ceps=13, num_mel_bins=23, use_energy=False, dither=0.0,
                  frame_length=FRAME_LENGTH_MS, frame_shift=FRAME_SHIFT_MS),
     "fbank": dict(num_mel_bins=40, use_energy=False, dither=0.0,
                   frame_length=FRAME_LENGTH_MS, frame_shift=FRAME_SHIFT_MS),
 }
 FEAT_DIMS = {"mfcc": 13, "fbank": 40}
+DITHER = 1.0  # standard deviation of the added Gaussian noise, 16-bit sample units (Kaldi --dither)
+
+
+def dither_seed(utt: str) -> int:
+    """A stable seed for the dither noise of utterance ``utt`` (the same on every machine/run)."""
+    import zlib
+
+    return zlib.crc32(utt.encode("utf-8"))
 
 
 def num_frames(num_samples: int, sample_rate: int) -> int:
@@ -31,13 +41,17 @@ def num_frames(num_samples: int, sample_rate: int) -> int:
     return 0 if num_samples < win else 1 + (num_samples - win) // shift
 
 
-def compute_features(wave: torch.Tensor, sample_rate: int, feat_type: str) -> torch.Tensor:
-    """MFCC (13, with log energy as C0) or log-mel fbank (40) exactly as Kaldi computes them.
+def compute_features(wave: torch.Tensor, sample_rate: int, feat_type: str, seed: int | None = None,
+                     dither: float = DITHER) -> torch.Tensor:
+    """MFCC (13, C0 kept: Kaldi TIMIT ``--use-energy=false``) or log-mel fbank (40) as Kaldi
+    computes them.
 
     wave: ``(N,)`` samples on the 16-bit integer scale (as Kaldi reads WAV/SPHERE files, i.e.
     values in [-32768, 32767]; integer tensors are converted). Returns float32 ``(T, D)`` with
     ``T = 1 + (N - 400) // 160`` at 16 kHz (25 ms window, 10 ms shift, ``snip_edges``).
-    Uses ``torchaudio.compliance.kaldi`` with ``dither=0``.
+    Uses ``torchaudio.compliance.kaldi``; with ``seed`` given, Gaussian noise of standard deviation
+    ``dither`` drawn from a generator seeded with it is added to the samples first (Kaldi's dither,
+    reproducible); ``seed=None`` computes without dither.
     """
     if feat_type not in FEAT_TYPES:
         raise ValueError(f"unknown feature type {feat_type!r}; expected one of {FEAT_TYPES}")
@@ -47,6 +61,9 @@ def compute_features(wave: torch.Tensor, sample_rate: int, feat_type: str) -> to
         raise ValueError(f"waveform of {wave.numel()} samples is shorter than one "
                          f"{FRAME_LENGTH_MS:g} ms window at {sample_rate} Hz")
     w = wave.to(torch.float32)[None]
+    if seed is not None and dither > 0:
+        g = torch.Generator().manual_seed(int(seed))
+        w = w + dither * torch.randn(w.shape, generator=g)
     fn = kaldi.mfcc if feat_type == "mfcc" else kaldi.fbank
     return fn(w, sample_frequency=float(sample_rate), **FEAT_OPTS[feat_type]).contiguous()
 

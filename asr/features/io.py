@@ -23,8 +23,8 @@ import soundfile as sf
 import torch
 
 from asr.features.compute import (
-    FEAT_DIMS, FEAT_OPTS, FEAT_TYPES, FRAME_LENGTH_MS, FRAME_SHIFT_MS, apply_cmvn, cmvn_stats,
-    compute_features, num_frames,
+    DITHER, FEAT_DIMS, FEAT_OPTS, FEAT_TYPES, FRAME_LENGTH_MS, FRAME_SHIFT_MS, apply_cmvn, cmvn_stats,
+    compute_features, dither_seed, num_frames,
 )
 from asr.jobs import map_jobs, split_by_speaker
 
@@ -115,7 +115,7 @@ def _write_job(job: _Job) -> dict:
             if num_frames(wave.numel(), sr) == 0:
                 raise ValueError(f"utterance {utt}: {path} has {wave.numel()} samples, shorter "
                                  f"than one {FRAME_LENGTH_MS:g} ms window")
-            feats = compute_features(wave, sr, job.feat_type)
+            feats = compute_features(wave, sr, job.feat_type, seed=dither_seed(utt))
             offset = f.tell() + len(utt.encode("utf-8")) + 1
             kaldi_io.write_mat(f, feats.numpy(), key=utt)
             scp.append((utt, f"{job.ark}:{offset}"))
@@ -198,7 +198,8 @@ def make_feats(data_dir: str | Path, feat_type: str, nj: int = 1, sample_rate: i
     meta = {
         "type": feat_type, "dim": FEAT_DIMS[feat_type], "frame_shift_ms": FRAME_SHIFT_MS,
         "frame_length_ms": FRAME_LENGTH_MS, "sample_rate": sample_rate,
-        "options": {k: v for k, v in FEAT_OPTS[feat_type].items()},
+        "options": {**{k: v for k, v in FEAT_OPTS[feat_type].items()}, "dither": DITHER,
+                    "dither_seed": "crc32(utterance id)"},
         "cmvn": "per-speaker", "num_utts": len(scp), "num_speakers": len(stats),
         "num_frames": sum(r["frames"] for r in results),
         "hours": round(sum(r["seconds"] for r in results) / 3600.0, 4),

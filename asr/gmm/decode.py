@@ -68,26 +68,6 @@ def _lang_mode(lang_dir: str | Path) -> str:
     return load_lang_info(lang_dir).get("mode", "phone")
 
 
-def hyp_phones(hyps: dict[str, list[str]], lang_dir: str | Path, mode: str) -> tuple[dict[str, Tensor], list[str]]:
-    """Phone-id sequences of 1-best hypotheses (phone mode: the tokens; word mode: first
-    pronunciation of each word in the lang's ``lexicon.txt``). Returns (phones, skipped utts)."""
-    ids, _ = phone_ids()
-    lex: dict[str, list[str]] = {}
-    if mode == "word":
-        for line in (Path(lang_dir) / "lexicon.txt").read_text().splitlines():
-            cols = line.split()
-            if len(cols) >= 2 and cols[0] not in lex:
-                lex[cols[0]] = cols[1:]
-    out, skipped = {}, []
-    for u, toks in hyps.items():
-        seq = toks if mode == "phone" else [p for w in toks for p in lex.get(w, ["?"])]
-        if not seq or any(p not in ids for p in seq):
-            skipped.append(u)
-            continue
-        out[u] = torch.tensor([ids[p] for p in seq], dtype=torch.long)
-    return out, skipped
-
-
 def align_phone_strings(sys_: GmmSystem, feats: dict[str, Tensor], phones: dict[str, Tensor]
                         ) -> tuple[dict[str, Tensor], list[str]]:
     """Chain-state Viterbi alignments of ``phones`` (utt -> ids) with ``sys_``; (alis, failed)."""
@@ -101,27 +81,39 @@ def align_phone_strings(sys_: GmmSystem, feats: dict[str, Tensor], phones: dict[
     return alis, sorted(set(phones) - set(alis))
 
 
-def estimate_test_fmllr(sat: GmmSystem, si: GmmSystem, data_dir: str | Path, phones: dict[str, Tensor],
-                        iters: int = 10) -> tuple[dict[str, Tensor], list[str]]:
-    """Per-speaker fMLLR for ``data_dir`` from phone strings (transcripts or 1-best hypotheses):
-    align with the SI system, posteriors from the SAT system. Returns (transforms, failed utts)."""
+def estimate_test_fmllr(sat: GmmSystem, data_dir: str | Path, phones: dict[str, Tensor],
+                        iters: int = 10) -> tuple[dict[str, Tensor], list[str], list[str]]:
+    """Per-speaker fMLLR for ``data_dir`` from transcripts ``phones`` (Kaldi ``align_fmllr.sh``):
+    align the unadapted features with the SAT system's alignment model, then estimate with the SAT
+    model, silence frames weighted 0. Returns (transforms, failed utts, speakers kept at identity)."""
+    from asr.gmm.train import silence_weights
+
+    if sat.ali_gmm is None:
+        raise ValueError(f"{sat.exp_dir}: SAT system without an alignment model; retrain it with `asr gmm tri3`")
     utt2spk = read_transcripts(data_dir)[1]
     utts = sorted(phones)
-    si_feats = si.features(data_dir, utts)
+    si_feats = sat.features(data_dir, utts)
+    si = GmmSystem(sat.topo, sat.ctx, sat.trans, sat.ali_gmm, sat.pipeline, sat.stage, sat.silence)
     alis, failed = align_phone_strings(si, si_feats, phones)
-    sat_feats = sat.features(data_dir, sorted(alis))
     chains = utterance_chains({u: phones[u] for u in alis}, sat.ctx, sat.topo)
-    fm = estimate_speaker_fmllr(sat.gmm, sat_feats, {u: chains[u][a] for u, a in alis.items()}, utt2spk, iters)
-    return fm, failed
+    weights = {u: silence_weights(phones[u], a, sat.topo, sat.silence) for u, a in alis.items()}
+    identity: list[str] = []
+    fm = estimate_speaker_fmllr(sat.gmm, si_feats, {u: chains[u][a] for u, a in alis.items()}, utt2spk, iters,
+                                frame_weights=weights, skipped=identity)
+    return fm, failed, identity
 
 
 @one_thread
 def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
-                  nj: int = 1, lmwt_from: str | Path | None = None, cfg=None, mode: str | None = None):
+                  nj: int = 1, lmwt_from: str | Path | None = None, cfg=None, mode: str | None = None,
+                  transform_dir: str | Path | None = None):
     """Decode ``data_dir`` with the system in ``model_dir`` into ``out_dir`` and score it.
 
     ``lmwt_from``: a dev decode dir whose ``best_lmwt`` is applied (test sets); without it the LM
-    weight is chosen on this set. SAT systems decode twice (``out_dir/si`` = first pass).
+    weight is chosen on this set. SAT systems estimate each speaker's fMLLR in two adaptation passes
+    (:func:`adapt_speakers`; ``out_dir/si`` = the scored first pass) before the final decode, unless
+    ``transform_dir`` names a decode dir whose ``trans.pt`` to use (Kaldi ``--transform-dir``, e.g.
+    the SAT system's own decode for its discriminatively trained version).
     Returns the ``asr.score.ScoreResult`` of the final pass.
     """
     from asr.decode import DecodeConfig, decode_and_score
@@ -133,29 +125,56 @@ def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | P
     lmwt = _read_lmwt(lmwt_from)
     out.mkdir(parents=True, exist_ok=True)
     fmllr_path = None
-    if sys_.si_model:
-        si_dir = Path(sys_.si_model)
-        si_out = out / "si"
-        si_lmwt = _read_lmwt(Path(lmwt_from) / "si") if lmwt_from else None
-        decode_and_score(ensure_graph(si_dir, lang_dir), data_dir, si_out,
-                         functools.partial(gmm_loglike_job, model_dir=str(si_dir), data_dir=str(data_dir)),
-                         cfg, nj=nj, lmwt=si_lmwt, mode=mode)
-        best = _read_lmwt(si_out)
-        from asr.score import read_text
-
-        hyps = read_text(si_out / f"hyp.{best:g}.txt")
-        phones, skipped = hyp_phones(hyps, lang_dir, mode)
-        fm, failed = estimate_test_fmllr(sys_, load_system(si_dir), data_dir, phones)
-        bad = sorted(set(skipped) | set(failed))
-        _atomic_text(out / "fmllr_skipped_utts.txt", "".join(f"{u}\n" for u in bad))
-        if bad:
-            print(f"asr gmm decode: {len(bad)} first-pass hypothesis(es) unusable for fMLLR "
-                  f"(listed in {out / 'fmllr_skipped_utts.txt'})")
-        fmllr_path = out / "trans.pt"
-        _atomic_save(fm, fmllr_path)
+    if transform_dir is not None:
+        fmllr_path = Path(transform_dir) / "trans.pt"
+        if not fmllr_path.is_file():
+            raise FileNotFoundError(f"{fmllr_path} not found: decode {data_dir} with the SAT system first")
+        if not sys_.si_model:
+            raise ValueError(f"{model_dir} is not a SAT system: --transform-dir does not apply")
+    elif sys_.si_model:
+        fmllr_path = adapt_speakers(model_dir, lang_dir, data_dir, out, nj, lmwt_from, mode)
     job = functools.partial(gmm_loglike_job, model_dir=str(model_dir), data_dir=str(data_dir),
                             fmllr_path=None if fmllr_path is None else str(fmllr_path))
     return decode_and_score(ensure_graph(model_dir, lang_dir), data_dir, out, job, cfg, nj=nj, lmwt=lmwt, mode=mode)
+
+
+def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, out: Path, nj: int,
+                   lmwt_from: str | Path | None, mode: str, cfg=None) -> Path:
+    """Passes 1-2 of ``decode_fmllr.sh`` (:mod:`asr.gmm.fmllr_decode`) for every speaker of
+    ``data_dir``: writes ``out/trans.pt`` (speaker -> fMLLR) and the scored first pass in ``out/si``
+    (LM weight from ``lmwt_from/si`` when given). Speakers left with the identity are named."""
+    from asr.decode.pipeline import score_hyps
+    from asr.gmm.fmllr_decode import FmllrDecodeConfig, adapt_job
+    from asr.jobs import map_jobs, split_by_speaker
+    from asr.score import read_utt2spk
+
+    cfg = cfg or FmllrDecodeConfig()
+    gdir = ensure_graph(model_dir, lang_dir)
+    si_lmwt = _read_lmwt(Path(lmwt_from) / "si") if lmwt_from else None
+    grid = (si_lmwt,) if si_lmwt is not None else tuple(cfg.lmwt_grid)
+    utt2spk = read_utt2spk(Path(data_dir) / "utt2spk")
+    jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid)
+            for utts in split_by_speaker(utt2spk, nj)]
+    res = map_jobs(adapt_job, jobs, nj=nj, desc=f"fmllr {out.name}")
+    fm: dict[str, Tensor] = {}
+    identity: list[str] = []
+    hyps: list[dict[str, list[str]]] = [{} for _ in grid]
+    failed: list[str] = []
+    for t, ident, h, f in res:
+        fm.update(t)
+        identity += ident
+        failed += f
+        for k in range(len(grid)):
+            hyps[k].update(h[k])
+    score_hyps(out / "si", data_dir, grid, hyps, failed, mode)
+    _atomic_text(out / "fmllr_identity_speakers.txt", "".join(f"{s}\n" for s in sorted(identity)))
+    if identity:
+        print(f"asr gmm decode: {len(identity)} speaker(s) kept the identity transform (too little "
+              f"non-silence data or singular statistics): {', '.join(sorted(identity)[:5])}"
+              + (" ..." if len(identity) > 5 else ""))
+    path = out / "trans.pt"
+    _atomic_save(fm, path)
+    return path
 
 
 @one_thread
@@ -184,9 +203,11 @@ def align_system(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
         new_spk = {u for u in phones if utt2spk.get(u) not in known}
         fm = dict(known)
         if new_spk:
-            est, _ = estimate_test_fmllr(sys_, load_system(sys_.si_model), data_dir,
-                                         {u: phones[u] for u in new_spk})
+            est, _, identity = estimate_test_fmllr(sys_, data_dir, {u: phones[u] for u in new_spk})
             fm.update(est)
+            if identity:
+                print(f"asr gmm align: {len(identity)} speaker(s) kept the identity transform: "
+                      f"{', '.join(identity[:5])}" + (" ..." if len(identity) > 5 else ""))
         _atomic_save(fm, out / "trans.pt")
     feats = sys_.features(data_dir, sorted(phones), fmllr=fm)
     alis, failed = align_phone_strings(sys_, feats, phones)

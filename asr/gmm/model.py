@@ -271,21 +271,17 @@ class DiagGmmSet:
               power: float = 0.2, perturb: float = 0.2, min_count: float = 20.0) -> "DiagGmmSet":
         """Mix up to about ``target_total`` Gaussians (Kaldi ``SplitByCount`` + ``DiagGmm::Split``).
 
-        Per-pdf targets are proportional to ``pdf_occ^power`` (``pdf_occ (P,)`` occupancies from the
-        last E-step), at most ``pdf_occ / min_count``, never fewer than now. Each round splits the
+        Per-pdf targets from :func:`split_targets` (``pdf_occ (P,)`` occupancies from the last
+        E-step), never fewer than now. Each round splits the
         heaviest component of every pdf still short of its target into two halves of the weight
         whose means move by +-``perturb`` standard deviations along one random direction
         (``generator`` makes it deterministic).
         """
         pdf_occ = pdf_occ.to(self.device, torch.float64)
         cur = self.num_comp.to(self.device)
-        share = pdf_occ.clamp_min(0) ** power
-        tot = float(share.sum())
-        if tot <= 0 or target_total <= self.num_gauss:
+        if target_total <= self.num_gauss or float(pdf_occ.clamp_min(0).sum()) <= 0:
             return self
-        target = torch.floor(share / tot * target_total + 0.5).long()
-        target = torch.minimum(target, torch.floor(pdf_occ / min_count).long())
-        target = torch.maximum(target, cur)
+        target = torch.maximum(split_targets(pdf_occ, target_total, power, min_count), cur)
         means, vars_, logw, g2p = self.means, self.vars, self.log_weights, self.gauss2pdf
         counts = cur.clone()
         while True:
@@ -314,6 +310,35 @@ class DiagGmmSet:
             g2p = torch.cat([g2p, g2p[gs]])
             counts = counts + need.long()
         return DiagGmmSet(means, vars_, logw, g2p, self.num_pdfs)
+
+
+def split_targets(pdf_occ: Tensor, target_total: int, power: float, min_count: float) -> Tensor:
+    """Gaussians per pdf for mixing up (Kaldi ``GetSplitTargets``), LongTensor ``(P,)``.
+
+    Kaldi hands out Gaussians one at a time to the pdf with the largest ``occ^power / n`` among
+    those that can still take one (``(n + 1) * min_count < occ``), starting from one per pdf,
+    until ``target_total``. The greedy result is ``n_i = clamp(floor(occ_i^power / lam), 1, cap_i)``
+    for the smallest ``lam`` whose total stays within the target, found here by bisection; Gaussians
+    a capped pdf cannot take go to the others.
+    """
+    occ = pdf_occ.to(torch.float64).clamp_min(0)
+    w = occ ** power
+    cap = torch.clamp(torch.ceil(occ / min_count).long() - 1, min=1) if min_count > 0 \
+        else torch.full_like(occ, 1 << 30, dtype=torch.long)
+
+    def alloc(lam: float) -> Tensor:
+        return torch.minimum(torch.clamp(torch.floor(w / lam), min=1).long(), cap)
+
+    if int(cap.sum()) <= target_total:
+        return cap
+    lo, hi = 1e-12, float(w.max()) + 1.0     # alloc(hi) == 1 per pdf <= target; alloc(lo) == cap > target
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        if int(alloc(mid).sum()) > target_total:
+            lo = mid
+        else:
+            hi = mid
+    return alloc(hi)
 
 
 def _logsumexp_last(c: Tensor) -> Tensor:

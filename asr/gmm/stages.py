@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,46 +46,58 @@ def one_thread(fn):
 # ------------------------------------------------------------------------------------ configs
 @dataclass
 class MonoConfig(TrainConfig):
-    """``train_mono.sh``: flat start, realign often early, mix up to ``total_gauss``."""
+    """``train_mono.sh``: flat start, realign often early, mix up to ``total_gauss``; the final
+    alignment boosts silence by 1.25 (the TIMIT recipe's ``align_si.sh --boost-silence 1.25``)."""
 
-    num_iters: int = 25
-    realign_iters: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 21)
+    num_iters: int = 40
+    realign_iters: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)
     total_gauss: int = 1000
-    max_iter_inc: int = 18
-    min_count: float = 3.0
+    max_iter_inc: int = 30
+    final_boost_silence: float = 1.25
 
 
 @dataclass
 class TriConfig(TrainConfig):
-    """``train_deltas.sh`` (tri1): new tree from the previous alignment, ``num_leaves`` / ``total_gauss``.
+    """``train_deltas.sh`` (tri1): new tree from the previous alignment, then 35 iterations.
 
-    Sized for the ``default`` corpus (~0.9 h of training audio, 320k frames): about 80 frames per
-    Gaussian as Kaldi's TIMIT setup (2500 leaves / 15000 Gaussians on 3.1 h). On that corpus
-    700/4000 gave dev PER 34.9 % against 37.6 % for 1200/6000 (mono: 37.1 %)."""
+    ``num_leaves`` / ``total_gauss`` are caps: the tree stops splitting when the best likelihood
+    gain is below ``tree_thresh`` (Kaldi ``build-tree --thresh``, 300), then merges leaves that
+    cost less than ``cluster_thresh`` (-1: the smallest split gain); mixing up stops at
+    ``split_min_count`` frames per Gaussian. On a small corpus both stop below the caps, as
+    Kaldi's tree stopped at 734 of 2500 leaves on 0.59 h."""
 
-    num_iters: int = 20
-    realign_iters: tuple[int, ...] = (6, 12, 17)
-    total_gauss: int = 4000
-    max_iter_inc: int = 14
-    num_leaves: int = 700
-    tree_min_count: float = 100.0
+    num_iters: int = 35
+    realign_iters: tuple[int, ...] = (10, 20, 30)
+    total_gauss: int = 15000
+    max_iter_inc: int = 25
+    num_leaves: int = 2500
+    tree_thresh: float = 300.0
+    cluster_thresh: float = -1.0
+    tree_min_count: float = 0.0
 
 
 @dataclass
 class LdaMlltConfig(TriConfig):
-    """``train_lda_mllt.sh`` (tri2): splice +-``context``, LDA to ``lda_dim``, MLLT on ``mllt_iters``."""
+    """``train_lda_mllt.sh`` (tri2): splice +-``context`` (3 in the TIMIT recipe), LDA to
+    ``lda_dim``, MLLT on ``mllt_iters``."""
 
-    context: int = 4
+    context: int = 3
     lda_dim: int = 40
-    mllt_iters: tuple[int, ...] = (1, 3, 5, 9)
+    mllt_iters: tuple[int, ...] = (2, 4, 6, 12)
 
 
 @dataclass
 class SatConfig(TriConfig):
-    """``train_sat.sh`` (tri3): per-speaker fMLLR re-estimated on ``fmllr_iters``."""
+    """``train_sat.sh`` (tri3): per-speaker fMLLR (silence frames weighted
+    ``fmllr_silence_weight``) re-estimated on ``fmllr_iters``; mixing-up power 0.2. At the end
+    the speaker-independent alignment model (Kaldi ``final.alimdl``: the SAT Gaussians
+    re-estimated on unadapted features) is estimated for the first decoding pass."""
 
-    fmllr_iters: tuple[int, ...] = (1, 4, 8, 12)
+    power: float = 0.2
+    fmllr_iters: tuple[int, ...] = (2, 4, 6, 12)
     fmllr_update_iters: int = 10
+    fmllr_silence_weight: float = 0.0
+    fmllr_min_count: float = 50.0
 
 
 STAGE_CONFIGS = {"mono": MonoConfig, "tri1": TriConfig, "tri2": LdaMlltConfig, "tri3": SatConfig}
@@ -176,6 +189,8 @@ class GmmSystem:
     fmllr: dict[str, Tensor] | None = None
     si_model: str | None = None
     exp_dir: Path | None = None
+    ali_gmm: DiagGmmSet | None = None
+    """SAT systems: the speaker-independent alignment model (same Gaussians, unadapted features)."""
 
     @property
     def num_pdfs(self) -> int:
@@ -205,7 +220,8 @@ class GmmSystem:
     def to_dict(self) -> dict:
         return {"topo": self.topo.to_dict(), "ctx": self.ctx.to_dict(), "trans": self.trans.to_dict(),
                 "gmm": self.gmm.to_dict(), "pipeline": self.pipeline.to_dict(), "stage": self.stage,
-                "silence": self.silence, "si_model": self.si_model}
+                "silence": self.silence, "si_model": self.si_model,
+                "ali_gmm": None if self.ali_gmm is None else self.ali_gmm.to("cpu").to_dict()}
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -230,10 +246,11 @@ def load_system(exp_dir: str | Path, device: torch.device | str = "cpu") -> GmmS
     fm = None
     if (exp_dir / "trans.pt").is_file():
         fm = torch.load(exp_dir / "trans.pt", map_location="cpu", weights_only=False)
+    ali = d.get("ali_gmm")
     return GmmSystem(Topology.from_dict(d["topo"]), ContextDependency.from_dict(d["ctx"]),
                      TransitionModel.from_dict(d["trans"]), DiagGmmSet.from_dict(d["gmm"]).to(device),
                      FeaturePipeline.from_dict(d["pipeline"]), d["stage"], list(d["silence"]), fm,
-                     d.get("si_model"), exp_dir)
+                     d.get("si_model"), exp_dir, None if ali is None else DiagGmmSet.from_dict(ali).to(device))
 
 
 def write_alignments(out_dir: Path, phones: dict[str, Tensor], alis: dict[str, Tensor],
@@ -294,11 +311,12 @@ class _Logger:
 
 def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline, data: TrainData,
             alis: dict[str, Tensor], failed: list[str], silence: int, cfg_dict: dict,
-            fmllr: dict[str, Tensor] | None = None, si_model: str | None = None) -> GmmSystem:
+            fmllr: dict[str, Tensor] | None = None, si_model: str | None = None,
+            ali_gmm: DiagGmmSet | None = None) -> GmmSystem:
     from asr.jobs.stage import mark_done
 
     sys_ = GmmSystem(state.topo, state.ctx, state.trans, state.gmm.to("cpu"), pipeline, stage, [silence],
-                     fmllr, si_model, out)
+                     fmllr, si_model, out, None if ali_gmm is None else ali_gmm.to("cpu"))
     chains = utterance_chains({u: data.phones[u] for u in alis}, state.ctx, state.topo)
     write_alignments(out, data.phones, alis, chains, state.topo)
     if fmllr is not None:
@@ -341,7 +359,7 @@ def run_mono(data_dir: str | Path, lang_dir: str | Path, out_dir: str | Path, cf
     state.gmm = state.gmm.to(dev)
     gen = torch.Generator().manual_seed(seed)
     runner = JobRunner(data.utt2spk, nj, dev)
-    res = train_viterbi(feats, data.phones, state, cfg, runner, gen, log=_Logger(out), desc="mono")
+    res = train_viterbi(feats, data.phones, state, cfg, runner, gen, log=_Logger(out), desc="mono", silence=[sil])
     return _finish(out, "mono", res.state, pipeline, data, res.alis, res.failed,
                    sil, _cfg_dict("mono", cfg, data_dir, lang_dir, None, seed))
 
@@ -379,8 +397,12 @@ def _tri_common(data_dir, lang_dir, ali_dir, out_dir, stage: str, cfg: TriConfig
     return psys, dev, out, data, alis
 
 
-def _new_tree_state(feats, data: TrainData, alis, topo: Topology, cfg: TriConfig, sil: int, dev) -> TrainState:
-    ctx = build_tree_from_alignment(feats, data.phones, alis, topo, cfg.num_leaves, [sil], cfg.tree_min_count)
+def _new_tree_state(feats, data: TrainData, alis, topo: Topology, cfg: TriConfig, sil: int, dev,
+                    log: Callable[[dict], None] | None = None) -> TrainState:
+    ctx, facts = build_tree_from_alignment(feats, data.phones, alis, topo, cfg.num_leaves, [sil], cfg.tree_thresh,
+                                           cfg.cluster_thresh, cfg.tree_min_count)
+    if log is not None:
+        log({"tree": facts})
     chains = utterance_chains(data.phones, ctx, topo)
     gmm = init_gmm_from_alignment(feats, chains, alis, ctx.num_pdfs, cfg.min_var)
     trans = TransitionModel(ctx.num_pdfs)
@@ -397,10 +419,11 @@ def run_tri1(data_dir, lang_dir, ali_dir, out_dir, cfg: TriConfig | None = None,
     pipeline = FeaturePipeline("delta", psys.pipeline.raw_dim)
     feats = {u: pipeline.apply(x) for u, x in data.raw.items()}
     sil = psys.silence[0]
-    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev)
+    log = _Logger(out)
+    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev, log)
     runner = JobRunner(data.utt2spk, nj, dev)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
-                        alis=alis, log=_Logger(out), desc="tri1")
+                        alis=alis, log=log, desc="tri1", silence=[sil])
     return _finish(out, "tri1", res.state, pipeline, data, res.alis, res.failed, sil,
                    _cfg_dict("tri1", cfg, data_dir, lang_dir, ali_dir, seed))
 
@@ -466,7 +489,8 @@ def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = N
     lda = estimate_lda_matrix(spliced, {u: pchains[u][a] for u, a in alis.items()}, weights, cfg.lda_dim)
     pipeline = base.with_matrix(lda)
     feats = {u: s @ lda.T for u, s in spliced.items()}
-    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev)
+    log = _Logger(out)
+    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev, log)
     chains = utterance_chains(data.phones, state.ctx, state.topo)
     holder = {"pipeline": pipeline}
 
@@ -480,17 +504,20 @@ def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = N
 
     runner = JobRunner(data.utt2spk, nj, dev)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
-                        alis=alis, hook=hook, log=_Logger(out), desc="tri2")
+                        alis=alis, hook=hook, log=log, desc="tri2", silence=[sil])
     return _finish(out, "tri2", res.state, holder["pipeline"], data, res.alis, res.failed, sil,
                    _cfg_dict("tri2", cfg, data_dir, lang_dir, ali_dir, seed))
 
 
 def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: dict[str, Tensor],
                            utt2spk: dict[str, str], iters: int = 10,
-                           prev: dict[str, Tensor] | None = None, min_count: float = 50.0) -> dict[str, Tensor]:
+                           prev: dict[str, Tensor] | None = None, min_count: float = 50.0,
+                           frame_weights: dict[str, Tensor] | None = None,
+                           skipped: list[str] | None = None) -> dict[str, Tensor]:
     """Per-speaker fMLLR ``W (D, D+1)`` (Gales 1998) from untransformed ``feats`` and the Gaussian
-    posteriors of the aligned pdfs. Speakers with fewer than ``min_count`` frames keep ``prev`` /
-    the identity."""
+    posteriors of the aligned pdfs, each frame weighted by ``frame_weights`` (e.g. 0 on silence:
+    Kaldi ``weight-silence-post``). A speaker with at most ``min_count`` weighted frames or singular
+    statistics keeps ``prev`` / the identity and is appended to ``skipped``."""
     from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
 
     spk2utts: dict[str, list[str]] = {}
@@ -503,10 +530,36 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
         x = torch.cat([feats[u] for u in utts])
         pdfs = torch.cat([pdf_alis[u] for u in utts])
         post = gaussian_posteriors_sparse(gmm, apply_fmllr(x, w0).to(gmm.device), pdfs)
+        if frame_weights is not None:
+            fw = torch.cat([frame_weights[u] for u in utts]).double()
+            post = torch.sparse_coo_tensor(post.indices(), post.values() * fw[post.indices()[0]], post.shape,
+                                           check_invariants=False)
         st = FmllrStats(gmm.dim)
         st.accumulate(x.double(), post, means, vars_)
-        out[spk] = estimate_fmllr(st, iters=iters, w0=w0, min_count=min_count).float()
+        try:
+            w = estimate_fmllr(st, iters=iters, w0=w0, min_count=min_count)
+        except ValueError:
+            w = w0
+        if st.beta <= min_count or w is w0:
+            if skipped is not None:
+                skipped.append(spk)
+        out[spk] = w.float()
     return out
+
+
+def estimate_alignment_model(sat_gmm: DiagGmmSet, adapted: dict[str, Tensor], si_feats: dict[str, Tensor],
+                             pdf_alis: dict[str, Tensor], min_var: float) -> DiagGmmSet:
+    """Kaldi's SAT alignment model (``gmm-acc-stats-twofeats`` + ``gmm-est``, ``final.alimdl``):
+    Gaussian posteriors of the aligned pdfs computed by the SAT model on the adapted features,
+    statistics gathered on the speaker-independent features. Same Gaussians (one to one) as the
+    SAT model, so posteriors from a first pass with it serve to estimate fMLLR for the SAT model."""
+    from asr.gmm.model import GmmAccs
+
+    accs = GmmAccs.zeros(sat_gmm.num_gauss, sat_gmm.dim, sat_gmm.device)
+    for u in sorted(pdf_alis):
+        g, p, _ = sat_gmm.gauss_posteriors(adapted[u].to(sat_gmm.device), pdf_alis[u].to(sat_gmm.device))
+        accs.accumulate(si_feats[u].to(sat_gmm.device), g, p)
+    return sat_gmm.update(accs, min_var=min_var, min_count=0.0, remove_low_count=False)
 
 
 @one_thread
@@ -514,7 +567,8 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
              device: str | None = None) -> GmmSystem:
     """SAT (Kaldi ``train_sat.sh``): fMLLR per speaker on top of ``ali_dir``'s LDA+MLLT features,
     estimated first with the previous (speaker-independent) model, then re-estimated with the SAT
-    model on ``cfg.fmllr_iters``; new tree on the fMLLR features."""
+    model on ``cfg.fmllr_iters`` (silence frames weighted ``cfg.fmllr_silence_weight``); new tree
+    on the fMLLR features; finally the alignment model for the first decoding pass."""
     from asr.transforms import apply_fmllr
 
     cfg = cfg or SatConfig()
@@ -522,34 +576,53 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
     if psys.pipeline.kind != "lda":
         raise ValueError(f"{ali_dir} is a {psys.stage} system on deltas: train tri3 on top of tri2 (LDA+MLLT)")
     sil = psys.silence[0]
+    log = _Logger(out)
     pipeline = psys.pipeline
     base = {u: pipeline.apply(x) for u, x in data.raw.items()}
+
+    def sil_weights(cur_alis: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {u: silence_weights(data.phones[u], a, psys.topo, [sil], cfg.fmllr_silence_weight)
+                for u, a in cur_alis.items()}
+
+    def estimate(gmm: DiagGmmSet, chains: dict[str, Tensor], cur_alis: dict[str, Tensor], it: int,
+                 prev: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        skipped: list[str] = []
+        fm = estimate_speaker_fmllr(gmm, base, {u: chains[u][a] for u, a in cur_alis.items()}, data.utt2spk,
+                                    cfg.fmllr_update_iters, prev=prev, min_count=cfg.fmllr_min_count,
+                                    frame_weights=sil_weights(cur_alis), skipped=skipped)
+        log({"iter": it, "fmllr_speakers": len(fm), "fmllr_kept_previous": skipped})
+        if skipped:
+            print(f"asr gmm tri3: iteration {it}: fMLLR of {len(skipped)} speaker(s) not estimated (at most "
+                  f"{cfg.fmllr_min_count:g} non-silence frames or singular statistics), previous transform "
+                  f"kept: {', '.join(skipped[:5])}" + (" ..." if len(skipped) > 5 else ""))
+        return fm
+
     pchains = utterance_chains(data.phones, psys.ctx, psys.topo)
-    fm = estimate_speaker_fmllr(psys.gmm, base, {u: pchains[u][a] for u, a in alis.items()}, data.utt2spk,
-                                cfg.fmllr_update_iters)
-    holder = {"fmllr": fm}
+    holder = {"fmllr": estimate(psys.gmm, pchains, alis, -1, None)}
 
     def adapted() -> dict[str, Tensor]:
         return {u: apply_fmllr(x, holder["fmllr"][data.utt2spk[u]]) if data.utt2spk[u] in holder["fmllr"] else x
                 for u, x in base.items()}
 
     feats = adapted()
-    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev)
+    state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev, log)
     chains = utterance_chains(data.phones, state.ctx, state.topo)
 
     def hook(it: int, st: TrainState, cur_alis: dict[str, Tensor]):
         if it not in cfg.fmllr_iters:
             return None
-        holder["fmllr"] = estimate_speaker_fmllr(st.gmm, base, {u: chains[u][a] for u, a in cur_alis.items()},
-                                                 data.utt2spk, cfg.fmllr_update_iters, prev=holder["fmllr"])
+        holder["fmllr"] = estimate(st.gmm, chains, cur_alis, it, holder["fmllr"])
         return adapted()
 
     runner = JobRunner(data.utt2spk, nj, dev)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
-                        alis=alis, hook=hook, log=_Logger(out), desc="tri3")
+                        alis=alis, hook=hook, log=log, desc="tri3", silence=[sil])
+    final = adapted()
+    ali_gmm = estimate_alignment_model(res.state.gmm, final, base, {u: chains[u][a] for u, a in res.alis.items()},
+                                       cfg.min_var)
     return _finish(out, "tri3", res.state, pipeline, data, res.alis, res.failed, sil,
                    _cfg_dict("tri3", cfg, data_dir, lang_dir, ali_dir, seed), fmllr=holder["fmllr"],
-                   si_model=str(Path(ali_dir).resolve()))
+                   si_model=str(Path(ali_dir).resolve()), ali_gmm=ali_gmm)
 
 
 RUNNERS = {"mono": run_mono, "tri1": run_tri1, "tri2": run_tri2, "tri3": run_tri3}

@@ -47,14 +47,21 @@ class TrainConfig:
     """Gaussians with less occupancy are not updated (removed when their pdf has others)."""
     min_var: float = 1e-3
     """Variance floor (Kaldi ``--min-variance``)."""
-    power: float = 0.2
-    """Mixing up: per-pdf Gaussian targets proportional to occupancy^power."""
-    perturb: float = 0.2
-    """Mixing up: +-perturb standard deviations between the two halves of a split Gaussian."""
+    power: float = 0.25
+    """Mixing up: per-pdf Gaussian targets proportional to occupancy^power (Kaldi ``--power``)."""
+    perturb: float = 0.01
+    """Mixing up: +-perturb standard deviations between the two halves of a split Gaussian
+    (Kaldi ``gmm-est --perturb-factor``)."""
     split_min_count: float = 20.0
-    """Mixing up: at most occupancy / split_min_count Gaussians per pdf."""
+    """Mixing up: at most occupancy / split_min_count Gaussians per pdf (Kaldi ``--min-count``)."""
     align_batch: int = 64
     """Utterances per padded Viterbi batch."""
+    final_realign: bool = True
+    """Re-align the data with the final model before writing the alignments the next stage
+    trains on (Kaldi runs ``align_si.sh`` / ``align_fmllr.sh`` between stages)."""
+    final_boost_silence: float = 1.0
+    """Factor on the likelihoods of silence pdfs in that final alignment (Kaldi
+    ``align_si.sh --boost-silence``; 1.25 after the monophones in the TIMIT recipe)."""
 
     def __post_init__(self) -> None:
         self.realign_iters = tuple(int(i) for i in self.realign_iters)
@@ -80,6 +87,7 @@ class EmResult:
     alis: dict[str, Tensor]
     failed: list[str]
     history: list[dict] = field(default_factory=list)
+    """One record per EM iteration."""
 
 
 def utterance_chains(phones: dict[str, Tensor], ctx: ContextDependency, topo: Topology) -> dict[str, Tensor]:
@@ -131,6 +139,7 @@ class _Job:
     trans: dict | None = None
     alis: dict[str, Tensor] | None = None
     batch: int = 64
+    pdf_bias: Tensor | None = None
 
 
 def _store(token: str) -> dict[str, dict[str, Tensor]]:
@@ -141,12 +150,15 @@ def _store(token: str) -> dict[str, dict[str, Tensor]]:
                            "jobs need the local (fork) or in-process executor") from None
 
 
-def chain_loglikes(gmm: DiagGmmSet, x: Tensor, chain: Tensor) -> Tensor:
+def chain_loglikes(gmm: DiagGmmSet, x: Tensor, chain: Tensor, pdf_bias: Tensor | None = None) -> Tensor:
     """``(T, num_pdfs)`` matrix whose columns for the pdfs in ``chain`` hold their
-    log-likelihoods (computed for those pdfs only); other columns are ``-inf``."""
+    log-likelihoods (computed for those pdfs only, plus ``pdf_bias (num_pdfs,)`` if given);
+    other columns are ``-inf``."""
     used = torch.unique(chain)
     out = torch.full((x.shape[0], gmm.num_pdfs), -math.inf)
     out[:, used] = gmm.loglikes_pdfs(x, used).cpu()
+    if pdf_bias is not None:
+        out[:, used] += pdf_bias[used]
     return out
 
 
@@ -157,7 +169,7 @@ def _align_job(job: _Job) -> tuple[dict[str, Tensor], list[str], float, int]:
     st = _store(job.token)
     gmm = DiagGmmSet.from_dict(job.gmm)
     trans = TransitionModel.from_dict(job.trans)
-    lls = [chain_loglikes(gmm, st["feats"][u], st["chains"][u]) for u in job.utts]
+    lls = [chain_loglikes(gmm, st["feats"][u], st["chains"][u], job.pdf_bias) for u in job.utts]
     res = viterbi_align(lls, [st["chains"][u] for u in job.utts], trans, batch_size=job.batch)
     alis, failed, score, frames = {}, [], 0.0, 0
     for u, r in zip(job.utts, res):
@@ -207,20 +219,23 @@ class JobRunner:
     def close(self) -> None:
         _STORE.pop(self.token, None)
 
-    def _jobs(self, gmm: DiagGmmSet, trans: TransitionModel | None, alis, batch: int) -> list[_Job]:
+    def _jobs(self, gmm: DiagGmmSet, trans: TransitionModel | None, alis, batch: int,
+              pdf_bias: Tensor | None = None) -> list[_Job]:
         g = gmm.to_dict() if self.device.type == "cpu" else {k: (v.to(self.device) if isinstance(v, Tensor) else v)
                                                               for k, v in gmm.to_dict().items()}
         out = []
         for utts in self.splits:
             a = None if alis is None else {u: alis[u] for u in utts if u in alis}
-            out.append(_Job(self.token, utts, g, None if trans is None else trans.to_dict(), a, batch))
+            out.append(_Job(self.token, utts, g, None if trans is None else trans.to_dict(), a, batch, pdf_bias))
         return out
 
     def align(self, gmm: DiagGmmSet, trans: TransitionModel, batch: int = 64,
-              desc: str | None = None) -> tuple[dict[str, Tensor], list[str], float, int]:
+              desc: str | None = None, pdf_bias: Tensor | None = None) -> tuple[dict[str, Tensor], list[str], float, int]:
+        """Viterbi-align every utterance; ``pdf_bias (num_pdfs,)`` is added to the log-likelihoods
+        (e.g. ``log 1.25`` on silence pdfs: Kaldi ``gmm-boost-silence``)."""
         from asr.jobs import map_jobs
 
-        res = map_jobs(_align_job, self._jobs(gmm, trans, None, batch), nj=self.nj, desc=desc)
+        res = map_jobs(_align_job, self._jobs(gmm, trans, None, batch, pdf_bias), nj=self.nj, desc=desc)
         alis, failed, score, frames = {}, [], 0.0, 0
         for a, f, s, n in res:
             alis.update(a)
@@ -280,14 +295,17 @@ IterHook = Callable[[int, TrainState, dict[str, Tensor]], "dict[str, Tensor] | N
 def train_viterbi(feats: dict[str, Tensor], phones: dict[str, Tensor], state: TrainState,
                   cfg: TrainConfig, runner: JobRunner, generator: torch.Generator,
                   alis: dict[str, Tensor] | None = None, hook: IterHook | None = None,
-                  log: Callable[[dict], None] | None = None, desc: str = "gmm") -> EmResult:
+                  log: Callable[[dict], None] | None = None, desc: str = "gmm",
+                  silence: list[int] = ()) -> EmResult:
     """Viterbi EM of ``state`` on ``feats`` (utt -> ``(T, D)``) with transcripts ``phones``
     (utt -> LongTensor of phone ids).
 
     ``alis`` (chain-state alignments) default to equal alignment (flat start). ``hook(it, state,
     alis)`` runs at the start of each iteration after any realignment; it may change
     ``state.gmm`` in place and return new features (e.g. MLLT / fMLLR re-estimation) or None.
-    Utterances that cannot be aligned are skipped and listed in ``EmResult.failed``.
+    Utterances that cannot be aligned are skipped and listed in ``EmResult.failed``. With
+    ``cfg.final_realign`` the returned alignments come from the final model (silence phones
+    ``silence`` boosted by ``cfg.final_boost_silence``).
     """
     from tqdm import tqdm
 
@@ -335,6 +353,21 @@ def train_viterbi(feats: dict[str, Tensor], phones: dict[str, Tensor], state: Tr
             history.append(rec)
             if log is not None:
                 log(rec)
+        if cfg.final_realign:
+            bias = None
+            if cfg.final_boost_silence != 1.0 and len(silence):
+                sil_pdf = torch.isin(state.ctx.pdf2phone, torch.tensor(list(silence), dtype=torch.long))
+                bias = sil_pdf.float() * math.log(cfg.final_boost_silence)
+            new, bad, score, n = runner.align(state.gmm, state.trans, cfg.align_batch, pdf_bias=bias)
+            for u in bad:
+                if u in alis:
+                    new[u] = alis[u]
+            alis = new
+            failed = sorted(set(failed) | (set(bad) - set(new)))
+            final_align = {"final_align": True, "align_score_per_frame": score / max(n, 1),
+                           "align_failed": len(bad), "boost_silence": cfg.final_boost_silence}
+            if log is not None:
+                log(final_align)
     finally:
         runner.close()
     return EmResult(state, alis, failed, history)
@@ -348,17 +381,24 @@ def mono_init(feats: dict[str, Tensor], topo: Topology) -> TrainState:
 
 
 def build_tree_from_alignment(feats: dict[str, Tensor], phones: dict[str, Tensor], alis: dict[str, Tensor],
-                              topo: Topology, num_leaves: int, silence: list[int],
-                              min_count: float = 100.0) -> ContextDependency:
+                              topo: Topology, max_leaves: int, silence: list[int], thresh: float = 300.0,
+                              cluster_thresh: float = -1.0, min_count: float = 0.0) -> tuple[ContextDependency, dict]:
     """Decision-tree tied triphones from an alignment (Kaldi ``acc-tree-stats`` + ``cluster-phones``
-    + ``build-tree``) using :mod:`asr.hmm.tree`."""
-    from asr.hmm.tree import accumulate_tree_stats, build_tree, make_questions
+    + ``build-tree --thresh --cluster-thresh``, silence context-independent) using
+    :mod:`asr.hmm.tree`. Returns the context dependency and facts about the tree (leaves before
+    and after clustering, smallest split)."""
+    from asr.hmm.tree import accumulate_tree_stats, grow_tree, make_questions
 
     utts = sorted(alis)
     labels = [frame_labels(phones[u], alis[u], topo) for u in utts]
     stats = accumulate_tree_stats([feats[u] for u in utts], [p for p, _ in labels], [s for _, s in labels])
     questions = make_questions(stats, topo.num_phones, silence)
-    return build_tree(stats, questions, topo, num_leaves, min_count=min_count)
+    tree = grow_tree(stats, questions, topo, max_leaves, thresh=thresh, cluster_thresh=cluster_thresh,
+                     ci_phones=silence, min_count=min_count)
+    facts = {"tree_leaves": tree.num_leaves, "tree_pdfs": tree.num_pdfs, "max_leaves": max_leaves,
+             "smallest_split": tree.smallest_split, "splits": len(tree.split_gains),
+             "merges": len(tree.cluster_costs), "frames": float(stats.count.sum())}
+    return tree.to_context_dependency(), facts
 
 
 def gaussian_posteriors_sparse(gmm: DiagGmmSet, x: Tensor, pdfs: Tensor) -> Tensor:
@@ -371,8 +411,10 @@ def gaussian_posteriors_sparse(gmm: DiagGmmSet, x: Tensor, pdfs: Tensor) -> Tens
                                    check_invariants=True).coalesce()
 
 
-def silence_weights(phones: Tensor, ali: Tensor, topo: Topology, silence: list[int]) -> Tensor:
-    """1.0 per frame, 0.0 on silence phones (Kaldi ``weight-silence-post 0.0``)."""
+def silence_weights(phones: Tensor, ali: Tensor, topo: Topology, silence: list[int],
+                    weight: float = 0.0) -> Tensor:
+    """1.0 per frame, ``weight`` on silence phones (Kaldi ``weight-silence-post``)."""
     ph, _ = frame_labels(phones, ali, topo)
-    return (~torch.isin(ph, torch.tensor(silence, dtype=torch.long))).double()
+    sil = torch.isin(ph, torch.tensor(silence, dtype=torch.long))
+    return torch.where(sil, torch.tensor(float(weight), dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
 

@@ -9,11 +9,12 @@ Povey et al. 2011):
 * :func:`make_questions`: phone sets to ask about, obtained by top-down binary clustering
   of the phones' central-state Gaussians (Kaldi ``cluster-phones``): every node of the
   cluster tree is a question; plus the silence / non-silence question.
-* :func:`grow_tree` / :func:`build_tree`: one root per (centre phone, hmm-state); greedy
-  best-first splitting on "is the left/right phone in Q?", the gain being the increase of
-  the log-likelihood of the data under one diagonal Gaussian per node; stops at
-  ``num_leaves`` or when no split leaves ``min_count`` frames on both sides. The tree is
-  compiled into a dense :class:`~asr.hmm.context.ContextDependency` table: the questions
+* :func:`grow_tree` / :func:`build_tree`: one root per centre phone shared by its hmm-states;
+  greedy best-first splitting on "is the left/right phone in Q?" or "is the hmm-state in
+  {0..k}?", the gain being the increase of the log-likelihood of the data under one diagonal
+  Gaussian per node; splitting stops when the best gain falls to ``thresh`` or the leaves reach
+  ``max_leaves`` (a cap the data may not reach); then leaves are clustered bottom-up. The tree
+  is compiled into a dense :class:`~asr.hmm.context.ContextDependency` table: the questions
   route every (l, c, r), seen or not, to a leaf.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor
 from asr.hmm.context import ContextDependency
 from asr.hmm.topology import Topology
 
-LEFT, RIGHT = 0, 2  # positions in the (l, c, r) context window
+LEFT, RIGHT, STATE = 0, 2, 3  # columns of a (left, centre, right, hmm-state) context key
 
 
 @dataclass
@@ -132,18 +133,22 @@ def accumulate_tree_stats(feats: Sequence[Tensor], phone_alis: Sequence[Tensor],
 
 
 def gaussian_loglik(count: Tensor, s: Tensor, ss: Tensor, var_floor: float = 0.01) -> Tensor:
-    """Log-likelihood of data under its own ML diagonal Gaussian, from statistics.
+    """Log-likelihood of data under its own ML diagonal Gaussian, from statistics (Kaldi
+    ``GaussClusterable::Objf``).
 
-    ``-0.5 * n * (D * (1 + log 2 pi) + sum_d log var_d)`` with var floored; 0 where n = 0.
+    ``-0.5 * n * (D log 2 pi + sum_d log v'_d + sum_d v_d / v'_d)`` with ``v'`` the variance ``v``
+    floored at ``var_floor`` (= ``-0.5 n (D (1 + log 2 pi) + sum_d log v_d)`` without flooring);
+    0 where n = 0.
 
     Args:
         count: (...,); s, ss: (..., D).
     """
     n = count.clamp(min=1e-10).unsqueeze(-1)
     mean = s / n
-    var = (ss / n - mean * mean).clamp(min=var_floor)
+    var = ss / n - mean * mean
+    floored = var.clamp(min=var_floor)
     D = s.shape[-1]
-    ll = -0.5 * count * (D * (1.0 + math.log(2 * math.pi)) + var.log().sum(-1))
+    ll = -0.5 * count * (D * math.log(2 * math.pi) + floored.log().sum(-1) + (var / floored).sum(-1))
     return torch.where(count > 0, ll, torch.zeros_like(ll))
 
 
@@ -233,88 +238,116 @@ class _Node:
     entries: Tensor  # indices into stats rows
     count: float
     loglik: float
-    split: tuple[int, int] | None = None  # (position, question index)
+    states: frozenset[int] = frozenset()  # hmm-states the node covers
+    split: tuple[int, frozenset[int]] | None = None  # (position, yes-set of values)
     yes: int = -1
     no: int = -1
-    best: tuple[float, int, int] | None = None  # (gain, position, question)
+    best: tuple[float, int, frozenset[int]] | None = None  # (gain, position, yes-set)
 
 
 @dataclass
 class DecisionTree:
-    """A grown tree: ``roots[(c, s)]`` -> node index; leaves numbered in ``leaf_pdf``.
+    """A grown and clustered tree.
 
-    ``split_gains`` / ``split_nodes``: log-likelihood gain and node of every split, in the order made;
-    ``root_loglik`` / ``leaf_loglik``: total single-Gaussian log-likelihood of the
-    statistics at the roots / leaves (their difference is ``sum(split_gains)``).
+    ``roots[c]`` -> node index of phone ``c`` (one root per phone, shared by its hmm-states);
+    a node splits on position ``LEFT`` / ``RIGHT`` (the neighbouring phone is in the yes-set) or
+    ``STATE`` (the hmm-state is in the yes-set). Every leaf covers exactly one hmm-state.
+    ``leaf_pdf[node]`` -> pdf id after the bottom-up clustering of leaves (several leaves of one
+    (phone, state) may share a pdf).
+
+    ``split_gains`` / ``split_nodes``: likelihood gain and node of every split made on the gain
+    (in the order made; forced per-state splits of leaves are not listed); ``root_loglik`` /
+    ``leaf_loglik``: total single-Gaussian log-likelihood of the statistics at the roots / at the
+    leaves before clustering (their difference is ``sum(split_gains)`` plus the gain of the forced
+    state splits); ``cluster_costs``: likelihood lost by each merge of the clustering.
     """
 
     num_phones: int
     max_states: int
     questions: list[frozenset[int]]
     nodes: list[_Node]
-    roots: dict[tuple[int, int], int]
+    roots: dict[int, int]
+    leaf_pdf: dict[int, int] = field(default_factory=dict)
     split_gains: list[float] = field(default_factory=list)
     split_nodes: list[int] = field(default_factory=list)
+    cluster_costs: list[float] = field(default_factory=list)
     root_loglik: float = 0.0
     leaf_loglik: float = 0.0
 
     @property
     def num_leaves(self) -> int:
+        """Leaves of the tree (before clustering)."""
         return sum(1 for nd in self.nodes if nd.split is None)
 
-    def leaf_pdfs(self) -> dict[int, int]:
-        """Node index -> pdf id, phone-major (roots in (c, s) order), yes-branch first."""
-        out: dict[int, int] = {}
-        for key in sorted(self.roots):
-            stack = [self.roots[key]]
-            while stack:
-                i = stack.pop()
-                nd = self.nodes[i]
-                if nd.split is None:
-                    out[i] = len(out)
-                else:
-                    stack.extend([nd.no, nd.yes])
-        return out
+    @property
+    def num_pdfs(self) -> int:
+        """Pdfs after clustering."""
+        return len(set(self.leaf_pdf.values()))
+
+    @property
+    def smallest_split(self) -> float:
+        return min(self.split_gains) if self.split_gains else math.inf
+
+    def leaves(self) -> list[int]:
+        return [i for i, nd in enumerate(self.nodes) if nd.split is None]
 
     def to_context_dependency(self) -> ContextDependency:
         """Compile into a dense (P+1)^3 x S table, routing every (l, r) through the questions."""
         P1 = self.num_phones + 1
         table = torch.full((P1, P1, P1, self.max_states), -1, dtype=torch.long)
-        pdf_of = self.leaf_pdfs()
-        member = torch.zeros(len(self.questions), P1, dtype=torch.bool)
-        for qi, q in enumerate(self.questions):
-            member[qi, sorted(q)] = True
-        for (c, s), root in self.roots.items():
-            grid = torch.full((P1, P1), -1, dtype=torch.long)  # (left, right)
-            stack = [(root, torch.ones(P1, P1, dtype=torch.bool))]
-            while stack:
-                i, mask = stack.pop()
-                nd = self.nodes[i]
-                if nd.split is None:
-                    grid[mask] = pdf_of[i]
-                    continue
-                pos, qi = nd.split
-                ans = member[qi].view(-1, 1).expand(P1, P1) if pos == LEFT else member[qi].view(1, -1).expand(P1, P1)
-                stack.append((nd.yes, mask & ans))
-                stack.append((nd.no, mask & ~ans))
-            table[:, c, :, s] = grid
+        for c, root in self.roots.items():
+            for s in sorted(self.nodes[root].states):
+                grid = torch.full((P1, P1), -1, dtype=torch.long)  # (left, right)
+                stack = [(root, torch.ones(P1, P1, dtype=torch.bool))]
+                while stack:
+                    i, mask = stack.pop()
+                    nd = self.nodes[i]
+                    if nd.split is None:
+                        grid[mask] = self.leaf_pdf[i]
+                        continue
+                    pos, yes_set = nd.split
+                    if pos == STATE:
+                        stack.append((nd.yes if s in yes_set else nd.no, mask))
+                        continue
+                    member = torch.zeros(P1, dtype=torch.bool)
+                    member[sorted(yes_set)] = True
+                    ans = member.view(-1, 1).expand(P1, P1) if pos == LEFT else member.view(1, -1).expand(P1, P1)
+                    stack.append((nd.yes, mask & ans))
+                    stack.append((nd.no, mask & ~ans))
+                table[:, c, :, s] = grid
         return ContextDependency(table, 3, 1)
 
 
-def grow_tree(stats: TreeStats, questions: Sequence[frozenset[int]], topo: Topology, num_leaves: int,
-              min_count: float = 100.0, ci_phones: Sequence[int] = (), var_floor: float = 0.01) -> DecisionTree:
-    """Greedy best-first likelihood-gain splitting (Young, Odell & Woodland 1994).
+def state_questions(max_states: int) -> list[frozenset[int]]:
+    """Questions about the hmm-state ("pdf-class"): ``{0}, {0,1}, ..., {0..S-2}`` (Kaldi
+    ``compile-questions``)."""
+    return [frozenset(range(i + 1)) for i in range(max_states - 1)]
 
-    Args:
-        stats: tree statistics (contexts of phones outside the topology raise ValueError).
-        questions: phone sets asked about the left and the right context.
-        topo: the HMM topology (one root per (phone, hmm-state)).
-        num_leaves: target number of leaves (pdfs); must be >= the number of roots.
-        min_count: minimum frames on each side of a split.
-        ci_phones: phones kept context-independent (e.g. silence): their roots are never split.
-        var_floor: variance floor of the node Gaussians.
-    Returns:
-        :class:`DecisionTree`.
+
+def grow_tree(stats: TreeStats, questions: Sequence[frozenset[int]], topo: Topology, max_leaves: int,
+              thresh: float = 300.0, cluster_thresh: float = -1.0, ci_phones: Sequence[int] = (),
+              min_count: float = 0.0, var_floor: float = 0.01) -> DecisionTree:
+    """Kaldi ``build-tree``: greedy likelihood-gain splitting, then bottom-up clustering of leaves.
+
+    Young, Odell & Woodland (1994), as in Kaldi's ``BuildTree`` (``src/tree/build-tree.cc``):
+
+    * one root per phone, shared by its hmm-states (Kaldi ``roots.txt``: ``shared split``); a node
+      may split on the left or right phone (``questions``) or on the hmm-state
+      (:func:`state_questions`);
+    * best-first: the leaf whose best split gains most is split, while that gain exceeds
+      ``thresh`` (log-likelihood units; Kaldi's default 300) and the tree has fewer than
+      ``max_leaves`` leaves — so ``max_leaves`` is a cap the data may not reach;
+    * ``ci_phones`` (e.g. silence) are context-independent: their roots split on the hmm-state only;
+    * every leaf covers one hmm-state: a leaf still covering several states when splitting stops is
+      split by state (this keeps each pdf tied to one (phone, state), which the segment logic of
+      sequence training and the transition model rely on; Kaldi may leave such leaves for phones
+      with almost no data);
+    * then, within each (phone, hmm-state), leaves are merged bottom-up while the cheapest merge
+      loses less than ``cluster_thresh`` (Kaldi ``ClusterEventMapRestrictedByMap``; ``-1`` = the
+      smallest gain of the splitting phase, Kaldi's ``--cluster-thresh=-1``; ``0`` = no clustering).
+
+    The node objective is Kaldi's ``GaussClusterable::Objf`` (:func:`gaussian_loglik`).
+    ``min_count`` (frames on each side of a split; Kaldi has none, default 0) can forbid tiny leaves.
     """
     P = topo.num_phones
     keys = stats.keys
@@ -322,82 +355,175 @@ def grow_tree(stats: TreeStats, questions: Sequence[frozenset[int]], topo: Topol
         raise ValueError(f"tree statistics hold phone ids outside 0..{P}")
     if keys.numel() and bool((keys[:, 3] >= topo.num_states[keys[:, 1]]).any()):
         raise ValueError("tree statistics hold hmm-states beyond the topology")
-    roots_keys = [(c, s) for c in range(1, P + 1) for s in range(int(topo.num_states[c]))]
-    if num_leaves < len(roots_keys):
-        raise ValueError(f"num_leaves={num_leaves} is smaller than the {len(roots_keys)} (phone, state) roots")
+    n_states = [int(topo.num_states[c]) for c in range(P + 1)]
+    min_leaves = sum(n_states[1:])
+    if max_leaves < min_leaves:
+        raise ValueError(f"max_leaves={max_leaves} is smaller than the {min_leaves} (phone, state) roots")
     qs = list(questions)
-    member = torch.zeros(len(qs), P + 1, dtype=torch.float64)
     for qi, q in enumerate(qs):
         if any(not 0 <= p <= P for p in q):
             raise ValueError(f"question {qi} holds phone ids outside 0..{P}")
-        member[qi, sorted(q)] = 1.0
+    S = topo.max_states
+    member = {pos: torch.zeros(len(sets), size, dtype=torch.float64)
+              for pos, sets, size in ((LEFT, qs, P + 1), (RIGHT, qs, P + 1), (STATE, state_questions(S), S))}
+    sets_of = {LEFT: qs, RIGHT: qs, STATE: state_questions(S)}
+    for pos, sets in sets_of.items():
+        for qi, q in enumerate(sets):
+            member[pos][qi, sorted(q)] = 1.0
     ci = {int(p) for p in ci_phones}
-    order = torch.argsort(keys[:, 1] * (topo.max_states + 1) + keys[:, 3], stable=True)
-    nodes: list[_Node] = []
-    roots: dict[tuple[int, int], int] = {}
-    grouped: dict[tuple[int, int], list[int]] = {}
-    for i in order.tolist():
-        grouped.setdefault((int(keys[i, 1]), int(keys[i, 3])), []).append(i)
+    by_phone: dict[int, list[int]] = {}
+    for i in torch.argsort(keys[:, 1], stable=True).tolist():
+        by_phone.setdefault(int(keys[i, 1]), []).append(i)
 
-    def make_node(entries: Tensor) -> int:
+    nodes: list[_Node] = []
+
+    def make_node(entries: Tensor, states: frozenset[int]) -> int:
         n = stats.count[entries].sum()
         ll = gaussian_loglik(n, stats.sum[entries].sum(0), stats.sumsq[entries].sum(0), var_floor)
-        nodes.append(_Node(entries, float(n), float(ll)))
+        nodes.append(_Node(entries, float(n), float(ll), states))
         return len(nodes) - 1
 
-    def best_split(i: int) -> None:
+    def best_split(i: int, phone: int) -> None:
         nd = nodes[i]
         e = nd.entries
-        if e.numel() < 2 or nd.count < 2 * min_count or not qs:
+        if e.numel() < 2:
             return
         n, s, ss = stats.count[e], stats.sum[e], stats.sumsq[e]
         best = None
-        for pos in (LEFT, RIGHT):
-            yes = member[:, keys[e, pos]]  # (Q, E)
+        for pos in ((STATE,) if phone in ci else (LEFT, RIGHT, STATE)):
+            if pos == STATE and len(nd.states) < 2:
+                continue
+            yes = member[pos][:, keys[e, pos]]  # (Q, E)
             ny = yes @ n
             sy, ssy = yes @ s, yes @ ss
             nn, sn, ssn = nd.count - ny, s.sum(0) - sy, ss.sum(0) - ssy
-            gain = gaussian_loglik(ny, sy, ssy, var_floor) + gaussian_loglik(nn, sn, ssn, var_floor) - nd.loglik
+            gain = (gaussian_loglik(ny, sy, ssy, var_floor) + gaussian_loglik(nn, sn, ssn, var_floor)
+                    - nd.loglik)
             ok = (ny >= max(min_count, 1e-6)) & (nn >= max(min_count, 1e-6))
             gain = torch.where(ok, gain, torch.full_like(gain, -math.inf))
             g, qi = gain.max(0)
             if math.isfinite(float(g)) and (best is None or float(g) > best[0]):
-                best = (float(g), pos, int(qi))
+                best = (float(g), pos, sets_of[pos][int(qi)])
         nd.best = best
 
+    def do_split(i: int, pos: int, yes_set: frozenset[int]) -> tuple[int, int]:
+        nd = nodes[i]
+        vals = keys[nd.entries, pos]
+        if pos == STATE:
+            yes_mask = torch.isin(vals, torch.tensor(sorted(yes_set), dtype=torch.long))
+            ys, ns = nd.states & yes_set, nd.states - yes_set
+        else:  # both sides keep every state: unseen contexts are routed through them too
+            yes_mask = torch.isin(vals, torch.tensor(sorted(yes_set), dtype=torch.long))
+            ys = ns = nd.states
+        nd.split = (pos, frozenset(yes_set))
+        nd.yes = make_node(nd.entries[yes_mask], ys)
+        nd.no = make_node(nd.entries[~yes_mask], ns)
+        return nd.yes, nd.no
+
+    roots: dict[int, int] = {}
+    phone_of: dict[int, int] = {}
     heap: list[tuple[float, int]] = []
-    for key in roots_keys:
-        e = torch.tensor(grouped.get(key, []), dtype=torch.long)
-        i = make_node(e)
-        roots[key] = i
-        if key[0] not in ci:
-            best_split(i)
-            if nodes[i].best is not None:
-                heapq.heappush(heap, (-nodes[i].best[0], i))
-    tree = DecisionTree(P, topo.max_states, qs, nodes, roots)
-    tree.root_loglik = sum(nd.loglik for nd in nodes)
-    leaves = len(roots_keys)
-    while leaves < num_leaves and heap:
+    for c in range(1, P + 1):
+        i = make_node(torch.tensor(by_phone.get(c, []), dtype=torch.long), frozenset(range(n_states[c])))
+        roots[c] = i
+        phone_of[i] = c
+        best_split(i, c)
+        if nodes[i].best is not None:
+            heapq.heappush(heap, (-nodes[i].best[0], i))
+    tree = DecisionTree(P, S, qs, nodes, roots)
+    tree.root_loglik = sum(nodes[i].loglik for i in roots.values())
+    # leaves are counted as the one-state leaves they end up as: a context split of a node covering
+    # k states adds k of them, a state split none
+    n_leaves = min_leaves
+    while heap:
         _, i = heapq.heappop(heap)
         nd = nodes[i]
-        gain, pos, qi = nd.best
-        yes_mask = member[qi, keys[nd.entries, pos]] > 0
-        nd.split = (pos, qi)
-        nd.yes = make_node(nd.entries[yes_mask])
-        nd.no = make_node(nd.entries[~yes_mask])
+        gain, pos, yes_set = nd.best
+        if gain <= thresh:
+            break
+        added = 0 if pos == STATE else len(nd.states)
+        if n_leaves + added > max_leaves:
+            continue  # would overshoot the cap; a state split may still fit
+        y, n = do_split(i, pos, yes_set)
+        n_leaves += added
         tree.split_gains.append(gain)
         tree.split_nodes.append(i)
-        leaves += 1
-        for child in (nd.yes, nd.no):
-            best_split(child)
+        for child in (y, n):
+            phone_of[child] = phone_of[i]
+            best_split(child, phone_of[i])
             if nodes[child].best is not None:
                 heapq.heappush(heap, (-nodes[child].best[0], child))
+    # force one hmm-state per leaf
+    stack = [i for i in range(len(nodes)) if nodes[i].split is None]
+    while stack:
+        i = stack.pop()
+        if len(nodes[i].states) > 1:
+            y, n = do_split(i, STATE, frozenset([min(nodes[i].states)]))
+            phone_of[y] = phone_of[n] = phone_of[i]
+            stack.extend([y, n])
     tree.leaf_loglik = sum(nd.loglik for nd in nodes if nd.split is None)
+    thr = tree.smallest_split if cluster_thresh < 0 else cluster_thresh
+    _cluster_leaves(tree, stats, phone_of, thr if math.isfinite(thr) else 0.0, var_floor)
     return tree
 
 
-def build_tree(stats: TreeStats, questions: Sequence[frozenset[int]], topo: Topology, num_leaves: int,
-               min_count: float = 100.0, ci_phones: Sequence[int] = (), var_floor: float = 0.01) -> ContextDependency:
-    """Grow a tree (:func:`grow_tree`) and compile it to a triphone :class:`ContextDependency`
-    (context_width 3, central_position 1), its table filled for every (l, c, r)."""
-    return grow_tree(stats, questions, topo, num_leaves, min_count, ci_phones, var_floor).to_context_dependency()
+def _cluster_leaves(tree: DecisionTree, stats: TreeStats, phone_of: dict[int, int], thresh: float,
+                    var_floor: float) -> None:
+    """Bottom-up merging of the leaves of each (phone, hmm-state) while the cheapest merge loses less
+    than ``thresh`` (Kaldi ``ClusterBottomUp``); fills ``tree.leaf_pdf`` (pdfs numbered by phone,
+    then state, then first leaf) and ``tree.cluster_costs``."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in tree.leaves():
+        nd = tree.nodes[i]
+        groups.setdefault((phone_of[i], min(nd.states)), []).append(i)
+    pdf = 0
+    for key in sorted(groups):
+        leaves = groups[key]
+        n = torch.tensor([tree.nodes[i].count for i in leaves], dtype=torch.float64)
+        D = stats.sum.shape[1]
+        s = torch.stack([stats.sum[tree.nodes[i].entries].sum(0) if tree.nodes[i].entries.numel()
+                         else torch.zeros(D, dtype=torch.float64) for i in leaves])
+        ss = torch.stack([stats.sumsq[tree.nodes[i].entries].sum(0) if tree.nodes[i].entries.numel()
+                          else torch.zeros(D, dtype=torch.float64) for i in leaves])
+        cluster = list(range(len(leaves)))  # cluster id of each leaf
+        alive = torch.ones(len(leaves), dtype=torch.bool)
+        if bool((n > 0).any()):  # leaves without data (unseen contexts) share the biggest leaf's pdf
+            big = int(torch.argmax(n))
+            for k in torch.nonzero(n <= 0).flatten().tolist():
+                cluster[k] = big
+                alive[k] = False
+        if thresh > 0 and len(leaves) > 1:
+            ll = gaussian_loglik(n, s, ss, var_floor)
+            cost = ll[:, None] + ll[None, :] - gaussian_loglik(n[:, None] + n[None, :], s[:, None] + s[None, :],
+                                                              ss[:, None] + ss[None, :], var_floor)
+            cost.fill_diagonal_(math.inf)
+            while True:
+                c = torch.where(alive[:, None] & alive[None, :], cost, torch.full_like(cost, math.inf))
+                k = int(torch.argmin(c))
+                a, b = divmod(k, len(leaves))
+                if not float(c[a, b]) < thresh:
+                    break
+                tree.cluster_costs.append(float(c[a, b]))
+                n[a], s[a], ss[a] = n[a] + n[b], s[a] + s[b], ss[a] + ss[b]
+                alive[b] = False
+                cluster = [a if x == b else x for x in cluster]
+                ll[a] = gaussian_loglik(n[a], s[a], ss[a], var_floor)
+                row = ll[a] + ll - gaussian_loglik(n[a] + n, s[a] + s, ss[a] + ss, var_floor)
+                row[a] = math.inf
+                cost[a], cost[:, a] = row, row
+        ids: dict[int, int] = {}
+        for leaf, cl in zip(leaves, cluster):
+            if cl not in ids:
+                ids[cl] = pdf
+                pdf += 1
+            tree.leaf_pdf[leaf] = ids[cl]
+
+
+def build_tree(stats: TreeStats, questions: Sequence[frozenset[int]], topo: Topology, max_leaves: int,
+               thresh: float = 300.0, cluster_thresh: float = -1.0, ci_phones: Sequence[int] = (),
+               min_count: float = 0.0, var_floor: float = 0.01) -> ContextDependency:
+    """Grow and cluster a tree (:func:`grow_tree`) and compile it to a triphone
+    :class:`ContextDependency` (context_width 3, central_position 1), its table filled for every
+    (l, c, r)."""
+    return grow_tree(stats, questions, topo, max_leaves, thresh, cluster_thresh, ci_phones, min_count,
+                     var_floor).to_context_dependency()

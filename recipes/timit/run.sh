@@ -252,13 +252,19 @@ gmm_seq_stage() {
   "$asr" seq lattices --model "$exp/tri3" --graph "$exp/tri3/graph" --data "$data/train" --ali "$exp/tri3" \
     --out "$exp/tri3_denlats" --lattice-beam "$lattice_beam" --no-segments --nj "$nj"
   "$asr" seq gmm-train --model "$exp/tri3" --data "$data/train" --lattices "$exp/tri3_denlats" \
-    --out "$exp/tri3_bmmi" "$@"
-  decode_gmm tri3_bmmi
+    --out "$exp/tri3_bmmi" --lang "$lang" --dev "$data/dev" --dev-transform-dir "$exp/tri3/decode_dev" \
+    --nj "$nj" "$@"
+  for s in dev test; do
+    local lm=()
+    [ "$s" = test ] && lm=(--lmwt-from "$exp/tri3_bmmi/decode_dev")
+    "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/$s" --out "$exp/tri3_bmmi/decode_$s" \
+      --transform-dir "$exp/tri3/decode_$s" --nj "$nj" "${lm[@]}"
+  done
   update_results
 }
 if [ "${gmm_bmmi:-true}" = true ]; then
   run_stage 15 tri3_bmmi "$exp/tri3_bmmi" gmm_seq_stage "${seq_lattice_beam:-6}" --criterion bmmi \
-    --iters "${gmm_bmmi_iters:-4}" --boost "${gmm_bmmi_boost:-0.1}" --kappa 0.1 --tau "${gmm_bmmi_tau:-400}"
+    --iters "${gmm_bmmi_iters:-4}" --boost "${gmm_bmmi_boost:-0.1}" --kappa 0.1 --select-taus "${gmm_bmmi_taus:-100,400}"
 fi
 
 # 14: comparison report (report.md + plots), printed

@@ -5,9 +5,10 @@ seed=1
 nj=2
 # GMM-HMM baseline
 mono_gauss=1000
-tri1_leaves=700; tri1_gauss=4000
-tri2_leaves=700; tri2_gauss=4000
-tri3_leaves=700; tri3_gauss=4000
+# caps, as Kaldi s5 (the tree stops on its likelihood threshold, mixing up at 20 frames per Gaussian)
+tri1_leaves=2500; tri1_gauss=15000
+tri2_leaves=2500; tri2_gauss=15000
+tri3_leaves=2500; tri3_gauss=15000
 # DBN-DNN (dnn_feats: fmllr = tri3 LDA+MLLT+fMLLR features, as Kaldi; fbank = log-mel + CMN)
 dnn_feats=fmllr
 dnn_layers=4; dnn_units=512
@@ -19,5 +20,4 @@ seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_utts_per_epoch=0
 # the cost); lr 12 16.52; kappa 0.2 16.45; no CE smoothing (H=0.1 would dominate the smaller MPE gradient)
 seq_epochs=2; seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0
 # GMM baseline discriminative training (stage 15): tri3 + boosted MMI, 4 EBW iterations, boost 0.1;
-# I-smoothing tau chosen on dev (tri3 18.78): tau 400 (Kaldi's) 18.69, 100 18.47, 25 18.85
-gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_tau=100
+gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_taus=100,400   # tau and iteration chosen on dev

@@ -2,8 +2,9 @@
 # (2500 leaves / 15000 Gaussians for the triphone systems, a 6 x 1024 DBN).
 corpus_size=
 seed=1
-nj=8
+nj=$(nproc 2>/dev/null || echo 2)   # jobs = cores
 mono_gauss=1000
+# caps, as Kaldi s5 (the tree stops on its likelihood threshold, mixing up at 20 frames per Gaussian)
 tri1_leaves=2500; tri1_gauss=15000
 tri2_leaves=2500; tri2_gauss=15000
 tri3_leaves=2500; tri3_gauss=15000
@@ -13,4 +14,4 @@ dbn_epochs=2
 dnn_max_epochs=20
 seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=2; seq_utts_per_epoch=0
 seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0   # the default corpus's dev choice; retune on this dev set
-gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_tau=400   # Kaldi train_mmi.sh defaults
+gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_taus=100,400   # tau and iteration chosen on dev

@@ -1,0 +1,97 @@
+"""Frame-level pdf posteriors of a state-level lattice (Kaldi ``lattice-to-post``).
+
+The forward-backward runs over the lattice's states in Kahn order, one frontier at a time (all
+predecessors of a frontier's states are in earlier frontiers), vectorised over the arcs entering a
+frontier: a few hundred numpy steps per utterance, not one per state.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from asr.decode.lattice import LatticeArrays
+
+
+def _frontiers(n: int, src: np.ndarray, dst: np.ndarray, start: int) -> list[np.ndarray]:
+    """Kahn frontiers of a DAG whose every state is reachable from ``start``."""
+    order = np.argsort(src, kind="stable")
+    starts = np.searchsorted(src[order], np.arange(n + 1))
+    d_sorted = dst[order]
+    indeg = np.bincount(dst, minlength=n)
+    out = []
+    frontier = np.array([start], dtype=np.int64)
+    while frontier.size:
+        out.append(frontier)
+        lo, hi = starts[frontier], starts[frontier + 1]
+        cnt = hi - lo
+        if cnt.sum() == 0:
+            break
+        idx = np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
+        cand, c = np.unique(d_sorted[idx], return_counts=True)
+        indeg[cand] -= c
+        frontier = cand[indeg[cand] == 0]
+    return out
+
+
+def _scatter_logsumexp(values: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
+    """``out[k] = log sum exp values[keys == k]`` (``-inf`` where no value)."""
+    m = np.full(n, -np.inf)
+    np.maximum.at(m, keys, values)
+    safe = np.where(np.isfinite(m), m, 0.0)
+    s = np.zeros(n)
+    np.add.at(s, keys, np.exp(values - safe[keys]))
+    with np.errstate(divide="ignore"):
+        return np.where(s > 0, np.log(s) + safe, -np.inf)
+
+
+def lattice_pdf_posteriors(la: LatticeArrays, acwt: float) -> tuple[Tensor, Tensor, Tensor, float]:
+    """Posterior of each (frame, pdf) under the lattice's path distribution at acoustic scale ``acwt``.
+
+    A path's log-probability is ``-(graph cost + acwt * acoustic cost + final cost)``, normalised
+    over the lattice (Kaldi ``lattice-to-post --acoustic-scale``). Returns ``(frames, pdfs, post,
+    log_total)``: LongTensors ``(R,)``, DoubleTensor ``(R,)`` with one row per distinct (frame, pdf)
+    on an emitting arc (posteriors of a frame sum to 1), and the log total path weight.
+    """
+    n = int(la.num_states)
+    src, dst = la.src.numpy().astype(np.int64), la.dst.numpy().astype(np.int64)
+    cost = (la.graph_cost.double() + acwt * la.acoustic_cost.double()).numpy()
+    final = la.final.double().numpy()
+    fronts = _frontiers(n, src, dst, int(la.start))
+    level = np.empty(n, dtype=np.int64)
+    for k, f in enumerate(fronts):
+        level[f] = k
+    by_dst = np.argsort(level[dst], kind="stable")
+    dst_level = level[dst][by_dst]
+    bounds = np.searchsorted(dst_level, np.arange(len(fronts) + 1))
+    alpha = np.full(n, -np.inf)
+    alpha[int(la.start)] = 0.0
+    for k in range(1, len(fronts)):
+        a = by_dst[bounds[k]:bounds[k + 1]]
+        if a.size:
+            v = _scatter_logsumexp(alpha[src[a]] - cost[a], dst[a], n)
+            f = fronts[k]
+            alpha[f] = v[f]
+    by_src = np.argsort(level[src], kind="stable")
+    src_level = level[src][by_src]
+    sb = np.searchsorted(src_level, np.arange(len(fronts) + 1))
+    beta = np.where(np.isfinite(final), -final, -np.inf)
+    for k in range(len(fronts) - 1, -1, -1):
+        a = by_src[sb[k]:sb[k + 1]]
+        if a.size:
+            v = _scatter_logsumexp(beta[dst[a]] - cost[a], src[a], n)
+            f = fronts[k]
+            beta[f] = np.logaddexp(beta[f], v[f])
+    total = float(beta[int(la.start)])
+    if not np.isfinite(total):
+        raise ValueError("lattice has no complete path with finite weight")
+    pdf = la.pdf.numpy().astype(np.int64)
+    emit = pdf >= 0
+    post = np.exp(alpha[src[emit]] - cost[emit] + beta[dst[emit]] - total)
+    frames = la.frame.numpy().astype(np.int64)[src[emit]]
+    P = int(pdf.max()) + 1 if emit.any() else 1
+    key = frames * P + pdf[emit]
+    uk, inv = np.unique(key, return_inverse=True)
+    acc = np.zeros(uk.size)
+    np.add.at(acc, inv, post)
+    return (torch.from_numpy(uk // P), torch.from_numpy(uk % P), torch.from_numpy(acc), total)

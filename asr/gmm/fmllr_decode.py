@@ -1,0 +1,144 @@
+"""Test-time fMLLR for SAT systems (Kaldi ``steps/decode_fmllr.sh``).
+
+Per speaker, without transcripts:
+
+1. first pass: decode the speaker-independent features with the SAT system's *alignment model*
+   (same tree and Gaussians, estimated on unadapted features; :func:`asr.gmm.stages.estimate_alignment_model`);
+2. pdf posteriors of that lattice at acoustic scale ``acwt`` (1/12), silence pdfs weighted
+   ``silence_weight`` (0.01), spread over the Gaussians of each pdf by the alignment model, give
+   fMLLR statistics for the SAT model's Gaussians on the unadapted features -> ``W1``;
+3. second pass on the ``W1`` features with the SAT model; its lattice posteriors (SAT Gaussians,
+   ``W1`` features) give a second transform ``W2``; the speaker's transform is ``W2 o W1``.
+
+The final decode of the adapted features is the ordinary decode with those transforms.
+Tensors in, tensors out, except :func:`adapt_job`, the picklable per-job runner.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from asr.gmm.model import DiagGmmSet
+
+
+@dataclass
+class FmllrDecodeConfig:
+    """Kaldi ``decode_fmllr.sh`` defaults."""
+
+    acwt: float = 1.0 / 12
+    """Acoustic scale of the lattice posteriors (and of the adaptation passes' search)."""
+    silence_weight: float = 0.01
+    """Weight of frames whose posterior is on a silence pdf."""
+    first_beam: float = 10.0
+    """Search beam of the speaker-independent first pass."""
+    fmllr_iters: int = 10
+    """Row-update sweeps per estimation."""
+    min_count: float = 50.0
+    """A speaker with at most this (weighted) occupancy keeps the transform it has (identity at first)."""
+    lmwt_grid: tuple[float, ...] = field(default_factory=lambda: tuple(float(x) for x in range(1, 21)))
+
+
+def compose_fmllr(second: Tensor, first: Tensor) -> Tensor:
+    """The affine transform ``x -> A2 (A1 x + b1) + b2`` of ``second = [A2 b2]`` after ``first = [A1 b1]``
+    (Kaldi ``compose-transforms --b-is-affine=true``); both ``(D, D+1)``."""
+    d = first.shape[0]
+    f, s = first.double(), second.double()
+    return torch.cat([s[:, :d] @ f[:, :d], (s[:, :d] @ f[:, d:] + s[:, d:])], 1).to(first.dtype)
+
+
+def soft_gauss_posteriors(gmm: DiagGmmSet, x: Tensor, frames: Tensor, pdfs: Tensor, weights: Tensor) -> Tensor:
+    """Sparse ``(T, G)`` Gaussian posteriors from soft pdf posteriors (Kaldi ``gmm-post-to-gpost``):
+    row ``r`` gives frame ``frames[r]`` weight ``weights[r]`` on pdf ``pdfs[r]``, shared among that
+    pdf's Gaussians by their posteriors under ``gmm`` for ``x[frames[r]]``."""
+    g, p, _ = gmm.gauss_posteriors(x[frames], pdfs)
+    keep = g >= 0
+    rows = frames.to(g.device).unsqueeze(1).expand_as(g)[keep]
+    vals = (p.double() * weights.to(p.device).double().unsqueeze(1))[keep]
+    return torch.sparse_coo_tensor(torch.stack([rows.cpu(), g[keep].cpu()]), vals.cpu(),
+                                   (x.shape[0], gmm.num_gauss)).coalesce()
+
+
+def speaker_fmllr_from_posteriors(stat_gmm: DiagGmmSet, post_gmm: DiagGmmSet, feats: list[Tensor],
+                                  posts: list[tuple[Tensor, Tensor, Tensor]], silence_pdf: Tensor,
+                                  silence_weight: float, iters: int, min_count: float) -> Tensor | None:
+    """One speaker's fMLLR ``W (D, D+1)`` for ``stat_gmm``'s Gaussians on ``feats`` (its utterances),
+    from soft pdf posteriors ``posts`` (per utterance ``(frames, pdfs, post)``) split over Gaussians
+    by ``post_gmm`` (the same Gaussians, e.g. the alignment model); None when the speaker has at
+    most ``min_count`` weighted frames or singular statistics."""
+    from asr.transforms import FmllrStats, estimate_fmllr
+
+    st = FmllrStats(stat_gmm.dim)
+    means, vars_ = stat_gmm.means.double().cpu(), stat_gmm.vars.double().cpu()
+    for x, (fr, pdf, post) in zip(feats, posts):
+        w = post * torch.where(silence_pdf[pdf], silence_weight, 1.0).double()
+        st.accumulate(x.double(), soft_gauss_posteriors(post_gmm, x, fr, pdf, w), means, vars_)
+    if st.beta <= min_count:
+        return None
+    try:
+        return estimate_fmllr(st, iters=iters).float()
+    except ValueError:
+        return None
+
+
+def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str, list[str]]], list[str]]:
+    """Passes 1-2 for the utterances of one job (whole speakers). ``args = (model_dir, graph_dir,
+    data_dir, utts, cfg: FmllrDecodeConfig, grid)``. Returns ``(transforms speaker -> W,
+    speakers left with the identity, first-pass hypotheses per LM weight of ``grid`` ({utt: words}), utterances the
+    first pass could not decode)``."""
+    from asr.decode.decoder import DecodeConfig, Graph, lattice_best_words, lattice_one
+    from asr.decode.lattice import lattice_to_arrays
+    from asr.decode.posteriors import lattice_pdf_posteriors
+    from asr.gmm.stages import load_system, read_transcripts
+    from asr.transforms import apply_fmllr, identity_fmllr
+
+    model_dir, graph_dir, data_dir, utts, cfg, grid = args
+    sat = load_system(model_dir)
+    if sat.ali_gmm is None:
+        raise ValueError(f"{model_dir}: SAT system without an alignment model; retrain it with `asr gmm tri3`")
+    graph = Graph(graph_dir)
+    utt2spk = read_transcripts(data_dir)[1]
+    si = sat.features(data_dir, list(utts))
+    sil_pdf = torch.isin(sat.ctx.pdf2phone, torch.tensor(sat.silence, dtype=torch.long))
+    first = DecodeConfig(acwt=cfg.acwt, beam=cfg.first_beam)
+    second = DecodeConfig(acwt=cfg.acwt)
+    spk2utts: dict[str, list[str]] = {}
+    for u in sorted(si):
+        spk2utts.setdefault(utt2spk[u], []).append(u)
+    hyps: list[dict[str, list[str]]] = [{} for _ in grid]
+    failed: list[str] = []
+    out: dict[str, Tensor] = {}
+    identity: list[str] = []
+
+    def posteriors(gmm: DiagGmmSet, feats: dict[str, Tensor], conf: DecodeConfig, keep_hyps: bool):
+        res = {}
+        for u, x in feats.items():
+            lat = lattice_one(graph, u, gmm.loglikes(x).cpu(), conf)
+            if lat is None:
+                failed.append(u)
+                continue
+            if keep_hyps:
+                for k, w in enumerate(grid):
+                    hyps[k][u] = graph.word_strings(lattice_best_words(lat, w))
+            fr, pdf, post, _ = lattice_pdf_posteriors(lattice_to_arrays(lat), cfg.acwt)
+            res[u] = (fr, pdf, post)
+        return res
+
+    for spk, us in spk2utts.items():
+        feats = {u: si[u] for u in us}
+        p1 = posteriors(sat.ali_gmm, feats, first, True)
+        ok = [u for u in us if u in p1]
+        w1 = speaker_fmllr_from_posteriors(sat.gmm, sat.ali_gmm, [feats[u] for u in ok], [p1[u] for u in ok],
+                                           sil_pdf, cfg.silence_weight, cfg.fmllr_iters, cfg.min_count)
+        if w1 is None:
+            identity.append(spk)
+            out[spk] = identity_fmllr(sat.gmm.dim).float()
+            continue
+        adapted = {u: apply_fmllr(feats[u], w1) for u in us}
+        p2 = posteriors(sat.gmm, adapted, second, False)
+        ok = [u for u in us if u in p2]
+        w2 = speaker_fmllr_from_posteriors(sat.gmm, sat.gmm, [adapted[u] for u in ok], [p2[u] for u in ok],
+                                           sil_pdf, cfg.silence_weight, cfg.fmllr_iters, cfg.min_count)
+        out[spk] = w1 if w2 is None else compose_fmllr(w2, w1)
+    return out, identity, hyps, sorted(set(failed))
