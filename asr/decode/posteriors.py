@@ -34,15 +34,34 @@ def _frontiers(n: int, src: np.ndarray, dst: np.ndarray, start: int) -> list[np.
     return out
 
 
-def _scatter_logsumexp(values: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
-    """``out[k] = log sum exp values[keys == k]`` (``-inf`` where no value)."""
-    m = np.full(n, -np.inf)
-    np.maximum.at(m, keys, values)
+def _segment_logsumexp(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """log sum exp of each contiguous segment ``values[starts[i]:starts[i+1]]`` (last to the end)."""
+    m = np.maximum.reduceat(values, starts)
     safe = np.where(np.isfinite(m), m, 0.0)
-    s = np.zeros(n)
-    np.add.at(s, keys, np.exp(values - safe[keys]))
+    rep = np.repeat(safe, np.diff(np.append(starts, values.size)))
+    s = np.add.reduceat(np.exp(values - rep), starts)
     with np.errstate(divide="ignore"):
         return np.where(s > 0, np.log(s) + safe, -np.inf)
+
+
+def _level_sweep(init: np.ndarray, frm: np.ndarray, to: np.ndarray, cost: np.ndarray, level: np.ndarray,
+                 levels: range) -> np.ndarray:
+    """``score[to] = logaddexp(score[to], logsumexp(score[frm] - cost))`` over the arcs whose ``to``
+    is at each level of ``levels`` in turn (all their ``frm`` states are done by then)."""
+    order = np.lexsort((to, level[to]))
+    frm, to, cost, lev = frm[order], to[order], cost[order], level[to[order]]
+    bounds = np.searchsorted(lev, np.arange(level.max() + 2))
+    score = init.copy()
+    for k in levels:
+        lo, hi = bounds[k], bounds[k + 1]
+        if lo == hi:
+            continue
+        t = to[lo:hi]
+        first = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+        v = _segment_logsumexp(score[frm[lo:hi]] - cost[lo:hi], first)
+        dst = t[first]
+        score[dst] = np.logaddexp(score[dst], v)
+    return score
 
 
 def lattice_pdf_posteriors(la: LatticeArrays, acwt: float) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -61,27 +80,13 @@ def lattice_pdf_posteriors(la: LatticeArrays, acwt: float) -> tuple[Tensor, Tens
     level = np.empty(n, dtype=np.int64)
     for k, f in enumerate(fronts):
         level[f] = k
-    by_dst = np.argsort(level[dst], kind="stable")
-    dst_level = level[dst][by_dst]
-    bounds = np.searchsorted(dst_level, np.arange(len(fronts) + 1))
-    alpha = np.full(n, -np.inf)
-    alpha[int(la.start)] = 0.0
-    for k in range(1, len(fronts)):
-        a = by_dst[bounds[k]:bounds[k + 1]]
-        if a.size:
-            v = _scatter_logsumexp(alpha[src[a]] - cost[a], dst[a], n)
-            f = fronts[k]
-            alpha[f] = v[f]
-    by_src = np.argsort(level[src], kind="stable")
-    src_level = level[src][by_src]
-    sb = np.searchsorted(src_level, np.arange(len(fronts) + 1))
-    beta = np.where(np.isfinite(final), -final, -np.inf)
-    for k in range(len(fronts) - 1, -1, -1):
-        a = by_src[sb[k]:sb[k + 1]]
-        if a.size:
-            v = _scatter_logsumexp(beta[dst[a]] - cost[a], src[a], n)
-            f = fronts[k]
-            beta[f] = np.logaddexp(beta[f], v[f])
+    init = np.full(n, -np.inf)
+    init[int(la.start)] = 0.0
+    alpha = _level_sweep(init, src, dst, cost, level, range(1, len(fronts)))
+    # backward: levels counted from the end, arcs reversed
+    rlevel = level.max() - level
+    beta = _level_sweep(np.where(np.isfinite(final), -final, -np.inf), dst, src, cost, rlevel,
+                        range(1, len(fronts)))
     total = float(beta[int(la.start)])
     if not np.isfinite(total):
         raise ValueError("lattice has no complete path with finite weight")

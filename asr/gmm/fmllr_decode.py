@@ -23,6 +23,11 @@ from torch import Tensor
 from asr.gmm.model import DiagGmmSet
 
 
+MIN_POST = 1e-5
+"""(frame, pdf) posteriors below this are dropped before the Gaussian-level split (no effect on
+the statistics beyond 1e-5 of a frame; saves the Gaussian evaluation of nearly-dead pdfs)."""
+
+
 @dataclass
 class FmllrDecodeConfig:
     """Kaldi ``decode_fmllr.sh`` defaults."""
@@ -52,12 +57,14 @@ def soft_gauss_posteriors(gmm: DiagGmmSet, x: Tensor, frames: Tensor, pdfs: Tens
     """Sparse ``(T, G)`` Gaussian posteriors from soft pdf posteriors (Kaldi ``gmm-post-to-gpost``):
     row ``r`` gives frame ``frames[r]`` weight ``weights[r]`` on pdf ``pdfs[r]``, shared among that
     pdf's Gaussians by their posteriors under ``gmm`` for ``x[frames[r]]``."""
-    g, p, _ = gmm.gauss_posteriors(x[frames], pdfs)
+    comp = gmm.component_loglikes(x)[frames.to(gmm.device), pdfs.to(gmm.device)]       # (R, M)
+    p = torch.softmax(comp, 1)
+    g = gmm.pdf_gauss[pdfs.to(gmm.device)]
     keep = g >= 0
     rows = frames.to(g.device).unsqueeze(1).expand_as(g)[keep]
     vals = (p.double() * weights.to(p.device).double().unsqueeze(1))[keep]
     return torch.sparse_coo_tensor(torch.stack([rows.cpu(), g[keep].cpu()]), vals.cpu(),
-                                   (x.shape[0], gmm.num_gauss)).coalesce()
+                                   (x.shape[0], gmm.num_gauss), check_invariants=False).coalesce()
 
 
 def speaker_fmllr_from_posteriors(stat_gmm: DiagGmmSet, post_gmm: DiagGmmSet, feats: list[Tensor],
@@ -72,6 +79,8 @@ def speaker_fmllr_from_posteriors(stat_gmm: DiagGmmSet, post_gmm: DiagGmmSet, fe
     st = FmllrStats(stat_gmm.dim)
     means, vars_ = stat_gmm.means.double().cpu(), stat_gmm.vars.double().cpu()
     for x, (fr, pdf, post) in zip(feats, posts):
+        keep = post >= MIN_POST
+        fr, pdf, post = fr[keep], pdf[keep], post[keep]
         w = post * torch.where(silence_pdf[pdf], silence_weight, 1.0).double()
         st.accumulate(x.double(), soft_gauss_posteriors(post_gmm, x, fr, pdf, w), means, vars_)
     if st.beta <= min_count:
