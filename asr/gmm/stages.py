@@ -20,11 +20,12 @@ from torch import Tensor
 from asr.gmm.model import DiagGmmSet, pick_device
 from asr.gmm.pipeline import FeaturePipeline
 from asr.gmm.train import (
-    JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels, frame_labels,
+    JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels,
     gaussian_posteriors_sparse, init_gmm_from_alignment, mono_init, silence_weights, train_viterbi,
     utterance_chains,
 )
 from asr.hmm import ContextDependency, Topology, TransitionModel
+from asr.hmm.align import frame_labels
 
 
 def one_thread(fn):
@@ -245,7 +246,7 @@ def write_alignments(out_dir: Path, phones: dict[str, Tensor], alis: dict[str, T
     fs = [open(out_dir / (n + ".tmp"), "wb") for n in names]
     try:
         for u in sorted(alis):
-            ph, st = frame_labels(phones[u], alis[u], topo)
+            ph, st = frame_labels(alis[u], phones[u], topo)
             for f, v in zip(fs, (chains[u][alis[u]], ph, st)):
                 kaldi_io.write_vec_int(f, v.numpy().astype("int32"), key=u)
     finally:
