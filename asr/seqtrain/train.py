@@ -202,14 +202,16 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
                 so = sequence_objective(graph, padded, lengths, ref, criterion=cfg.criterion, kappa=cfg.kappa,
                                         boost=cfg.boost, pdf2phone=pdf2phone, silence_phones=sil)
             no_path.extend(u for u, b in zip(names, so.no_num_path.tolist()) if b)
-            bad_obj = ~torch.isfinite(so.objective) | ~torch.isfinite(so.grad).flatten(1).all(1)
+            # left-out utterances contribute nothing (their gradient may be NaN: 0 * NaN)
+            grad = torch.where(so.no_num_path.view(-1, 1, 1), torch.zeros_like(so.grad), so.grad)
+            bad_obj = (~torch.isfinite(so.objective) | ~torch.isfinite(grad).flatten(1).all(1)) & ~so.no_num_path
             if bool(bad_obj.any()):
                 fail(f"non-finite {cfg.criterion} objective or gradient at epoch {epoch}",
                      [u for u, b in zip(names, bad_obj.tolist()) if b])
             ok_frames = int(lengths[~so.no_num_path].sum())
             if ok_frames == 0:
                 continue
-            gflat = so.grad.reshape(-1, ll.shape[1])[pos].to(device)
+            gflat = grad.reshape(-1, ll.shape[1])[pos].to(device)
             keep = torch.repeat_interleave(~so.no_num_path, lengths).to(device)
             loss = -(gflat * ll).sum() / ok_frames
             if cfg.ce_smoothing > 0:

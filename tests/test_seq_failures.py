@@ -1,0 +1,117 @@
+"""Sequence training fails loudly (issue 14, items 1-3): a non-finite network output stops it with
+the epoch and utterances named and no final model; lattices with a non-finite score are left out,
+named and counted; options a criterion would ignore are refused."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from asr.jobs.stage import StageFailed
+from asr.seqtrain import SeqTrainConfig, expand_lattice, pdf_loop_graph, train_sequence
+
+from test_seqtrain import _ce_model
+from test_seqtrain_lattice import random_lattice
+
+P2P, P2S = torch.tensor([1, 1, 2, 2, 3, 3]), torch.tensor([0, 1, 0, 1, 0, 1])
+
+
+@pytest.fixture(scope="module")
+def ce_model(tmp_path_factory):
+    """One CE model for the module; each test gets its own copy."""
+    m, train, cv = _ce_model(tmp_path_factory.mktemp("ce"))
+    return lambda: (copy.deepcopy(m), train, cv)
+
+
+def test_non_finite_network_output_fails_naming_epoch_and_utterances(tmp_path, ce_model):
+    m, train, cv = ce_model()
+    with torch.no_grad():
+        next(m.body.parameters()).view(-1)[0] = float("nan")
+    msgs: list[str] = []
+    with pytest.raises(StageFailed, match=r"non-finite network output at epoch 1 \(utterances \d+: " + train.utts[0][:3]):
+        train_sequence(m, train, cv, pdf_loop_graph(6), SeqTrainConfig(criterion="mmi", epochs=2), tmp_path / "s",
+                       pdf2phone=P2P, log=msgs.append)
+    assert not (tmp_path / "s" / "final.pt").exists()
+    assert any("non-finite network output at epoch 1" in x for x in msgs)
+
+
+def test_lattices_with_non_finite_score_are_dropped_named_and_counted(tmp_path, ce_model):
+    m, train, cv = ce_model()
+    starts = torch.cumsum(train.lengths, 0) - train.lengths
+    lats = {}
+    for k, (u, s, n) in enumerate(zip(train.utts, starts.tolist(), train.lengths.tolist())):
+        lats[u] = expand_lattice(random_lattice(k, t_len=n, width=3, num_pdfs=6), 6, P2P, P2S,
+                                 train.targets[s:s + n])
+    broken = train.utts[2]
+    lats[broken].weight[:] = float("nan")
+    del lats[train.utts[0]]
+    msgs: list[str] = []
+    h = train_sequence(m, train, cv, lats, SeqTrainConfig(criterion="mpe", epochs=1, lr=0.5, ce_smoothing=0.0),
+                       tmp_path / "mpe", pdf2phone=P2P, log=msgs.append)
+    assert h[-1]["no_num_path"] == 1 and h[-1]["utterances"] == len(train.utts) - 1
+    assert any("not finite" in x and broken in x for x in msgs)
+    counts = json.loads((tmp_path / "mpe" / "log" / "counts.json").read_text())
+    assert counts["nonfinite_lattices"] == {"count": 1, "utts": [broken]}
+    assert counts["no_lattice"] == {"count": 1, "utts": [train.utts[0]]}
+    assert (tmp_path / "mpe" / "final.pt").is_file()
+
+
+def test_every_lattice_non_finite_is_a_failed_stage(tmp_path, ce_model):
+    m, train, cv = ce_model()
+    starts = torch.cumsum(train.lengths, 0) - train.lengths
+    lats = {u: expand_lattice(random_lattice(k, t_len=n, width=3, num_pdfs=6), 6, P2P, P2S, train.targets[s:s + n])
+            for k, (u, s, n) in enumerate(zip(train.utts, starts.tolist(), train.lengths.tolist()))}
+    for la in lats.values():
+        la.final[:] = float("-inf")
+    with pytest.raises(StageFailed, match="epoch 1: no utterance contributed"):
+        train_sequence(m, train, cv, lats, SeqTrainConfig(criterion="smbr", epochs=1), tmp_path / "x",
+                       pdf2phone=P2P, log=lambda s: None)
+    assert not (tmp_path / "x" / "final.pt").exists()
+
+
+@pytest.mark.parametrize("criterion", ["mmi", "mpe"])
+def test_exclude_silence_refused_where_it_would_be_ignored(tmp_path, criterion, ce_model):
+    m, train, cv = ce_model()
+    with pytest.raises(ValueError, match="exclude-silence"):
+        train_sequence(m, train, cv, {}, SeqTrainConfig(criterion=criterion, exclude_silence=True), tmp_path / "x",
+                       pdf2phone=P2P, silence_phones=[1], log=lambda s: None)
+
+
+def test_exclude_silence_changes_the_smbr_objective(tmp_path, ce_model):
+    objs = []
+    for excl in (False, True):
+        m, train, cv = ce_model()
+        h = train_sequence(m, train, cv, pdf_loop_graph(6), SeqTrainConfig(criterion="smbr", epochs=1, exclude_silence=excl),
+                           tmp_path / f"s{excl}", pdf2phone=P2P, silence_phones=[1], log=lambda s: None)
+        objs.append(h[-1]["objective"])
+    assert objs[1] < objs[0] - 0.05      # a third of the reference frames now count 0
+
+
+def test_cli_seq_train_fails_with_exit_1_and_no_done_marker(tmp_path, capsys):
+    from test_dnn_cli import make_data
+
+    from asr.cli.main import main
+    from asr.nnet import load_model
+    from asr.nnet.model import save_model
+
+    data, _ = make_data(tmp_path)
+    ali = str(tmp_path / "ali.ark")
+    assert main(["dnn", "train", "--data", str(data), "--ali", ali, "--out", str(tmp_path / "dnn"), "--random-init",
+                 "--layers", "1", "--units", "8", "--context", "1", "--epochs", "1", "--device", "cpu"]) == 0
+    common = ["--model", str(tmp_path / "dnn"), "--data", str(data), "--ali", ali, "--epochs", "1", "--device", "cpu"]
+    # an option the criterion would ignore is refused
+    assert main(["seq", "train", "--criterion", "mmi", "--boost", "0.3", *common, "--out", str(tmp_path / "b")]) == 1
+    assert "--boost applies to --criterion bmmi only" in capsys.readouterr().err
+    assert main(["seq", "train", "--criterion", "mmi", "--lattices", str(tmp_path), "--den", "pdf-bigram", *common,
+                 "--out", str(tmp_path / "l")]) == 1
+    m = load_model(tmp_path / "dnn")
+    with torch.no_grad():
+        next(m.body.parameters()).fill_(float("inf"))
+    save_model(m, tmp_path / "dnn" / "final.pt")
+    out = tmp_path / "mmi"
+    assert main(["seq", "train", "--criterion", "mmi", *common, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite network output at epoch 1" in err and "utterances" in err
+    assert not (out / ".done").exists() and not (out / "final.pt").exists()
