@@ -115,3 +115,44 @@ def test_cli_seq_train_fails_with_exit_1_and_no_done_marker(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "non-finite network output at epoch 1" in err and "utterances" in err
     assert not (out / ".done").exists() and not (out / "final.pt").exists()
+
+
+@pytest.mark.slow
+def test_gmm_bmmi_counts_non_finite_lattices_and_fails_when_none_is_usable(tmp_path, capsys):
+    """`asr seq gmm-train`: lattices with a non-finite score are left out, named and counted (they
+    were dropped silently); when none is usable the stage exits 1 without `.done`."""
+    from test_gmm_stages import synth_corpus, write_synth_data_dir
+
+    from asr.cli.main import main
+    from asr.jobs.safeio import load_data, save_data
+    from asr.lang.langdir import make_phone_lang
+
+    raw, phones, utt2spk, _ = synth_corpus(seed=3, num_spk=4, utts_per_spk=6)
+    write_synth_data_dir(tmp_path / "train", raw, phones, utt2spk)
+    lang = make_phone_lang(tmp_path / "train" / "text", tmp_path / "lang")
+    d, exp = str(tmp_path / "train"), tmp_path / "exp"
+    assert main(["gmm", "mono", "--data", d, "--lang", str(lang), "--iters", "4", "--gauss", "120",
+                 "--out", str(exp / "mono")]) == 0
+    assert main(["lang", "graph", "--lang", str(lang), "--model", str(exp / "mono" / "final.pt"),
+                 "--out", str(exp / "mono" / "graph")]) == 0
+    lat = exp / "lats"
+    assert main(["seq", "lattices", "--model", str(exp / "mono"), "--graph", str(exp / "mono" / "graph"),
+                 "--data", d, "--ali", str(exp / "mono"), "--out", str(lat), "--no-segments"]) == 0
+    assert json.loads((lat / "log" / "counts.json").read_text())["no_lattice"]["count"] == 0
+    job = load_data(lat / "lat.0.pt")
+    broken = sorted(job)[1]
+    job[broken]["weight"][:] = float("nan")
+    save_data(job, lat / "lat.0.pt")
+    common = ["--model", str(exp / "mono"), "--data", d, "--lattices", str(lat), "--iters", "1"]
+    assert main(["seq", "gmm-train", "--criterion", "mmi", "--boost", "0.2", *common, "--out", str(exp / "x")]) == 1
+    assert main(["seq", "gmm-train", "--criterion", "mmi", *common, "--out", str(exp / "mmi")]) == 0
+    counts = json.loads((exp / "mmi" / "log" / "counts.json").read_text())
+    assert counts["nonfinite_lattices"] == {"count": 1, "utts": [broken]}
+    assert broken in (exp / "mmi" / "log" / "train.log").read_text()
+    for u in job:
+        job[u]["weight"][:] = float("nan")
+    save_data(job, lat / "lat.0.pt")
+    capsys.readouterr()
+    assert main(["seq", "gmm-train", "--criterion", "mmi", *common, "--out", str(exp / "none")]) == 1
+    assert "no lattice had a finite score" in capsys.readouterr().err
+    assert not (exp / "none" / ".done").exists() and not (exp / "none" / "final.pt").exists()
