@@ -72,12 +72,14 @@ def test_cli_lang_graph_refuses_a_crafted_model(tmp_path, capsys):
 
 def test_seq_train_checkpoint_and_graph_cache_are_read_as_data(tmp_path):
     """A crafted epoch checkpoint or denominator-graph cache in an output dir is refused."""
-    from test_seqtrain import _ce_model
-
+    from asr.nnet import HybridDNN, NetConfig, build_frame_data
+    from asr.nnet.synthetic import synth_corpus
     from asr.seqtrain import SeqTrainConfig, pdf_loop_graph, train_sequence
     from asr.seqtrain.stage import load_den_graph
 
-    m, train, cv = _ce_model(tmp_path)
+    feats, alis = synth_corpus(6, 6, 4, seed=0)
+    train = cv = build_frame_data(feats, alis, 0, 0, num_pdfs=6)
+    m = HybridDNN(NetConfig(input_dim=4, num_pdfs=6, hidden=(8,), left=0, right=0))
     marker = tmp_path / "pwned"
     (tmp_path / "s" / "ckpt").mkdir(parents=True)
     ck = _evil(tmp_path / "s" / "ckpt" / "epoch001.pt", marker, lambda p: {"model": p})
