@@ -104,7 +104,11 @@ def _lattices(args: argparse.Namespace) -> int:
     cfg = DenLatConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam, segments=not args.no_segments)
     stats = make_den_lattices(args.model, args.graph, args.data, args.ali, args.out, cfg, nj=args.nj,
                               log=StageLog(args.out, "lattices"))
-    write_counts(args.out, {"no_lattice": sorted(u for job in stats["jobs"] for u in job["failed"])})
+    counts = {"no_lattice": sorted(u for job in stats["jobs"] for u in job["failed"])}
+    for kind in ("retry_beam", "partial_lattice"):     # when the lattice jobs report them
+        if any(kind in job for job in stats["jobs"]):
+            counts[kind] = sorted(u for job in stats["jobs"] for u in job.get(kind, []))
+    write_counts(args.out, counts)
     if not stats["utterances"]:
         raise StageFailed(f"no denominator lattice was made (see {Path(args.out) / 'log' / 'lattices.log'})")
     mark_done(args.out, {"cmd": "seq lattices", **vars_cfg(args)})
