@@ -162,9 +162,8 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
     def fail(msg: str, utts: list[str]) -> None:
         record_counts()
         log(f"{msg}: {describe_ids(utts)}")
-        raise StageFailed(f"{msg} (utterances {describe_ids(utts)}); the last finished epoch "
-                          f"({epoch - 1}) is checkpointed under {out / 'ckpt'}: lower --lr, or leave "
-                          f"those utterances out, and rerun")
+        kept = (f"epoch {epoch - 1} is checkpointed under {out / 'ckpt'}" if epoch > 1 else "no epoch finished")
+        raise StageFailed(f"{msg} (utterances {describe_ids(utts)}); {kept}; no final model was written")
 
     for epoch in range(done_epochs + 1, cfg.epochs + 1):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
