@@ -135,7 +135,7 @@ def test_decode_and_score_phone_mode(tmp_path):
     assert sorted(p.name for p in (tmp_path / "dec_t").iterdir()) == [
         "best_lmwt", "hyp.10.txt", "log", "scoring", "wer_10"]
     # nothing decoded at all is a failed stage, not a 100 % error rate
-    with pytest.raises(StageFailed, match="no utterance"):
+    with pytest.raises(StageFailed, match="no utterance"), pytest.warns(UserWarning, match="not decoded"):
         decode_and_score(tmp_path / "graph", data, tmp_path / "dec_none", functools.partial(loglikes_from_dict, {}),
                          cfg, nj=1, lmwt=10.0)
     assert not (tmp_path / "dec_none" / "scoring").exists()

@@ -25,6 +25,14 @@ def ce_model(tmp_path_factory):
     return lambda: (copy.deepcopy(m), train, cv)
 
 
+def _lattices(train, n_utts: int) -> dict:
+    """Random segment-expanded lattices for the first ``n_utts`` training utterances."""
+    starts = (torch.cumsum(train.lengths, 0) - train.lengths).tolist()
+    return {u: expand_lattice(random_lattice(k, t_len=int(train.lengths[k]), width=3, num_pdfs=6), 6, P2P, P2S,
+                              train.targets[starts[k]:starts[k] + int(train.lengths[k])])
+            for k, u in enumerate(train.utts[:n_utts])}
+
+
 def test_non_finite_network_output_fails_naming_epoch_and_utterances(tmp_path, ce_model):
     m, train, cv = ce_model()
     with torch.no_grad():
@@ -39,30 +47,23 @@ def test_non_finite_network_output_fails_naming_epoch_and_utterances(tmp_path, c
 
 def test_lattices_with_non_finite_score_are_dropped_named_and_counted(tmp_path, ce_model):
     m, train, cv = ce_model()
-    starts = torch.cumsum(train.lengths, 0) - train.lengths
-    lats = {}
-    for k, (u, s, n) in enumerate(zip(train.utts, starts.tolist(), train.lengths.tolist())):
-        lats[u] = expand_lattice(random_lattice(k, t_len=n, width=3, num_pdfs=6), 6, P2P, P2S,
-                                 train.targets[s:s + n])
+    lats = _lattices(train, 6)                     # utterances 6.. have none: skipped and counted
     broken = train.utts[2]
     lats[broken].weight[:] = float("nan")
-    del lats[train.utts[0]]
     msgs: list[str] = []
     h = train_sequence(m, train, cv, lats, SeqTrainConfig(criterion="mpe", epochs=1, lr=0.5, ce_smoothing=0.0),
                        tmp_path / "mpe", pdf2phone=P2P, log=msgs.append)
-    assert h[-1]["no_num_path"] == 1 and h[-1]["utterances"] == len(train.utts) - 1
+    assert h[-1]["no_num_path"] == 1 and h[-1]["utterances"] == 6
     assert any("not finite" in x and broken in x for x in msgs)
     counts = json.loads((tmp_path / "mpe" / "log" / "counts.json").read_text())
     assert counts["nonfinite_lattices"] == {"count": 1, "utts": [broken]}
-    assert counts["no_lattice"] == {"count": 1, "utts": [train.utts[0]]}
+    assert counts["no_lattice"]["count"] == len(train.utts) - 6 and counts["no_lattice"]["utts"][0] == train.utts[6]
     assert (tmp_path / "mpe" / "final.pt").is_file()
 
 
 def test_every_lattice_non_finite_is_a_failed_stage(tmp_path, ce_model):
     m, train, cv = ce_model()
-    starts = torch.cumsum(train.lengths, 0) - train.lengths
-    lats = {u: expand_lattice(random_lattice(k, t_len=n, width=3, num_pdfs=6), 6, P2P, P2S, train.targets[s:s + n])
-            for k, (u, s, n) in enumerate(zip(train.utts, starts.tolist(), train.lengths.tolist()))}
+    lats = _lattices(train, 3)
     for la in lats.values():
         la.final[:] = float("-inf")
     with pytest.raises(StageFailed, match="epoch 1: no utterance contributed"):
