@@ -193,3 +193,18 @@ def test_frame_labels_from_alignment():
     ph, st = frame_labels(r.states, phones, topo)
     assert torch.equal(cd.table[0, ph, 0, st], r.pdfs)
     assert ph[0] == 1 and ph[-1] == 1 and st.max() == 2
+
+
+def test_one_frame_labels_function():
+    """There was a second ``frame_labels`` in asr.gmm.train taking (phones, ali) where
+    asr.hmm.align's takes (states, phones); the GMM code now uses the one of asr.hmm.align."""
+    import inspect
+
+    import asr.gmm.stages as gs
+    import asr.gmm.train as gt
+    from asr.hmm.align import frame_labels
+
+    for mod in (gt, gs):
+        assert getattr(mod, "frame_labels", frame_labels) is frame_labels, mod.__name__
+    defs = [p for p in (gt, gs) if "def frame_labels" in inspect.getsource(p)]
+    assert not defs

@@ -1,6 +1,7 @@
 """LDC TIMIT reader on a small TIMIT-layout tree built here (upper and lower case names)."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -144,6 +145,26 @@ def test_bad_input_errors_and_skip(tmp_path: Path, corrupt, caplog) -> None:
     assert "mabc0_sx11" in dirs["train"].utts
     assert "skipped 1 bad utterance(s): mabc0_si1001" in caplog.text
     validate_data_dir(tmp_path / "data" / "train")
+    counts = json.loads((tmp_path / "data" / "log" / "counts.json").read_text())
+    assert counts == {"skipped_utts": {"count": 1, "utts": ["mabc0_si1001"]}}
+
+
+def test_every_bad_file_is_reported_in_one_run(tmp_path: Path, capsys) -> None:
+    """All bad utterances of a corpus in one error (not one per run), which names --skip-bad."""
+    from asr.cli.main import main
+
+    corpus, spk = _bad_tree(tmp_path)
+    _corrupt_phn_label(spk)
+    dev = corpus / "TEST" / "DR1" / "MDAB0"
+    (dev / "SX12.WAV").write_bytes((dev / "SX12.WAV").read_bytes()[:-1000])
+    with pytest.raises(BadUtterance, match=r"(?s)2 unusable utterance.*SI1001\.PHN:4.*SX12\.WAV: truncated.*--skip-bad"):
+        prepare_timit(corpus, tmp_path / "data")
+    assert main(["data", "timit", str(corpus), str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "SI1001.PHN" in err and "SX12.WAV" in err and "--skip-bad" in err
+    assert main(["data", "timit", str(corpus), str(tmp_path / "d"), "--skip-bad"]) == 0
+    counts = json.loads((tmp_path / "d" / "log" / "counts.json").read_text())
+    assert counts["skipped_utts"] == {"count": 2, "utts": ["mabc0_si1001", "mdab0_sx12"]}
 
 
 def test_cli_timit(tmp_path: Path, capsys) -> None:

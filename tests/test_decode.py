@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import json
 
 import kaldifst
 import pytest
@@ -12,6 +13,7 @@ import torch
 from asr.decode import (DecodeConfig, Graph, decode_and_score, decode_utts, lattice_best_words, lattice_to_arrays,
                         lattice_one, loglikes_from_dict, make_lattices)
 from asr.hmm import ContextDependency, Topology, TransitionModel
+from asr.jobs.stage import StageFailed
 from asr.lang.graph import make_hclg
 from asr.lang.langdir import make_phone_lang
 from asr.lang.phones import load_phone_map, load_phone_set
@@ -118,9 +120,12 @@ def test_decode_and_score_phone_mode(tmp_path):
     lls.pop("spkb_s1")  # an utterance without log-likelihoods: reported and scored as deletions
     job = functools.partial(loglikes_from_dict, lls)
     cfg = DecodeConfig(lmwt_grid=(2.0, 10.0))
-    with pytest.warns(UserWarning, match="1 utterance"):
+    with pytest.warns(UserWarning, match="not decoded.*1: spkb_s1"):
         res = decode_and_score(tmp_path / "graph", data, tmp_path / "dec", job, cfg, nj=2)
     out = tmp_path / "dec"
+    assert json.loads((out / "log" / "counts.json").read_text()) == {
+        "not_decoded": {"count": 1, "utts": ["spkb_s1"]}, "partial_lattice": {"count": 0, "utts": []},
+        "retry_beam": {"count": 0, "utts": []}}
     assert res.nref == 5 + 4 + 5 and res.dels == 5 and res.sub == 0 and res.ins == 0
     assert (out / "best_lmwt").read_text().strip() == "2"
     assert (out / "scoring").read_text().startswith("%WER 35.71 [ 5 / 14, 0 ins, 5 del, 0 sub ]")
@@ -129,7 +134,12 @@ def test_decode_and_score_phone_mode(tmp_path):
     with pytest.warns(UserWarning, match="spkb_s1"):
         decode_and_score(tmp_path / "graph", data, tmp_path / "dec_t", job, cfg, nj=1, lmwt=10.0)
     assert sorted(p.name for p in (tmp_path / "dec_t").iterdir()) == [
-        "best_lmwt", "hyp.10.txt", "scoring", "wer_10"]
+        "best_lmwt", "hyp.10.txt", "log", "scoring", "wer_10"]
+    # nothing decoded at all is a failed stage, not a 100 % error rate
+    with pytest.raises(StageFailed, match="no utterance"), pytest.warns(UserWarning, match="not decoded"):
+        decode_and_score(tmp_path / "graph", data, tmp_path / "dec_none", functools.partial(loglikes_from_dict, {}),
+                         cfg, nj=1, lmwt=10.0)
+    assert not (tmp_path / "dec_none" / "scoring").exists()
 
 
 def test_cli_lang_graph_decode(tmp_path, capsys):
@@ -160,6 +170,13 @@ def test_cli_lang_graph_decode(tmp_path, capsys):
                "--loglikes", str(tmp_path / "ll.scp"), "--out", str(tmp_path / "dec"),
                "--lmwt-grid", "5,10"])
     assert rc == 0
+    # the lattice decoder has no cap on active states: the option is not offered (was ignored)
+    with pytest.raises(SystemExit) as e:
+        main(["decode", "loglikes", "--graph", str(tmp_path / "graph"), "--data", str(data),
+              "--loglikes", str(tmp_path / "ll.scp"), "--out", str(tmp_path / "dec2"), "--max-active", "5"])
+    assert e.value.code == 2
+    with pytest.raises(TypeError):
+        DecodeConfig(max_active=5)
     assert "%WER 0.00 [ 0 / 8, 0 ins, 0 del, 0 sub ]" in capsys.readouterr().out
     assert main(["decode", "loglikes", "--graph", str(tmp_path / "graph"), "--data", str(data),
                  "--loglikes", str(tmp_path / "missing.ark"), "--out", str(tmp_path / "d2")]) == 1
@@ -277,3 +294,27 @@ def test_lattice_pdf_posteriors_equal_reference_forward_backward(graph):
                 by_paths, n_paths = _posteriors_by_paths(la, acwt)
                 assert 100 < n_paths < 20_000
                 torch.testing.assert_close(got, by_paths, rtol=1e-9, atol=1e-12)
+def test_decode_and_score_counts_retry_beam_and_partial_lattices(graph, tmp_path):
+    """Utterances decoded with the retry beam, or whose lattice never reached a final state, are
+    named in a warning and counted in the decode dir's log/counts.json (they were silent)."""
+    gdir, topo, ctx = graph
+    ids = torch.tensor([PHONES.index(p) + 1 for p in ["sil", "a", "b"]])
+    frames = torch.repeat_interleave(ctx.pdf_sequence(ids, topo), 4)[:-5]  # cut inside the last phone
+    cut = torch.full((frames.numel(), ctx.num_pdfs), -100.0)
+    cut[torch.arange(frames.numel()), frames] = 0.0
+    lls = {"s1_cut": cut, "s2_ok": _loglikes(topo, ctx)["u1"]}
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utt2spk").write_text("s1_cut s1\ns2_ok s2\n")
+    (data / "text.wrd").write_text("s1_cut sil a b\ns2_ok " + " ".join(SENTS["u1"]) + "\n")
+    job = functools.partial(loglikes_from_dict, lls)
+    with pytest.warns(UserWarning, match="retry beam.*: 1: s1_cut"):
+        decode_and_score(gdir, data, tmp_path / "d1", job, DecodeConfig(beam=2.0, lmwt_grid=(10.0,)), mode="word")
+    c = json.loads((tmp_path / "d1" / "log" / "counts.json").read_text())
+    assert c["retry_beam"] == {"count": 1, "utts": ["s1_cut"]} and c["partial_lattice"]["count"] == 0
+    with pytest.warns(UserWarning, match="no final state reached.*1: s1_cut"):
+        decode_and_score(gdir, data, tmp_path / "d2", job, DecodeConfig(beam=2.0, retry_beam=3.0, lmwt_grid=(10.0,)),
+                         mode="word")
+    c = json.loads((tmp_path / "d2" / "log" / "counts.json").read_text())
+    assert c["partial_lattice"] == {"count": 1, "utts": ["s1_cut"]} and c["retry_beam"]["count"] == 0
+    assert c["not_decoded"]["count"] == 0

@@ -91,13 +91,15 @@ def test_cli_pretrain_train_export_seq(tmp_path, capsys):
     torch.testing.assert_close(mats[u], post[u] - prior, atol=1e-5, rtol=0)
     assert main(["seq", "train", "--criterion", "smbr", "--model", str(tmp_path / "dnn"), "--data", str(data),
                  "--ali", ali, "--den", "hclg", "--graph", str(tmp_path / "graph"), "--out", str(tmp_path / "smbr"),
-                 "--epochs", "2", "--device", "cpu", "--lr", "0.05"]) == 0
+                 "--epochs", "2", "--device", "cpu", "--lr", "0.5"]) == 0
     import json
 
     curve = json.loads((tmp_path / "smbr" / "log" / "train_curve.json").read_text())
-    assert [c["epoch"] for c in curve] == [0, 1, 2] and curve[2]["objective"] > 0
+    # expected state accuracy per frame: a probability, raised by training (any model has one > 0)
+    assert [c["epoch"] for c in curve] == [0, 1, 2] and 0 < curve[1]["objective"] < curve[2]["objective"] <= 1
     assert load_model(tmp_path / "smbr").cfg.num_pdfs == NUM_PDFS
     assert main(["seq", "train", "--criterion", "mmi", "--model", str(tmp_path / "dnn"), "--data", str(data),
-                 "--ali", ali, "--out", str(tmp_path / "mmi"), "--epochs", "1", "--device", "cpu"]) == 0
+                 "--ali", ali, "--out", str(tmp_path / "mmi"), "--epochs", "2", "--device", "cpu", "--lr", "0.5"]) == 0
     curve = json.loads((tmp_path / "mmi" / "log" / "train_curve.json").read_text())
-    assert curve[1]["no_num_path"] == 0 and curve[1]["objective"] < 0
+    # log p(reference | x) is < 0 for any model; training must raise it
+    assert curve[1]["no_num_path"] == 0 and curve[1]["objective"] < curve[2]["objective"] < 0

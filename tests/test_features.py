@@ -1,5 +1,6 @@
-"""Features: equality with torchaudio.compliance.kaldi, ark/scp round-trip through kaldi-io and
-kaldiio, CMVN stats, deltas against a literal port of Kaldi's loop, splice edges, bad input."""
+"""Features: MFCC / fbank against an independent NumPy implementation of Kaldi's algorithm
+(tests/kaldi_feats_ref.py), ark/scp round-trip through kaldi-io and kaldiio, CMVN stats, deltas
+against a literal port of Kaldi's loop, splice edges, bad input (non-finite features included)."""
 from __future__ import annotations
 
 import json
@@ -60,21 +61,65 @@ SPEC = {
 }
 
 
-def test_compute_features_match_torchaudio_kaldi():
-    x = torch.from_numpy(_wave(3, 0.52).astype(np.float32))
-    mf = compute_features(x, SR, "mfcc")
-    ref = tk.mfcc(x[None], sample_frequency=SR, num_ceps=13, num_mel_bins=23, use_energy=False,
-                  dither=0.0, frame_length=25.0, frame_shift=10.0)
-    assert mf.shape == (1 + (x.numel() - 400) // 160, 13)
-    torch.testing.assert_close(mf, ref, rtol=0, atol=0)
-    fb = compute_features(x, SR, "fbank")
-    ref = tk.fbank(x[None], sample_frequency=SR, num_mel_bins=40, dither=0.0)
+def _wave_with_silence(seed: int, seconds: float) -> np.ndarray:
+    """The test signal with a stretch of digital silence (exercises the energy and log floors)."""
+    x = _wave(seed, seconds)
+    x[2000:3000] = 0
+    return x
+
+
+def test_compute_features_match_independent_kaldi_reference():
+    """MFCC and fbank against a NumPy implementation of Kaldi's algorithm written from its
+    documentation (tests/kaldi_feats_ref.py: Povey window, pre-emphasis 0.97, DC removal, snip
+    edges, mel banks, DCT, lifter 22, raw energy with floor 1), not against torchaudio itself."""
+    import kaldi_feats_ref as ref
+
+    x = _wave_with_silence(3, 0.52)
+    xt = torch.from_numpy(x.astype(np.float32))
+    mf = compute_features(xt, SR, "mfcc").double().numpy()
+    assert mf.shape == (1 + (x.size - 400) // 160, 13)
+    want = ref.mfcc(x.astype(np.float64), SR, num_bins=23, num_ceps=13, use_energy=False)
+    np.testing.assert_allclose(mf, want, rtol=1e-5, atol=2e-3)
+    fb = compute_features(xt, SR, "fbank").double().numpy()
     assert fb.shape == (mf.shape[0], 40)
-    torch.testing.assert_close(fb, ref, rtol=0, atol=0)
-    # MFCC C0 is the zeroth cepstrum (Kaldi TIMIT --use-energy=false), not the log frame energy.
-    assert not torch.allclose(mf[:, 0], tk.mfcc(x[None], sample_frequency=SR, dither=0.0, use_energy=True)[:, 0])
+    np.testing.assert_allclose(fb, ref.fbank(x.astype(np.float64), SR, num_bins=40, use_energy=False),
+                               rtol=1e-5, atol=2e-4)
+    # C0 is the zeroth cepstrum (Kaldi TIMIT --use-energy=false), not the log frame energy
+    assert np.abs(mf[:, 0] - ref.mfcc(x.astype(np.float64), SR, use_energy=True)[:, 0]).max() > 1.0
     # Integer input is read on the same scale.
-    torch.testing.assert_close(compute_features(torch.from_numpy(_wave(3, 0.52)), SR, "mfcc"), mf)
+    torch.testing.assert_close(compute_features(torch.from_numpy(x), SR, "mfcc"), compute_features(xt, SR, "mfcc"))
+
+
+@pytest.mark.parametrize("kind,use_energy", [("mfcc", True), ("fbank", True)])
+def test_kaldi_options_other_energy_setting_match_reference(kind, use_energy):
+    """The energy setting the toolkit does not use, through the same option set (FEAT_OPTS), so the
+    reference covers both branches of use_energy for both feature types."""
+    import kaldi_feats_ref as ref
+
+    from asr.features.compute import FEAT_OPTS
+
+    x = _wave_with_silence(5, 0.41)
+    opts = {**FEAT_OPTS[kind], "use_energy": use_energy}
+    got = (tk.mfcc if kind == "mfcc" else tk.fbank)(torch.from_numpy(x.astype(np.float32))[None],
+                                                     sample_frequency=SR, **opts).double().numpy()
+    fn = ref.mfcc if kind == "mfcc" else ref.fbank
+    np.testing.assert_allclose(got, fn(x.astype(np.float64), SR, num_bins=opts["num_mel_bins"], use_energy=use_energy),
+                               rtol=1e-5, atol=2e-3)
+
+
+def test_non_finite_features_are_refused_naming_the_utterance(tmp_path):
+    """A NaN in a stored feature matrix is an error naming the utterance when it is read (it
+    would otherwise reach training and poison it)."""
+    d = tmp_path / "train"
+    _make_data_dir(d, SPEC)
+    make_feats(d, "fbank", nj=1, progress=False)
+    bad_utt = "mdef1_sx3"
+    mats = {u: np.array(m) for u, m in kaldi_io.read_mat_scp(str(d / "feats.scp"))}
+    mats[bad_utt][3, 5] = np.nan
+    kaldiio.save_ark(str(d / "data" / "edited.ark"), mats, scp=str(d / "feats.scp"))
+    with pytest.raises(ValueError, match=rf"{bad_utt}.*non-finite.*row\(s\) \[3\]"):
+        load_feats(d)
+    assert set(load_feats(d, utts=["fabc0_sa1", "mghi2_si7"])) == {"fabc0_sa1", "mghi2_si7"}
 
 
 def test_dither_is_seeded_and_removes_digital_silence():

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from asr.gmm.train import (
-    JobRunner, TrainConfig, chain_ali_from_labels, frame_labels, mono_init, train_viterbi, utterance_chains,
+    JobRunner, TrainConfig, chain_ali_from_labels, mono_init, train_viterbi, utterance_chains,
 )
 from asr.hmm import Topology
+from asr.hmm.align import frame_labels
 
 PHONES = [1, 5, 9, 14, 20, 27, 33, 40]   # a subset of the 48 ids; 38 = sil in the 48-set order
 
@@ -62,7 +63,7 @@ def test_mono_viterbi_training_learns_the_alignment():
     # Frame accuracy of the learned (phone, state) alignment against the truth.
     hit = tot = 0
     for u, a in res.alis.items():
-        ph, st = frame_labels(phones[u], a, topo)
+        ph, st = frame_labels(a, phones[u], topo)
         ref = torch.tensor(truth[u])
         hit += int(((ph == ref[:, 0]) & (st == ref[:, 1])).sum())
         tot += ref.shape[0]
@@ -109,7 +110,7 @@ def test_alignment_labels_round_trip():
     topo = Topology(48)
     phones = torch.tensor([38, 5, 5, 9, 38])
     ali = torch.tensor([0, 0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 14])
-    ph, st = frame_labels(phones, ali, topo)
+    ph, st = frame_labels(ali, phones, topo)
     assert torch.equal(chain_ali_from_labels(phones, ph, st, topo), ali)
     with pytest.raises(ValueError, match="uttX"):
         chain_ali_from_labels(torch.tensor([38, 5, 9, 38]), ph, st, topo, utt="uttX")

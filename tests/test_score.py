@@ -142,9 +142,9 @@ def test_align_counts_examples():
 def test_score_result_line_speakers_and_missing():
     ref = {"s1_a": "a b c".split(), "s1_b": "d e".split(), "s2_a": "f g h i".split()}
     hyp = {"s1_a": "a x c y".split(), "s2_a": "f h i".split()}
-    with pytest.warns(UserWarning, match="1 of 3"):
+    with pytest.warns(UserWarning, match=r"1 of 3 .*: s1_b$"):
         res = score(ref, hyp)
-    assert res.utts == ["s1_a", "s1_b", "s2_a"] and res.missing == 1
+    assert res.utts == ["s1_a", "s1_b", "s2_a"] and res.missing == 1 and res.missing_utts == ["s1_b"]
     assert res.utt_counts("s1_b") == Counts(0, 0, 0, 2, 2)
     assert (res.errors, res.nref, res.ins, res.dels, res.sub) == (5, 9, 1, 3, 1)
     assert res.wer_line("exp/x") == "%WER 55.56 [ 5 / 9, 1 ins, 3 del, 1 sub ] exp/x"
@@ -232,3 +232,21 @@ def test_cli_score(tmp_path, capsys):
     (tmp_path / "hyp3").write_text("zz_top a\n")
     assert main(["score", str(tmp_path / "ref"), str(tmp_path / "hyp3")]) == 1
     assert "zz_top" in capsys.readouterr().err
+
+
+def test_cli_score_names_missing_hypotheses_and_foreign_tokens(tmp_path, capsys):
+    """A missing hypothesis is named; a 48-phone hypothesis scored against a 39-phone reference
+    without --map39 is warned about (it silently gave another number)."""
+    from asr.cli.main import main
+
+    ref48 = {f"s{k}_u": ["sil", "ao", "cl", "b", "ix", "sil"] for k in range(12)}
+    pm = load_phone_map()
+    (tmp_path / "ref39").write_text("".join(f"{u} {' '.join(fold39(t, pm))}\n" for u, t in ref48.items()))
+    (tmp_path / "hyp48").write_text("".join(f"{u} {' '.join(t)}\n" for u, t in list(ref48.items())[:-1]))
+    assert main(["score", str(tmp_path / "ref39"), str(tmp_path / "hyp48"), "--bootstrap", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 12 reference utterances have no hypothesis" in err and "s11_u" in err
+    assert "never occur in the reference" in err and "ao" in err and "add --map39" in err
+    assert main(["score", str(tmp_path / "ref39"), str(tmp_path / "hyp48"), "--bootstrap", "0", "--map39"]) == 0
+    err = capsys.readouterr().err
+    assert "never occur" not in err and "s11_u" in err

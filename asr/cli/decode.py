@@ -1,5 +1,8 @@
 """``asr decode loglikes``: decode Kaldi matrices of log-likelihoods over an HCLG graph, choose
-(or apply) the LM weight and score (Kaldi ``decode.sh`` + ``score.sh``)."""
+(or apply) the LM weight and score (Kaldi ``decode.sh`` + ``score.sh``).
+
+There is no ``--max-active``: the lattice decoder (kaldi-decoder's ``LatticeSimpleDecoder``) has
+no cap on active states, and an option it would ignore is not offered."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--acwt", type=float, default=0.1, help="acoustic scale (default 0.1)")
     d.add_argument("--beam", type=float, default=13.0, help="search beam (default 13)")
     d.add_argument("--lattice-beam", type=float, default=6.0, help="lattice beam (default 6)")
-    d.add_argument("--max-active", type=int, default=7000, help="max active states (default 7000)")
     g = d.add_mutually_exclusive_group()
     g.add_argument("--lmwt", type=float, default=None,
                    help="LM weight to apply (test sets: the dev set's best_lmwt)")
@@ -52,8 +54,7 @@ def _loglikes(args: argparse.Namespace) -> int:
         meta = Path(args.graph) / "graph.json"
         mode = json.loads(meta.read_text())["mode"] if meta.is_file() else "phone"
     kw = {"lmwt_grid": args.lmwt_grid} if args.lmwt_grid else {}
-    cfg = DecodeConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam,
-                       max_active=args.max_active, **kw)
+    cfg = DecodeConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam, **kw)
     job = functools.partial(loglikes_from_kaldi, args.loglikes)
     res = decode_and_score(args.graph, args.data, args.out, job, cfg, nj=args.nj, lmwt=args.lmwt,
                            mode=mode)

@@ -60,15 +60,16 @@ def _words(args: argparse.Namespace) -> int:
 def _graph(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from asr.hmm import ContextDependency, Topology, TransitionModel
+    from asr.jobs.safeio import load_data
     from asr.lang.graph import make_hclg
 
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(f"model {path} does not exist (train the system first)")
-    d = torch.load(path, map_location="cpu", weights_only=False)
+    d = load_data(path, what="model")
+    if not isinstance(d, dict):
+        raise ValueError(f"model {path} is not an HMM system file (a dict with topo, ctx, trans)")
     missing = [k for k in ("topo", "ctx", "trans") if k not in d]
     if missing:
         raise ValueError(f"model {path} lacks {missing}: not an HMM system file")

@@ -26,7 +26,9 @@ COMMAND_MODULES = [
 
 
 class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback, exit 1."""
+    """An error caused by the user's input; printed without a traceback, exit 1 (as are
+    FileNotFoundError, ValueError and ``asr.jobs.stage.StageFailed``: a stage that did not do
+    what it was asked)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from asr.jobs.stage import StageFailed
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         rc = args.func(args)
-    except (UserError, FileNotFoundError, ValueError) as e:
+    except (UserError, FileNotFoundError, ValueError, StageFailed) as e:
         print(f"asr {args.command}: error: {e}", file=sys.stderr)
         return 1
     return int(rc or 0)

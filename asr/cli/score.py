@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from asr.score import bootstrap_ci, fold39, matched_pairs, read_text, read_utt2spk, score
+from asr.score import bootstrap_ci, fold39, foreign_tokens, matched_pairs, read_text, read_utt2spk, score
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,20 +43,41 @@ def _load(path: str, map39: bool) -> dict[str, list[str]]:
     return text
 
 
+def _hint(ref: dict[str, list[str]], foreign: dict[str, int], args: argparse.Namespace) -> str:
+    """Name the likely cause when 48-set phones meet a 39-phone reference."""
+    if args.map39:
+        return ""
+    from asr.lang.phones import load_phone_map
+
+    pm = load_phone_map()
+    only48 = set(pm.phones48) - set(pm.phones39)
+    ref39 = all(t in pm.phones39 for toks in ref.values() for t in toks)
+    if ref39 and any(t in only48 for t in foreign):
+        return "; the hypothesis holds 48-set phones and the reference is 39-set: add --map39"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     method = "levenshtein" if args.plain else "sclite"
     ref = _load(args.ref, args.map39)
     systems = [args.hyp] + ([args.compare] if args.compare else [])
     results = []
     for path in systems:
+        hyp = _load(path, args.map39)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                res = score(ref, _load(path, args.map39), method=method)
+                res = score(ref, hyp, method=method)
             except ValueError as e:
                 raise ValueError(f"{path}: {e}") from None
         for w in caught:
             print(f"asr score: warning: {path}: {w.message}", file=sys.stderr)
+        foreign = foreign_tokens(ref, hyp)
+        if foreign:
+            print(f"asr score: warning: {path}: {sum(foreign.values())} hypothesis token(s) of {len(foreign)} "
+                  f"type(s) never occur in the reference {args.ref} (each counts as an error): "
+                  f"{', '.join(list(foreign)[:8])}{' ...' if len(foreign) > 8 else ''}{_hint(ref, foreign, args)}",
+                  file=sys.stderr)
         results.append(res)
         print(res.wer_line(path))
         if args.bootstrap > 0:

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gt.add_argument("--out", required=True)
     gt.add_argument("--iters", type=int, default=4)
     gt.add_argument("--kappa", type=float, default=0.1, help="acoustic scale")
-    gt.add_argument("--boost", type=float, default=0.1, help="b of boosted MMI")
+    gt.add_argument("--boost", type=float, default=None, help="b of boosted MMI (bmmi only; default 0.1)")
     gt.add_argument("--E", type=float, default=2.0, help="EBW constant: D >= E x denominator occupancy")
     gt.add_argument("--tau", type=float, default=400.0, help="I-smoothing points towards the current model")
     gt.add_argument("--select-taus", default=None, metavar="T1,T2,...",
@@ -63,15 +63,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=0.02, help="SGD step on the per-frame objective")
     t.add_argument("--momentum", type=float, default=0.0)
     t.add_argument("--kappa", type=float, default=0.1, help="acoustic scale")
-    t.add_argument("--boost", type=float, default=0.1, help="b of boosted MMI")
+    t.add_argument("--boost", type=float, default=None, help="b of boosted MMI (bmmi only; default 0.1)")
     t.add_argument("--ce-smoothing", type=float, default=0.1, help="H of CE frame smoothing (0 = off)")
     t.add_argument("--batch-utts", type=int, default=8)
     t.add_argument("--utts-per-epoch", type=int, default=None, help="random subset per epoch (default all)")
-    t.add_argument("--exclude-silence", action="store_true", help="silence frames count 0 accuracy")
+    t.add_argument("--exclude-silence", action="store_true",
+                   help="reference silence frames count 0 accuracy (mpfe, smbr, bmmi's boosting; refused for "
+                        "mmi and arc-level mpe, which it would not change)")
     t.add_argument("--seed", type=int, default=777)
     t.add_argument("--device", default="auto")
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _boost(args: argparse.Namespace) -> float:
+    """``--boost`` belongs to boosted MMI; given with another criterion it would be ignored."""
+    if args.boost is not None and args.criterion != "bmmi":
+        raise ValueError(f"--boost applies to --criterion bmmi only, not {args.criterion}")
+    return 0.1 if args.boost is None else args.boost
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -84,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
     cfg = SeqTrainConfig(criterion=args.criterion, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
-                         kappa=args.kappa, boost=args.boost, ce_smoothing=args.ce_smoothing,
+                         kappa=args.kappa, boost=_boost(args), ce_smoothing=args.ce_smoothing,
                          batch_utts=args.batch_utts, utts_per_epoch=args.utts_per_epoch,
                          exclude_silence=args.exclude_silence, seed=args.seed)
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
@@ -96,14 +105,21 @@ def _train(args: argparse.Namespace) -> int:
 
 def _lattices(args: argparse.Namespace) -> int:
     from asr.cli.dnn import StageLog, vars_cfg
-    from asr.jobs.stage import clear_done, mark_done
+    from asr.jobs.stage import StageFailed, clear_done, mark_done, write_counts
     from asr.seqtrain.denlats import DenLatConfig, make_den_lattices
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
     cfg = DenLatConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam, segments=not args.no_segments)
-    make_den_lattices(args.model, args.graph, args.data, args.ali, args.out, cfg, nj=args.nj,
-                      log=StageLog(args.out, "lattices"))
+    stats = make_den_lattices(args.model, args.graph, args.data, args.ali, args.out, cfg, nj=args.nj,
+                              log=StageLog(args.out, "lattices"))
+    counts = {"no_lattice": sorted(u for job in stats["jobs"] for u in job["failed"])}
+    for kind in ("retry_beam", "partial_lattice"):     # when the lattice jobs report them
+        if any(kind in job for job in stats["jobs"]):
+            counts[kind] = sorted(u for job in stats["jobs"] for u in job.get(kind, []))
+    write_counts(args.out, counts)
+    if not stats["utterances"]:
+        raise StageFailed(f"no denominator lattice was made (see {Path(args.out) / 'log' / 'lattices.log'})")
     mark_done(args.out, {"cmd": "seq lattices", **vars_cfg(args)})
     return 0
 
@@ -115,7 +131,7 @@ def _gmm_train(args: argparse.Namespace) -> int:
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
-    cfg = GmmSeqConfig(criterion=args.criterion, iters=args.iters, kappa=args.kappa, boost=args.boost, E=args.E,
+    cfg = GmmSeqConfig(criterion=args.criterion, iters=args.iters, kappa=args.kappa, boost=_boost(args), E=args.E,
                        tau=args.tau)
     if args.select_taus:
         from asr.seqtrain.gmm_select import select_gmm_seq

@@ -15,6 +15,7 @@ from pathlib import Path
 import soundfile as sf
 
 from asr.datadir import DataDir, write_data_dir
+from asr.jobs.stage import write_counts
 from asr.lang.phones import PhoneMap, load_phone_map
 
 log = logging.getLogger(__name__)
@@ -187,9 +188,10 @@ def prepare_timit(corpus_dir: str | Path, out_dir: str | Path | None = None,
     when ``out_dir`` is given, write them to ``out_dir/{train,dev,test}`` (atomically).
 
     Bad input (missing/truncated audio, other sample rate, unknown label or non-monotone
-    boundaries in ``.PHN``, empty utterance, missing transcript) raises BadUtterance naming
-    the file and line, or with ``skip_bad`` is logged (one warning per skipped utterance and
-    a count) and left out.
+    boundaries in ``.PHN``, empty utterance, missing transcript) is collected over the whole
+    corpus: without ``skip_bad`` one BadUtterance lists every bad file (and line) and names the
+    ``--skip-bad`` option; with ``skip_bad`` each is logged, left out, and counted in
+    ``out_dir/log/counts.json`` (``skipped_utts``).
     """
     corpus = Path(corpus_dir)
     if not corpus.is_dir():
@@ -197,7 +199,7 @@ def prepare_timit(corpus_dir: str | Path, out_dir: str | Path | None = None,
     phone_map = load_phone_map()
     dev_spk, test_spk = set(read_speaker_list(dev_list)), set(read_speaker_list(test_list))
     splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
-    skipped: list[str] = []
+    bad: list[tuple[str, str]] = []  # (utterance id, message naming the file)
     for part in ("train", "test"):
         for spk_dir in _speaker_dirs(corpus, part):
             spk = spk_dir.name.lower()
@@ -218,10 +220,15 @@ def prepare_timit(corpus_dir: str | Path, out_dir: str | Path | None = None,
                 try:
                     splits[split].append(read_utterance(spk_dir, stem, groups[stem], phone_map))
                 except (BadUtterance, OSError, UnicodeDecodeError) as e:
-                    if not skip_bad:
-                        raise BadUtterance(str(e)) from None
-                    skipped.append(f"{spk}_{stem.lower()}")
-                    log.warning("skipping %s_%s: %s", spk, stem.lower(), e)
+                    bad.append((f"{spk}_{stem.lower()}", str(e)))
+    if bad and not skip_bad:
+        raise BadUtterance(f"{len(bad)} unusable utterance(s) in {corpus}:\n  "
+                           + "\n  ".join(msg for _, msg in bad)
+                           + "\nfix or remove them, or leave them out with --skip-bad "
+                             "(`asr data timit --skip-bad`, `recipes/timit/run.sh --skip-bad`)")
+    for utt, msg in bad:
+        log.warning("skipping %s: %s", utt, msg)
+    skipped = [u for u, _ in bad]
     if skipped:
         log.warning("skipped %d bad utterance(s): %s", len(skipped), " ".join(skipped))
     for split, utts in splits.items():
@@ -231,4 +238,5 @@ def prepare_timit(corpus_dir: str | Path, out_dir: str | Path | None = None,
     if out_dir is not None:
         for k, dd in dirs.items():
             write_data_dir(dd, Path(out_dir) / k)
+        write_counts(out_dir, {"skipped_utts": skipped})
     return dirs

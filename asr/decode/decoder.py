@@ -29,23 +29,24 @@ class DecodeConfig:
     acwt: acoustic scale applied to log-likelihoods during search.
     beam: search beam (graph + scaled acoustic cost units).
     lattice_beam: lattice pruning beam.
-    max_active: cap on active states per frame.
     lmwt_grid: language-model weights (inverse acoustic scales) tried when scoring lattices;
         the best one is chosen on dev only (Kaldi ``score.sh``: 1..20 style grid).
     retry_beam: when no final state survives the search, the utterance is decoded again with
         this beam (as Kaldi's aligner's ``--retry-beam``) before falling back to a partial result.
+
+    There is no ``max_active``: the lattice decoder of ``kaldi-decoder`` (``LatticeSimpleDecoder``)
+    has no cap on active states, so such a setting would be accepted and ignored. Only the 1-best
+    ``decode_one`` / ``decode_utts`` (``FasterDecoder``) take one, as an argument.
     """
 
     acwt: float = 0.1
     beam: float = 13.0
     lattice_beam: float = 6.0
-    max_active: int = 7000
     lmwt_grid: tuple[float, ...] = field(default_factory=lambda: tuple(float(x) for x in range(1, 21)))
     retry_beam: float = 40.0
 
     def __post_init__(self) -> None:
-        if (self.acwt <= 0 or self.beam <= 0 or self.lattice_beam <= 0 or self.max_active < 1
-                or self.retry_beam <= 0):
+        if self.acwt <= 0 or self.beam <= 0 or self.lattice_beam <= 0 or self.retry_beam <= 0:
             raise ValueError(f"invalid decode config {self}")
         if not self.lmwt_grid or min(self.lmwt_grid) <= 0:
             raise ValueError(f"lmwt_grid must be non-empty and positive, got {self.lmwt_grid}")
@@ -94,16 +95,20 @@ class Graph:
         return [self.words.symbols[i] for i in ids]
 
 
-def decode_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig) -> list[int] | None:
-    """1-best word ids of one utterance with ``FasterDecoder``; None if no path survives.
+def decode_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig, max_active: int = 7000
+               ) -> list[int] | None:
+    """1-best word ids of one utterance with ``FasterDecoder`` (at most ``max_active`` active
+    states per frame); None if no path survives.
 
     Falls back to the best partial path (no final state reached) with a warning, as Kaldi does.
     """
     import kaldi_decoder
     import kaldifst
 
+    if max_active < 1:
+        raise ValueError(f"max_active must be >= 1, got {max_active}")
     x = graph.check(utt, loglikes) * np.float32(cfg.acwt)
-    opts = kaldi_decoder.FasterDecoderOptions(beam=cfg.beam, max_active=cfg.max_active)
+    opts = kaldi_decoder.FasterDecoderOptions(beam=cfg.beam, max_active=max_active)
     dec = kaldi_decoder.FasterDecoder(graph.fst, opts)
     dec.decode(kaldi_decoder.DecodableCtc(x))
     ok, best = dec.get_best_path(use_final_probs=True)
@@ -117,37 +122,55 @@ def decode_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig) -> l
     return list(olabels) if ok else None
 
 
-def lattice_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig):
-    """Raw state-level lattice (``kaldifst.Lattice``) of one utterance with ``LatticeSimpleDecoder``;
-    weights (graph cost, unscaled acoustic cost) in -ln; None if decoding failed.
+# How ``decode_lattice`` got its lattice: the counts a decode stage records (``log/counts.json``).
+LATTICE_OK, RETRY_BEAM, PARTIAL_LATTICE, NOT_DECODED = "ok", "retry_beam", "partial_lattice", "not_decoded"
 
-    If no final state survives ``cfg.beam`` the search is repeated with ``cfg.retry_beam``; if that
-    fails too, the lattice ends in the states active at the last frame (both with a warning).
+
+def decode_lattice(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig):
+    """Raw state-level lattice (``kaldifst.Lattice``) of one utterance with ``LatticeSimpleDecoder``
+    and how it was obtained: ``(lattice or None, status)``. Weights (graph cost, unscaled
+    acoustic cost) in -ln.
+
+    status: ``"ok"``; ``"retry_beam"`` (no final state survived ``cfg.beam``, the search was
+    repeated with ``cfg.retry_beam``); ``"partial_lattice"`` (no final state even then: the
+    lattice ends in the states active at the last frame, not in a final state of the graph);
+    ``"not_decoded"`` (no lattice; returned with None).
     """
     import kaldi_decoder
     import kaldifst
 
     x = graph.check(utt, loglikes) * np.float32(cfg.acwt)
     beams = [cfg.beam] + ([cfg.retry_beam] if cfg.retry_beam > cfg.beam else [])
+    status = LATTICE_OK
     for k, beam in enumerate(beams):
         conf = kaldi_decoder.LatticeSimpleDecoderConfig(beam=beam, lattice_beam=cfg.lattice_beam)
         dec = kaldi_decoder.LatticeSimpleDecoder(graph.fst, conf)
         dec.decode(kaldi_decoder.DecodableCtc(x))
         if math.isfinite(dec.final_relative_cost()):
-            if k > 0:
-                warnings.warn(f"utterance {utt}: no final state within beam {cfg.beam}; decoded with "
-                              f"retry beam {beam}", UserWarning, stacklevel=2)
+            status = RETRY_BEAM if k > 0 else LATTICE_OK
             ok, lat = dec.get_raw_lattice(use_final_probs=True)
             break
     else:
         # with no final token, kaldi's GetRawLattice makes every last-frame token final
+        status = PARTIAL_LATTICE
         ok, lat = dec.get_raw_lattice(use_final_probs=True)
-        if ok and lat.num_states > 0:
-            warnings.warn(f"utterance {utt}: no final state reached (beams {beams}); the lattice ends "
-                          "at the last frame", UserWarning, stacklevel=2)
     if not ok or lat.num_states == 0:
-        return None
+        return None, NOT_DECODED
     kaldifst.scale_lattice([[1.0, 0.0], [0.0, 1.0 / cfg.acwt]], lat)
+    return lat, status
+
+
+def lattice_one(graph: Graph, utt: str, loglikes: Tensor, cfg: DecodeConfig):
+    """``decode_lattice``'s lattice alone (None if decoding failed), with a ``UserWarning`` naming
+    the utterance when the retry beam was needed or the lattice ends without a final state.
+    Stages use ``decode_lattice`` and count those cases instead."""
+    lat, status = decode_lattice(graph, utt, loglikes, cfg)
+    if status == RETRY_BEAM:
+        warnings.warn(f"utterance {utt}: no final state within beam {cfg.beam}; decoded with "
+                      f"retry beam {cfg.retry_beam}", UserWarning, stacklevel=2)
+    elif status == PARTIAL_LATTICE:
+        warnings.warn(f"utterance {utt}: no final state reached (beams {cfg.beam}, {cfg.retry_beam}); "
+                      "the lattice ends at the last frame", UserWarning, stacklevel=2)
     return lat
 
 
@@ -164,12 +187,14 @@ def lattice_best_words(lat, lmwt: float) -> list[int]:
     return list(olabels)
 
 
-def decode_utts(graph_dir: str | Path, loglikes: dict[str, Tensor], cfg: DecodeConfig) -> dict[str, list[str]]:
-    """1-best word strings per utterance.
+def decode_utts(graph_dir: str | Path, loglikes: dict[str, Tensor], cfg: DecodeConfig, max_active: int = 7000
+                ) -> dict[str, list[str]]:
+    """1-best word strings per utterance (``decode_one``).
 
     Args:
         graph_dir: directory with ``HCLG.fst`` and ``words.txt``.
         loglikes: {utt: Tensor (T, num_pdfs)} log-likelihoods (natural log, unscaled).
+        max_active: cap on active states per frame of ``FasterDecoder``.
     Returns:
         {utt: words}; utterances whose search found no path are reported by id in a warning and
         left out (with their count).
@@ -178,7 +203,7 @@ def decode_utts(graph_dir: str | Path, loglikes: dict[str, Tensor], cfg: DecodeC
     out: dict[str, list[str]] = {}
     failed: list[str] = []
     for utt, ll in loglikes.items():
-        ids = decode_one(graph, utt, ll, cfg)
+        ids = decode_one(graph, utt, ll, cfg, max_active)
         if ids is None:
             failed.append(utt)
             continue

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from torch import Tensor
 
-from asr.decode.decoder import DecodeConfig, Graph, lattice_best_words, lattice_one
+from asr.decode.decoder import (LATTICE_OK, NOT_DECODED, PARTIAL_LATTICE, RETRY_BEAM, DecodeConfig, Graph,
+                                decode_lattice, lattice_best_words, lattice_one)
 from asr.decode.lattice import LatticeArrays, lattice_to_arrays
 from asr.jobs import map_jobs, split_by_speaker
+from asr.jobs.stage import StageFailed, describe_ids, write_counts
 from asr.lang.lexicon import write_text_atomic
 
 LoglikeJob = Callable[[list[str]], Iterable[tuple[str, Tensor]]]
@@ -43,23 +45,26 @@ def make_lattices(graph_dir: str | Path, loglikes: dict[str, Tensor], cfg: Decod
     return out
 
 
-def _decode_job(args: tuple) -> tuple[list[dict[str, list[str]]], list[str]]:
-    """One job: lattices for its utterances, best paths for every LMWT of the grid."""
+def _decode_job(args: tuple) -> tuple[list[dict[str, list[str]]], dict[str, list[str]]]:
+    """One job: lattices for its utterances, best paths for every LMWT of the grid; and the
+    utterances that needed the retry beam, ended without a final state or were not decoded
+    (no lattice, or no log-likelihoods from ``loglike_job``)."""
     graph_dir, cfg, loglike_job, utts, grid = args
     graph = Graph(graph_dir)
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
-    failed: list[str] = []
+    events: dict[str, list[str]] = {RETRY_BEAM: [], PARTIAL_LATTICE: [], NOT_DECODED: []}
     seen = set()
     for utt, ll in loglike_job(list(utts)):
         seen.add(utt)
-        lat = lattice_one(graph, utt, ll, cfg)
+        lat, status = decode_lattice(graph, utt, ll, cfg)
+        if status != LATTICE_OK:
+            events[status].append(utt)
         if lat is None:
-            failed.append(utt)
             continue
         for k, lmwt in enumerate(grid):
             hyps[k][utt] = graph.word_strings(lattice_best_words(lat, lmwt))
-    failed.extend(u for u in utts if u not in seen)
-    return hyps, failed
+    events[NOT_DECODED].extend(u for u in utts if u not in seen)
+    return hyps, events
 
 
 def _fmt(lmwt: float) -> str:
@@ -78,7 +83,9 @@ def decode_and_score(graph_dir: str | Path, data_dir: str | Path, out_dir: str |
         mode: ``"phone"`` (48-set hypotheses folded to 39, scored against ``text.39``) or
             ``"word"`` (against ``text.wrd``).
     Writes ``out_dir/hyp.<lmwt>.txt``, ``wer_<lmwt>``, ``scoring`` (``%WER`` line of the chosen
-    LMWT, labelled ``out_dir``), ``best_lmwt``. Returns the ``asr.score.ScoreResult``.
+    LMWT, labelled ``out_dir``), ``best_lmwt`` and ``log/counts.json`` (``retry_beam``,
+    ``partial_lattice``, ``not_decoded``: each named in a ``UserWarning`` too). Returns the
+    ``asr.score.ScoreResult``; raises ``StageFailed`` when no utterance could be decoded.
     """
     from asr.score import read_utt2spk
 
@@ -93,20 +100,23 @@ def decode_and_score(graph_dir: str | Path, data_dir: str | Path, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(graph_dir), cfg, loglike_job, utts, grid) for utts in split_by_speaker(utt2spk, nj)]
     results = map_jobs(_decode_job, jobs, nj=nj, desc=f"decode {out.name}")
-    failed = [u for _, f in results for u in f]
-    hyps = [{} for _ in grid]
+    hyps: list[dict[str, list[str]]] = [{} for _ in grid]
     for h, _ in results:
         for k in range(len(grid)):
             hyps[k].update(h[k])
-    return score_hyps(out, data_dir, grid, hyps, failed, mode)
+    events = {kind: sorted(u for _, ev in results for u in ev[kind])
+              for kind in (RETRY_BEAM, PARTIAL_LATTICE, NOT_DECODED)}
+    return score_hyps(out, data_dir, grid, hyps, events, mode)
 
 
-def score_hyps(out_dir: str | Path, data_dir: str | Path, grid: tuple[float, ...], hyps: list[dict[str, list[str]]],
-               failed: list[str], mode: str = "phone"):
+def score_hyps(out_dir: str | Path, data_dir: str | Path, grid: tuple[float, ...],
+               hyps: list[dict[str, list[str]]], events: dict[str, list[str]], mode: str = "phone"):
     """Score the hypotheses ``hyps[k]`` (utt -> words) of every LM weight ``grid[k]`` against
-    ``data_dir``'s reference and write ``hyp.<lmwt>.txt``, ``wer_<lmwt>``, ``scoring`` and
-    ``best_lmwt`` (the grid's best) into ``out_dir``; ``failed``: utterances not decoded (scored as
-    deletions). Returns the ``asr.score.ScoreResult`` of the best LM weight."""
+    ``data_dir``'s reference; write ``hyp.<lmwt>.txt``, ``wer_<lmwt>``, ``scoring``, ``best_lmwt``
+    (the grid's best) and ``log/counts.json`` of ``events`` (``retry_beam``, ``partial_lattice``,
+    ``not_decoded``: utterance lists, each named in a ``UserWarning`` too) into ``out_dir``.
+    Returns the ``asr.score.ScoreResult`` of the best LM weight; raises ``StageFailed`` when no
+    utterance was decoded."""
     from asr.lang.phones import load_phone_map
     from asr.score import fold39, read_text, read_utt2spk, score
 
@@ -117,9 +127,17 @@ def score_hyps(out_dir: str | Path, data_dir: str | Path, grid: tuple[float, ...
     ref = read_text(ref_path)
     utt2spk = read_utt2spk(data_dir / "utt2spk")
     out.mkdir(parents=True, exist_ok=True)
-    if failed:
-        warnings.warn(f"{out}: {len(failed)} utterance(s) not decoded (scored as deletions): "
-                      f"{failed[:10]}", UserWarning, stacklevel=2)
+    events = {kind: sorted(events.get(kind, [])) for kind in (RETRY_BEAM, PARTIAL_LATTICE, NOT_DECODED)}
+    write_counts(out, events)
+    for kind, what in ((RETRY_BEAM, "decoded again with the retry beam (no final state within the beam)"),
+                       (PARTIAL_LATTICE, "no final state reached: lattice ends in the last frame's states"),
+                       (NOT_DECODED, "not decoded (scored as all deletions)")):
+        if events[kind]:
+            warnings.warn(f"{out}: {what}: {describe_ids(events[kind])}", UserWarning, stacklevel=2)
+    scored_utts = [u for u in ref if u in utt2spk]
+    if scored_utts and set(scored_utts) <= set(events[NOT_DECODED]):
+        raise StageFailed(f"{out}: no utterance of {data_dir} was decoded "
+                          f"({describe_ids(events[NOT_DECODED])})")
     pmap = load_phone_map() if mode == "phone" else None
     best = None
     for k, w in enumerate(grid):

@@ -222,11 +222,20 @@ def make_feats(data_dir: str | Path, feat_type: str, nj: int = 1, sample_rate: i
     return meta
 
 
-def _read_scp_matrix(rx: str, key: str, scp: Path) -> torch.Tensor:
+def _read_scp_matrix(rx: str, key: str, scp: Path, what: str = "utterance") -> torch.Tensor:
+    """One matrix of an scp; unreadable or non-finite (NaN / inf) matrices are a ValueError
+    naming the file and the ``what`` (utterance / speaker) ``key``."""
     try:
-        return torch.from_numpy(np.array(kaldi_io.read_mat(rx), copy=True))
+        m = torch.from_numpy(np.array(kaldi_io.read_mat(rx), copy=True))
     except Exception as e:
         raise ValueError(f"{scp}: cannot read matrix of {key!r} at {rx}: {e}") from None
+    finite = torch.isfinite(m)
+    if not bool(finite.all()):
+        rows = torch.nonzero(~finite.all(dim=1)).flatten().tolist() if m.dim() == 2 else []
+        raise ValueError(f"{scp}: {what} {key!r} holds {int((~finite).sum())} non-finite value(s) (NaN/inf)"
+                         + (f" in row(s) {rows[:5]}{' ...' if len(rows) > 5 else ''}" if rows else "")
+                         + f" at {rx}; recompute it or leave the {what} out")
+    return m
 
 
 def load_cmvn(data_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -234,7 +243,7 @@ def load_cmvn(data_dir: str | Path) -> dict[str, torch.Tensor]:
     scp = Path(data_dir) / "cmvn.scp"
     if not scp.is_file():
         raise FileNotFoundError(f"{scp} not found (run `asr feats` first)")
-    return {spk: _read_scp_matrix(rx, spk, scp).to(torch.float64)
+    return {spk: _read_scp_matrix(rx, spk, scp, "speaker").to(torch.float64)
             for spk, rx in _read_table(scp, "speaker").items()}
 
 
@@ -242,7 +251,9 @@ def load_feats(data_dir: str | Path, cmvn: bool = True, norm_vars: bool = False,
                utts: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Read features of ``data_dir/feats.scp`` as {utt: float32 ``(T, D)``} in scp order (or the
     order of ``utts``), with per-speaker CMVN applied when ``cmvn`` (mean only unless
-    ``norm_vars``). Unknown utterances in ``utts`` are a ``ValueError`` naming them."""
+    ``norm_vars``). Unknown utterances in ``utts`` and features holding NaN / inf are a
+    ``ValueError`` naming the utterance (a non-finite frame would poison every model trained
+    on it)."""
     data_dir = Path(data_dir)
     scp = data_dir / "feats.scp"
     if not scp.is_file():

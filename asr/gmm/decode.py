@@ -31,7 +31,9 @@ def gmm_loglike_job(utts: list[str], model_dir: str, data_dir: str,
     ``(utt, (T, num_pdfs) log-likelihoods)`` of ``utts`` of ``data_dir`` under ``model_dir``'s
     system, with the per-speaker fMLLR transforms in ``fmllr_path`` when given."""
     sys_ = load_system(model_dir)
-    fm = torch.load(fmllr_path, weights_only=False) if fmllr_path else None
+    from asr.jobs.safeio import load_data
+
+    fm = load_data(fmllr_path, what="fMLLR transforms") if fmllr_path else None
     feats = sys_.features(data_dir, utts, fmllr=fm)
     for u in utts:
         yield u, sys_.loglikes(feats[u]).cpu()
@@ -146,6 +148,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     from asr.decode.pipeline import score_hyps
     from asr.gmm.fmllr_decode import FmllrDecodeConfig, adapt_job
     from asr.jobs import map_jobs, split_by_speaker
+    from asr.jobs.stage import write_counts
     from asr.score import read_utt2spk
 
     cfg = cfg or FmllrDecodeConfig()
@@ -159,18 +162,20 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     fm: dict[str, Tensor] = {}
     identity: list[str] = []
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
-    failed: list[str] = []
-    for t, ident, h, f in res:
+    events: dict[str, list[str]] = {}
+    for t, ident, h, ev in res:
         fm.update(t)
         identity += ident
-        failed += f
+        for kind, utts in ev.items():
+            events.setdefault(kind, []).extend(utts)
         for k in range(len(grid)):
             hyps[k].update(h[k])
-    score_hyps(out / "si", data_dir, grid, hyps, failed, mode)
-    _atomic_text(out / "fmllr_identity_speakers.txt", "".join(f"{s}\n" for s in sorted(identity)))
+    score_hyps(out / "si", data_dir, grid, hyps, events, mode)
+    identity.sort()
+    write_counts(out, {"fmllr_identity_speakers": identity})
     if identity:
         print(f"asr gmm decode: {len(identity)} speaker(s) kept the identity transform (too little "
-              f"non-silence data or singular statistics): {', '.join(sorted(identity)[:5])}"
+              f"non-silence data or singular statistics): {', '.join(identity[:5])}"
               + (" ..." if len(identity) > 5 else ""))
     path = out / "trans.pt"
     _atomic_save(fm, path)

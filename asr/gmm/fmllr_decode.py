@@ -91,12 +91,12 @@ def speaker_fmllr_from_posteriors(stat_gmm: DiagGmmSet, post_gmm: DiagGmmSet, fe
         return None
 
 
-def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str, list[str]]], list[str]]:
+def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str, list[str]]], dict[str, list[str]]]:
     """Passes 1-2 for the utterances of one job (whole speakers). ``args = (model_dir, graph_dir,
     data_dir, utts, cfg: FmllrDecodeConfig, grid)``. Returns ``(transforms speaker -> W,
     speakers left with the identity, first-pass hypotheses per LM weight of ``grid`` ({utt: words}), utterances the
     first pass could not decode)``."""
-    from asr.decode.decoder import DecodeConfig, Graph, lattice_best_words, lattice_one
+    from asr.decode.decoder import LATTICE_OK, NOT_DECODED, DecodeConfig, Graph, decode_lattice, lattice_best_words
     from asr.decode.lattice import lattice_to_arrays
     from asr.decode.posteriors import lattice_pdf_posteriors
     from asr.gmm.stages import load_system, read_transcripts
@@ -116,16 +116,17 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
     for u in sorted(si):
         spk2utts.setdefault(utt2spk[u], []).append(u)
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
-    failed: list[str] = []
+    events: dict[str, list[str]] = {}
     out: dict[str, Tensor] = {}
     identity: list[str] = []
 
     def posteriors(gmm: DiagGmmSet, feats: dict[str, Tensor], conf: DecodeConfig, keep_hyps: bool):
         res = {}
         for u, x in feats.items():
-            lat = lattice_one(graph, u, gmm.loglikes(x).cpu(), conf)
+            lat, status = decode_lattice(graph, u, gmm.loglikes(x).cpu(), conf)
+            if keep_hyps and status != LATTICE_OK:
+                events.setdefault(status, []).append(u)
             if lat is None:
-                failed.append(u)
                 continue
             if keep_hyps:
                 for k, w in enumerate(grid):
@@ -150,4 +151,5 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
         w2 = speaker_fmllr_from_posteriors(sat.gmm, sat.gmm, [adapted[u] for u in ok], [p2[u] for u in ok],
                                            sil_pdf, cfg.silence_weight, cfg.fmllr_iters, cfg.min_count)
         out[spk] = w1 if w2 is None else compose_fmllr(w2, w1)
-    return out, identity, hyps, sorted(set(failed))
+    events.setdefault(NOT_DECODED, []).extend(u for u in utts if u not in si)
+    return out, identity, hyps, events

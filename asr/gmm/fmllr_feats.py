@@ -35,7 +35,9 @@ def write_fmllr_feats(model_dir: str | Path, data_dir: str | Path, out_dir: str 
     """
     sys_ = load_system(model_dir)
     if trans_path is not None:
-        fmllr = torch.load(trans_path, map_location="cpu", weights_only=False)
+        from asr.jobs.safeio import load_data
+
+        fmllr = load_data(trans_path, what="fMLLR transforms")
     else:
         fmllr = sys_.fmllr
     if not fmllr:

@@ -21,11 +21,12 @@ from torch import Tensor
 from asr.gmm.model import DiagGmmSet, pick_device
 from asr.gmm.pipeline import FeaturePipeline
 from asr.gmm.train import (
-    JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels, frame_labels,
+    JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels,
     gaussian_posteriors_sparse, init_gmm_from_alignment, mono_init, silence_weights, train_viterbi,
     utterance_chains,
 )
 from asr.hmm import ContextDependency, Topology, TransitionModel
+from asr.hmm.align import frame_labels
 
 
 def one_thread(fn):
@@ -102,6 +103,25 @@ class SatConfig(TriConfig):
 
 STAGE_CONFIGS = {"mono": MonoConfig, "tri1": TriConfig, "tri2": LdaMlltConfig, "tri3": SatConfig}
 PREVIOUS = {"tri1": "mono", "tri2": "tri1", "tri3": "tri2"}
+
+
+def gmm_device(name: str | None, nj: int) -> torch.device:
+    """The device of a GMM training run. Its jobs are processes that cannot share a CUDA context,
+    so several jobs run on the CPU: without ``--device`` that is the choice (said on stderr when
+    CUDA was available), and ``--device cuda`` with ``nj > 1`` is an error rather than a silent
+    switch to one job."""
+    import sys
+
+    if name is None and nj > 1:
+        if torch.cuda.is_available():
+            print(f"asr gmm: {nj} jobs run on the CPU (GMM jobs are processes; --device cuda --nj 1 "
+                  "uses the GPU in one process)", file=sys.stderr)
+        return torch.device("cpu")
+    dev = pick_device(name)
+    if dev.type == "cuda" and nj > 1:
+        raise ValueError(f"--device cuda runs one job in this process; use --nj 1 (got --nj {nj}) "
+                         "or --device cpu")
+    return dev
 
 
 # ------------------------------------------------------------------------------------ data
@@ -225,9 +245,9 @@ class GmmSystem:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from asr.jobs.safeio import save_data
+
+    save_data(obj, path)
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -242,10 +262,12 @@ def load_system(exp_dir: str | Path, device: torch.device | str = "cpu") -> GmmS
     f = exp_dir / "final.pt"
     if not f.is_file():
         raise FileNotFoundError(f"{f} not found: train it with `asr gmm {exp_dir.name} ...` first")
-    d = torch.load(f, map_location="cpu", weights_only=False)
+    from asr.jobs.safeio import load_data
+
+    d = load_data(f, what="GMM system")
     fm = None
     if (exp_dir / "trans.pt").is_file():
-        fm = torch.load(exp_dir / "trans.pt", map_location="cpu", weights_only=False)
+        fm = load_data(exp_dir / "trans.pt", what="fMLLR transforms")
     ali = d.get("ali_gmm")
     return GmmSystem(Topology.from_dict(d["topo"]), ContextDependency.from_dict(d["ctx"]),
                      TransitionModel.from_dict(d["trans"]), DiagGmmSet.from_dict(d["gmm"]).to(device),
@@ -262,7 +284,7 @@ def write_alignments(out_dir: Path, phones: dict[str, Tensor], alis: dict[str, T
     fs = [open(out_dir / (n + ".tmp"), "wb") for n in names]
     try:
         for u in sorted(alis):
-            ph, st = frame_labels(phones[u], alis[u], topo)
+            ph, st = frame_labels(alis[u], phones[u], topo)
             for f, v in zip(fs, (chains[u][alis[u]], ph, st)):
                 kaldi_io.write_vec_int(f, v.numpy().astype("int32"), key=u)
     finally:
@@ -312,7 +334,7 @@ class _Logger:
 def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline, data: TrainData,
             alis: dict[str, Tensor], failed: list[str], silence: int, cfg_dict: dict,
             fmllr: dict[str, Tensor] | None = None, si_model: str | None = None,
-            ali_gmm: DiagGmmSet | None = None) -> GmmSystem:
+            ali_gmm: DiagGmmSet | None = None, fmllr_kept: list[str] | None = None) -> GmmSystem:
     from asr.jobs.stage import mark_done
 
     sys_ = GmmSystem(state.topo, state.ctx, state.trans, state.gmm.to("cpu"), pipeline, stage, [silence],
@@ -324,6 +346,13 @@ def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline,
     _atomic_save(sys_.to_dict(), out / "final.pt")
     bad = sorted(set(failed) | set(data.skipped))
     _atomic_text(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in bad))
+    from asr.jobs.stage import write_counts
+
+    counts = {"skipped_utts": bad}
+    if fmllr is not None:
+        counts["fmllr_identity_speakers"] = sorted(set(data.utt2spk.values()) - set(fmllr))
+        counts["fmllr_kept_previous"] = sorted(fmllr_kept or [])
+    write_counts(out, counts)
     if bad:
         print(f"asr gmm {stage}: {len(bad)} utterance(s) skipped (could not be aligned or no valid "
               f"transcript), listed in {out / 'log' / 'failed_utts.txt'}: {', '.join(bad[:5])}"
@@ -348,7 +377,7 @@ def run_mono(data_dir: str | Path, lang_dir: str | Path, out_dir: str | Path, cf
     cfg = cfg or MonoConfig()
     out = Path(out_dir)
     _check_lang(lang_dir)
-    dev = pick_device(device)
+    dev = gmm_device(device, nj)
     _start(out)
     data = load_train_data(data_dir)
     pipeline = FeaturePipeline("delta", raw_dim=next(iter(data.raw.values())).shape[1])
@@ -385,7 +414,7 @@ def _tri_common(data_dir, lang_dir, ali_dir, out_dir, stage: str, cfg: TriConfig
     prev = _check_previous(Path(ali_dir) if ali_dir else None, stage)
     _check_lang(lang_dir)
     psys = load_system(prev)
-    dev = pick_device(device)
+    dev = gmm_device(device, nj)
     out = Path(out_dir)
     _start(out)
     data = load_train_data(data_dir, raw_dim=psys.pipeline.raw_dim)
@@ -584,6 +613,8 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
         return {u: silence_weights(data.phones[u], a, psys.topo, [sil], cfg.fmllr_silence_weight)
                 for u, a in cur_alis.items()}
 
+    holder: dict = {}
+
     def estimate(gmm: DiagGmmSet, chains: dict[str, Tensor], cur_alis: dict[str, Tensor], it: int,
                  prev: dict[str, Tensor] | None) -> dict[str, Tensor]:
         skipped: list[str] = []
@@ -591,6 +622,7 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
                                     cfg.fmllr_update_iters, prev=prev, min_count=cfg.fmllr_min_count,
                                     frame_weights=sil_weights(cur_alis), skipped=skipped)
         log({"iter": it, "fmllr_speakers": len(fm), "fmllr_kept_previous": skipped})
+        holder["kept"] = skipped
         if skipped:
             print(f"asr gmm tri3: iteration {it}: fMLLR of {len(skipped)} speaker(s) not estimated (at most "
                   f"{cfg.fmllr_min_count:g} non-silence frames or singular statistics), previous transform "
@@ -598,7 +630,7 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
         return fm
 
     pchains = utterance_chains(data.phones, psys.ctx, psys.topo)
-    holder = {"fmllr": estimate(psys.gmm, pchains, alis, -1, None)}
+    holder["fmllr"] = estimate(psys.gmm, pchains, alis, -1, None)
 
     def adapted() -> dict[str, Tensor]:
         return {u: apply_fmllr(x, holder["fmllr"][data.utt2spk[u]]) if data.utt2spk[u] in holder["fmllr"] else x
@@ -622,7 +654,7 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
                                        cfg.min_var)
     return _finish(out, "tri3", res.state, pipeline, data, res.alis, res.failed, sil,
                    _cfg_dict("tri3", cfg, data_dir, lang_dir, ali_dir, seed), fmllr=holder["fmllr"],
-                   si_model=str(Path(ali_dir).resolve()), ali_gmm=ali_gmm)
+                   si_model=str(Path(ali_dir).resolve()), ali_gmm=ali_gmm, fmllr_kept=holder.get("kept"))
 
 
 RUNNERS = {"mono": run_mono, "tri1": run_tri1, "tri2": run_tri2, "tri3": run_tri3}

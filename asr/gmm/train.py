@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from asr.gmm.model import DiagGmmSet, GmmAccs, global_stats
-from asr.hmm import ContextDependency, Topology, TransitionModel, chain_phones, chain_states
+from asr.hmm import ContextDependency, Topology, TransitionModel
+from asr.hmm.align import frame_labels
 
 # Features / chains shared with forked job processes (inherited at fork, never pickled).
 _STORE: dict[str, dict[str, dict[str, Tensor]]] = {}
@@ -101,14 +102,9 @@ def utterance_chains(phones: dict[str, Tensor], ctx: ContextDependency, topo: To
     return out
 
 
-def frame_labels(phones: Tensor, ali: Tensor, topo: Topology) -> tuple[Tensor, Tensor]:
-    """Per-frame ``(phone ids (T,), hmm-state indices (T,))`` of a chain-state alignment."""
-    return chain_phones(phones, topo)[ali], chain_states(phones, topo)[ali]
-
-
 def chain_ali_from_labels(phones: Tensor, phone_ali: Tensor, state_ali: Tensor, topo: Topology,
                           utt: str = "?") -> Tensor:
-    """Invert :func:`frame_labels`: recover the chain-state alignment from per-frame phone and
+    """Invert :func:`asr.hmm.align.frame_labels`: recover the chain-state alignment from per-frame phone and
     hmm-state ids (a new phone starts where the phone changes or the state index drops).
     Raises ValueError naming ``utt`` if the labels do not spell the transcript ``phones``."""
     T = phone_ali.numel()
@@ -390,7 +386,7 @@ def build_tree_from_alignment(feats: dict[str, Tensor], phones: dict[str, Tensor
     from asr.hmm.tree import accumulate_tree_stats, grow_tree, make_questions
 
     utts = sorted(alis)
-    labels = [frame_labels(phones[u], alis[u], topo) for u in utts]
+    labels = [frame_labels(alis[u], phones[u], topo) for u in utts]
     stats = accumulate_tree_stats([feats[u] for u in utts], [p for p, _ in labels], [s for _, s in labels])
     questions = make_questions(stats, topo.num_phones, silence)
     tree = grow_tree(stats, questions, topo, max_leaves, thresh=thresh, cluster_thresh=cluster_thresh,
@@ -414,7 +410,7 @@ def gaussian_posteriors_sparse(gmm: DiagGmmSet, x: Tensor, pdfs: Tensor) -> Tens
 def silence_weights(phones: Tensor, ali: Tensor, topo: Topology, silence: list[int],
                     weight: float = 0.0) -> Tensor:
     """1.0 per frame, ``weight`` on silence phones (Kaldi ``weight-silence-post``)."""
-    ph, _ = frame_labels(phones, ali, topo)
+    ph, _ = frame_labels(ali, phones, topo)
     sil = torch.isin(ph, torch.tensor(silence, dtype=torch.long))
     return torch.where(sil, torch.tensor(float(weight), dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
 

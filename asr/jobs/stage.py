@@ -46,3 +46,47 @@ def clear_done(out_dir: str | Path) -> None:
         (Path(out_dir) / ".done").unlink()
     except FileNotFoundError:
         pass
+
+
+class StageFailed(RuntimeError):
+    """A stage could not do what it was asked (diverged training, nothing decoded, ...).
+
+    The message names the cause (utterance, epoch, file); the CLI prints it and exits 1, and the
+    stage leaves no ``.done`` marker (it raises before ``mark_done``)."""
+
+
+COUNTS_SHOWN = 20
+
+
+def write_counts(out_dir: str | Path, counts: dict[str, list[str]]) -> dict[str, dict]:
+    """Record what a stage skipped or worked around in ``out_dir/log/counts.json``.
+
+    ``counts``: kind (``retry_beam``, ``partial_lattice``, ``not_decoded``,
+    ``nonfinite_lattices``, ``skipped_utts``, ...) -> the ids concerned (utterances; speakers for
+    speaker-level kinds). Stored as ``{kind: {"count": n, "utts": [first 20 ids]}}``; kinds
+    already in the file and not in ``counts`` are kept (several steps of a stage may write), a
+    kind given again is replaced (a rerun writes its own count, 0 included). Atomic (tmp + rename).
+    Returns the whole file's content.
+    """
+    log_dir = Path(out_dir) / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "counts.json"
+    old: dict[str, dict] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+    for kind, ids in counts.items():
+        ids = list(ids)
+        old[kind] = {"count": len(ids), "utts": ids[:COUNTS_SHOWN]}
+    tmp = log_dir / "counts.json.tmp"
+    tmp.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return old
+
+
+def describe_ids(ids: list[str], shown: int = 5) -> str:
+    """``"3: a, b, c"`` / ``"12: a, b, c, d, e ..."`` — a count and the first ids, for log lines."""
+    ids = list(ids)
+    return f"{len(ids)}: {', '.join(ids[:shown])}{' ...' if len(ids) > shown else ''}"

@@ -6,10 +6,10 @@ Kaldi ``compute-wer`` plain edit distance with ``method="levenshtein"``) and ret
 """
 from asr.score.align import METHODS, Counts, align_counts, align_counts_batch
 from asr.score.io import fold39, read_text, read_utt2spk
-from asr.score.result import ScoreResult, score
+from asr.score.result import ScoreResult, foreign_tokens, score
 from asr.score.stats import MatchedPairs, bootstrap_ci, matched_pairs
 
 __all__ = [
     "METHODS", "Counts", "align_counts", "align_counts_batch", "fold39", "read_text",
-    "read_utt2spk", "ScoreResult", "score", "MatchedPairs", "bootstrap_ci", "matched_pairs",
+    "read_utt2spk", "ScoreResult", "foreign_tokens", "score", "MatchedPairs", "bootstrap_ci", "matched_pairs",
 ]

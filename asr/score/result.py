@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from asr.score.align import Counts, align_counts_batch
+
+MISSING_SHOWN = 10  # utterance ids named in the missing-hypothesis warning
 
 
 @dataclass
@@ -15,13 +17,14 @@ class ScoreResult:
 
     ``utts`` keeps the reference's utterance order; ``counts`` is a LongTensor ``(U, 5)`` with
     columns ``corr, sub, ins, dels, nref``. ``missing`` counts utterances without a hypothesis
-    (scored as all deletions).
+    (scored as all deletions), ``missing_utts`` names them (reference order).
     """
 
     utts: list[str]
     counts: torch.Tensor
     method: str = "sclite"
     missing: int = 0
+    missing_utts: list[str] = field(default_factory=list)
 
     def _col(self, k: int) -> int:
         return int(self.counts[:, k].sum())
@@ -95,20 +98,35 @@ def score(ref: dict[str, list[str]], hyp: dict[str, list[str]], method: str = "s
     """Score ``hyp`` against ``ref`` utterance by utterance.
 
     Utterances in ``ref`` without a hypothesis count as all deletions (a ``UserWarning`` gives
-    their number); a hypothesis for an utterance not in ``ref`` is a ``ValueError`` naming it.
+    their number and the first ids); a hypothesis for an utterance not in ``ref`` is a
+    ``ValueError`` naming it.
     """
     unknown = [u for u in hyp if u not in ref]
     if unknown:
         raise ValueError(f"hypothesis for utterance {unknown[0]!r} which is not in the reference"
                          f" ({len(unknown)} such utterances)")
     utts = list(ref)
-    missing = sum(1 for u in utts if u not in hyp)
+    missing = [u for u in utts if u not in hyp]
     if missing:
-        warnings.warn(f"{missing} of {len(utts)} reference utterances have no hypothesis; "
-                      "scored as all deletions", UserWarning, stacklevel=2)
+        shown = ", ".join(missing[:MISSING_SHOWN]) + (" ..." if len(missing) > MISSING_SHOWN else "")
+        warnings.warn(f"{len(missing)} of {len(utts)} reference utterances have no hypothesis "
+                      f"(scored as all deletions): {shown}", UserWarning, stacklevel=2)
     refs = [ref[u] for u in utts]
     hyps = [hyp.get(u, []) for u in utts]
     c = align_counts_batch(refs, hyps, method) if utts else torch.zeros(0, 4, dtype=torch.long)
     nref = torch.tensor([len(r) for r in refs], dtype=torch.long)
     return ScoreResult(utts=utts, counts=torch.cat([c, nref[:, None]], dim=1), method=method,
-                       missing=missing)
+                       missing=len(missing), missing_utts=missing)
+
+
+def foreign_tokens(ref: dict[str, list[str]], hyp: dict[str, list[str]]) -> dict[str, int]:
+    """Hypothesis tokens that occur nowhere in the reference, with their counts (most frequent
+    first). Many of them usually mean the two sides use different token sets (e.g. 48-phone
+    hypotheses against a 39-phone reference), which scoring would silently count as errors."""
+    vocab = {t.lower() for toks in ref.values() for t in toks}   # sclite compares case-insensitively
+    counts: dict[str, int] = {}
+    for toks in hyp.values():
+        for t in toks:
+            if t.lower() not in vocab:
+                counts[t] = counts.get(t, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

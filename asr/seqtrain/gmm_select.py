@@ -17,8 +17,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
 
@@ -38,6 +36,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     Returns the selection record."""
     from asr.gmm.decode import decode_system
     from asr.gmm.stages import _atomic_save, _atomic_text, load_system
+    from asr.jobs.safeio import load_data
 
     model_dir, out = Path(model_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +51,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
         c = dataclasses.replace(cfg, tau=float(tau))
         run_gmm_seq_train(model_dir, train_dir, lattice_dir, sub, c, log=log)
         for it in range(1, c.iters + 1):
-            ck = torch.load(sub / f"iter{it:03d}.pt", map_location="cpu", weights_only=True)
+            ck = load_data(sub / f"iter{it:03d}.pt", what="bMMI checkpoint")
             cand = sub / f"it{it}"
             cand.mkdir(exist_ok=True)
             d = dict(base, gmm=ck["gmm"], stage=f"{base['stage']}_{c.criterion}")
@@ -69,7 +68,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
             log(f"tau {tau:g} iteration {it}: dev errors {e} / {r} (starting system {err})")
     best = min(cands, key=lambda x: (x["dev_errors"], x["iter"]))
     src = Path(best["model"])
-    d = torch.load(src / "final.pt", map_location="cpu", weights_only=True)
+    d = load_data(src / "final.pt", what="GMM system")
     _atomic_save(d, out / "final.pt")
     if (model_dir / "trans.pt").is_file():
         shutil.copyfile(model_dir / "trans.pt", out / "trans.pt.tmp")

@@ -4,11 +4,15 @@ the DNN (Kaldi ``steps/train_mmi.sh``: 4 iterations, acwt 0.1, boost 0.1, E 2, Ï
 
 The output dir is a GMM system like its input (``final.pt`` with the new Gaussians, the input's
 training fMLLR transforms and decoding graph, the same first-pass model for SAT decoding), so
-``asr gmm decode`` decodes it. Each iteration is checkpointed (``iter<k>.pt``) and resumed.
+``asr gmm decode`` decodes it. Each iteration is checkpointed (``iter<k>.pt``, plain data) and
+resumed. Lattices whose total score is not finite are left out of an iteration, named in the log
+and counted (``log/counts.json``: ``nonfinite_lattices``, ``skipped_utts``); an iteration where
+none is usable, or whose update is not finite, fails (``StageFailed``).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -19,6 +23,8 @@ from pathlib import Path
 import torch
 
 from asr.gmm.model import GmmAccs
+from asr.jobs.safeio import load_data, save_data
+from asr.jobs.stage import StageFailed, describe_ids, write_counts
 
 
 @dataclass
@@ -40,7 +46,7 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
     """Train ``model_dir``'s GMMs by EBW on the lattices of ``lattice_dir`` (made from this system
     by ``asr seq lattices``, whose reference alignment they carry in ``meta.json``); write the
     system to ``out_dir``. Returns the per-iteration history (objective per frame, D, seconds)."""
-    from asr.gmm.stages import _atomic_save, load_system
+    from asr.gmm.stages import load_system
     from asr.nnet.io import read_alignments
     from asr.seqtrain.denlats import load_den_lattices, phone_classes
     from asr.seqtrain.ebw import accumulate_den, ebw_update
@@ -48,6 +54,8 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
 
     if cfg.criterion not in ("mmi", "bmmi"):
         raise ValueError(f"GMM sequence training supports mmi | bmmi, not {cfg.criterion!r}")
+    if cfg.iters < 1 or cfg.kappa <= 0 or cfg.E <= 0 or cfg.tau < 0 or cfg.boost < 0:
+        raise ValueError(f"invalid GMM sequence-training settings {cfg}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sys_ = load_system(model_dir)
@@ -62,8 +70,9 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
             utts.append(u)
         else:
             bad.append(u)
+    write_counts(out, {"skipped_utts": bad})
     if bad:
-        log(f"{len(bad)} utterance(s) skipped (features / alignment / lattice disagree or missing): {bad[:5]}")
+        log(f"utterances skipped (features / alignment / lattice disagree or missing): {describe_ids(bad)}")
     if not utts:
         raise ValueError(f"no usable utterance in {lattice_dir}")
     pdf_class = phone_classes(sys_.ctx.num_phones)[sys_.ctx.pdf2phone]
@@ -75,15 +84,17 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
     done = 0
     cks = sorted(out.glob("iter*.pt"))
     if cks:
-        ck = torch.load(cks[-1], weights_only=False)
+        ck = load_data(cks[-1], what="GMM sequence-training checkpoint")
         if ck["config"] != asdict(cfg) or ck["model"] != str(Path(model_dir).resolve()):
             raise ValueError(f"{cks[-1]} was written with other settings; remove {out} or use another --out")
         from asr.gmm.model import DiagGmmSet
 
         gmm, history, done = DiagGmmSet.from_dict(ck["gmm"]), ck["history"], ck["iter"]
         log(f"resuming from {cks[-1]}")
+    nonfinite: set[str] = set()
     for it in range(done + 1, cfg.iters + 1):
         t0 = time.time()
+        dropped: list[str] = []
         num = GmmAccs.zeros(gmm.num_gauss, gmm.dim, gmm.device)
         den = GmmAccs.zeros(gmm.num_gauss, gmm.dim, gmm.device)
         obj, frames = 0.0, 0
@@ -99,23 +110,34 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
             for k, u in enumerate(bu):
                 x, ref, n = feats[u], alis[u].long(), lls[k].shape[0]
                 if not torch.isfinite(fb.logz[k]):
+                    dropped.append(u)
                     continue
                 gmm.accumulate(num, x, ref)
                 accumulate_den(gmm, den, x, fb.occ[k, :n])
                 obj += float(cfg.kappa * lls[k][torch.arange(n), ref].sum() - fb.logz[k])
                 frames += n
+        nonfinite.update(dropped)
+        write_counts(out, {"nonfinite_lattices": sorted(nonfinite)})
+        if dropped:
+            log(f"iter {it}: lattices with a non-finite total score, left out: {describe_ids(dropped)}")
+        if frames == 0 or not math.isfinite(obj):
+            raise StageFailed(f"iter {it}: {'no lattice had a finite score' if frames == 0 else 'non-finite objective'}"
+                              f" ({len(dropped)} of {len(utts)} lattices dropped: {describe_ids(dropped)})")
         gmm, info = ebw_update(gmm, num, den, E=cfg.E, tau=cfg.tau)
+        if not all(bool(torch.isfinite(t).all()) for t in (gmm.means, gmm.vars)):
+            raise StageFailed(f"iter {it}: the EBW update gave non-finite means or variances "
+                              f"(try a larger --E or --tau)")
         rec = {"iter": it, "criterion": cfg.criterion, "objective_per_frame": obj / max(frames, 1),
                "frames": frames, "seconds": time.time() - t0, **info}
         history.append(rec)
         log(f"iter {it}: {cfg.criterion} objective/frame {rec['objective_per_frame']:.4f} (before the update), "
             f"mean D {info['mean_D']:.1f}, {rec['seconds']:.1f} s")
-        _atomic_save({"gmm": gmm.to_dict(), "history": history, "iter": it, "config": asdict(cfg),
-                      "model": str(Path(model_dir).resolve())}, out / f"iter{it:03d}.pt")
+        save_data({"gmm": gmm.to_dict(), "history": history, "iter": it, "config": asdict(cfg),
+                   "model": str(Path(model_dir).resolve())}, out / f"iter{it:03d}.pt")
     d = sys_.to_dict()
     d["gmm"] = gmm.to_dict()
     d["stage"] = f"{sys_.stage}_{cfg.criterion}"
-    _atomic_save(d, out / "final.pt")
+    save_data(d, out / "final.pt")
     if (Path(model_dir) / "trans.pt").is_file():
         shutil.copyfile(Path(model_dir) / "trans.pt", out / "trans.pt.tmp")
         os.replace(out / "trans.pt.tmp", out / "trans.pt")

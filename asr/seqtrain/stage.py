@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from asr.jobs.safeio import load_data, save_data
+from asr.jobs.stage import describe_ids, write_counts
 from asr.nnet.frames import build_frame_data, split_cv_speakers
 from asr.nnet.io import load_features
 from asr.nnet.model import load_model
@@ -17,24 +19,21 @@ from asr.nnet.stages import load_targets, read_utt2spk
 from asr.seqtrain.fb import DenGraph
 from asr.seqtrain.graph import den_graph_from_fst
 from asr.seqtrain.pdfhmm import PdfHmmDen
-from asr.seqtrain.train import SeqTrainConfig, train_sequence
+from asr.seqtrain.train import SeqTrainConfig, check_config, train_sequence
 
 
 def load_den_graph(graph_dir: str | Path, cache: Path | None = None, log: Callable[[str], None] = print) -> DenGraph:
     """The ε-removed denominator graph of ``graph_dir/HCLG.fst`` (cached as a torch file)."""
     fst = Path(graph_dir) / "HCLG.fst" if Path(graph_dir).is_dir() else Path(graph_dir)
     if cache is not None and cache.is_file():
-        d = torch.load(cache, weights_only=False)
+        d = load_data(cache, what="denominator graph cache")
         if d.get("source") == str(fst.resolve()) and d.get("mtime") == fst.stat().st_mtime:
             return DenGraph(**d["graph"])
     t0 = time.time()
     g = den_graph_from_fst(fst)
     log(f"denominator graph from {fst}: {g.num_states} states, {g.num_arcs} arcs ({time.time() - t0:.1f} s)")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        torch.save({"source": str(fst.resolve()), "mtime": fst.stat().st_mtime, "graph": g.__dict__}, tmp)
-        os.replace(tmp, cache)
+        save_data({"source": str(fst.resolve()), "mtime": fst.stat().st_mtime, "graph": dict(g.__dict__)}, cache)
     return g
 
 
@@ -69,6 +68,9 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
         raise ValueError("--den lattice needs --lattices DIR (from `asr seq lattices`)")
     if cfg.criterion == "mpe" and den != "lattice":
         raise ValueError("arc-level MPE needs --den lattice; the lattice-free frame form is --criterion mpfe")
+    if den != "lattice" and lattice_dir is not None:
+        raise ValueError(f"--lattices {lattice_dir} is only read with --den lattice (got --den {den})")
+    check_config(cfg)
     if den != "hclg" and graph_dir is not None:
         _check_graph_pdfs(graph_dir, model_dir)
     out = Path(out_dir)
@@ -88,8 +90,11 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
     left, right = model.cfg.left, model.cfg.right
     train = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=tr)
     cvd = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=cv)
-    if train.skipped:
-        log(f"train: skipped {len(train.skipped)} utterance(s), e.g. {next(iter(train.skipped.items()))}")
+    skipped = sorted(set(train.skipped) | set(cvd.skipped))
+    write_counts(out, {"skipped_utts": skipped})
+    if skipped:
+        log(f"utterances skipped (no alignment, or one of another length than the features): "
+            f"{describe_ids(skipped)}; e.g. {next(iter({**train.skipped, **cvd.skipped}.items()))}")
     phone_class = None
     if den == "lattice":
         from asr.seqtrain.denlats import load_den_lattices, phone_classes

@@ -6,7 +6,11 @@ denominator forward-backward over the lattice-free denominator (pdf-bigram HMM o
 or ``lattice_objective`` over each utterance's denominator lattice (arc-level MPE), and returns ∂F/∂ll; the network is
 updated with the surrogate loss −Σ ∂F/∂ll · ll / frames (+ optional CE frame smoothing,
 Su et al. 2013: loss = (1−H)·seq + H·CE). Like Kaldi ``nnet-train-mpe-sequential`` the priors
-stay fixed. Epoch checkpoints, resume, and divergence handling mirror the CE trainer.
+stay fixed. Epoch checkpoints (plain data, ``asr.jobs.safeio``) are resumed from. A non-finite
+network output, objective or loss stops training with ``StageFailed`` naming the epoch and the
+utterances (no ``final.pt`` is written); utterances left out (no lattice, a lattice with a
+non-finite total score, no reference path) are named in the log and counted in
+``out_dir/log/counts.json``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from asr.jobs.safeio import load_data, save_data
+from asr.jobs.stage import StageFailed, describe_ids, write_counts
 from asr.nnet.frames import FrameData
 from asr.nnet.model import HybridDNN, save_model
 from asr.nnet.train import frame_accuracy
@@ -48,6 +54,25 @@ class SeqTrainConfig:
     seed: int = 777
 
 
+def check_config(cfg: SeqTrainConfig) -> None:
+    """Refuse settings the criterion would ignore (a parameter accepted and ignored is a bug):
+    ``exclude_silence`` does nothing to MMI, and arc-level MPE's accuracies are fixed when the
+    lattices are made (``asr seq lattices``), so neither takes it."""
+    if cfg.criterion not in ("mpe", "mpfe", "smbr", "mmi", "bmmi"):
+        raise ValueError(f"unknown criterion {cfg.criterion!r} (mpe|mpfe|smbr|mmi|bmmi)")
+    if cfg.exclude_silence and cfg.criterion == "mmi":
+        raise ValueError("--exclude-silence has no effect on MMI (it changes accuracies: mpfe, smbr, and "
+                         "bmmi's boosting)")
+    if cfg.exclude_silence and cfg.criterion == "mpe":
+        raise ValueError("--exclude-silence cannot change arc-level MPE: its phone accuracies are computed "
+                         "when the lattices are made (`asr seq lattices`); use --criterion mpfe or smbr to "
+                         "exclude silence")
+    if cfg.epochs < 1 or cfg.batch_utts < 1 or cfg.lr <= 0 or cfg.kappa <= 0:
+        raise ValueError(f"epochs, batch_utts, lr and kappa must be positive: {cfg}")
+    if not 0.0 <= cfg.ce_smoothing < 1.0:
+        raise ValueError(f"ce_smoothing must be in [0, 1), got {cfg.ce_smoothing}")
+
+
 def _pad_batch(model: HybridDNN, data: FrameData, rows_of: list[Tensor], device: torch.device
                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Network output for a batch of utterances: (logits (N, P) of the concatenated frames,
@@ -74,10 +99,16 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
     ``graph``: one lattice-free denominator for all utterances, or a dict utt -> ``DenLattice``
     (training utterances without a lattice are skipped, reported by id with a count).
     ``phone_class`` (num_phones+1,): phone id -> class matched by the lattice frame criteria
-    (e.g. the 48->39 folding; default identity)."""
+    (e.g. the 48->39 folding; default identity).
+
+    Raises ``StageFailed`` (naming epoch and utterances) when the network output, the objective,
+    its gradient or the loss is not finite, or when no utterance contributed to an epoch."""
     out = Path(out_dir)
     device = torch.device(device)
     lattices = graph if isinstance(graph, dict) else None
+    check_config(cfg)
+    if cfg.exclude_silence and (not silence_phones or pdf2phone is None):
+        raise ValueError("exclude_silence needs the silence phones and the pdf -> phone map (--ali as a GMM exp dir)")
     if lattices is None:
         graph.validate(model.cfg.num_pdfs)
     elif pdf2phone is None and cfg.criterion in ("mpfe", "bmmi"):
@@ -91,14 +122,14 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
         pdf_class = pc[pdf2phone]
         sil_class = pc[sil] if sil is not None else None
     usable = torch.ones(len(train.utts), dtype=torch.bool)
+    skipped: list[str] = []
     if lattices is not None:
         usable = torch.tensor([u in lattices and lattices[u].num_frames == int(n)
                                for u, n in zip(train.utts, train.lengths.tolist())], dtype=torch.bool)
-        missing = [u for u, ok in zip(train.utts, usable.tolist()) if not ok]
-        if missing:
-            log(f"{len(missing)} training utterance(s) have no denominator lattice (or one of another length) "
-                f"and are skipped: "
-                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        skipped = [u for u, ok in zip(train.utts, usable.tolist()) if not ok]
+        if skipped:
+            log(f"training utterances with no denominator lattice (or one of another length), "
+                f"skipped: {describe_ids(skipped)}")
         if not bool(usable.any()):
             raise ValueError("no training utterance has a denominator lattice")
     starts = torch.cumsum(train.lengths, 0) - train.lengths
@@ -106,7 +137,7 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
     done_epochs = 0
     cks = sorted((out / "ckpt").glob("epoch*.pt"))
     if cks:
-        ck = torch.load(cks[-1], map_location=device, weights_only=False)
+        ck = load_data(cks[-1], map_location=device, what="sequence-training checkpoint")
         same = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
         if {k: v for k, v in ck.get("config", {}).items() if k != "epochs"} != same:
             raise ValueError(f"{cks[-1]} was written with another config ({ck.get('config')}); remove "
@@ -120,10 +151,21 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
         history.append({"epoch": 0, "objective": None, "cv_frame_acc": acc0, "criterion": cfg.criterion})
         log(f"epoch 0: cv frame acc {acc0:.4f}")
     log_priors = model.log_priors
-    no_path_all: dict[str, int] = {}
-    diverged = ""
+    # utterances left out of an update: no reference path in a lattice-free denominator, or a
+    # lattice whose total score is not finite (lattice denominators); counted over all epochs
+    dropped: dict[str, list[str]] = {"no_num_path": [], "nonfinite_lattices": []}
+    drop_kind = "nonfinite_lattices" if lattices is not None else "no_num_path"
+
+    def record_counts() -> None:
+        write_counts(out, {"no_lattice": skipped, **{k: sorted(set(v)) for k, v in dropped.items()}})
+
+    def fail(msg: str, utts: list[str]) -> None:
+        record_counts()
+        log(f"{msg}: {describe_ids(utts)}")
+        kept = (f"epoch {epoch - 1} is checkpointed under {out / 'ckpt'}" if epoch > 1 else "no epoch finished")
+        raise StageFailed(f"{msg} (utterances {describe_ids(utts)}); {kept}; no final model was written")
+
     for epoch in range(done_epochs + 1, cfg.epochs + 1):
-        good = {k: v.detach().clone() for k, v in model.state_dict().items()}
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order = torch.randperm(len(train.utts), generator=g)
         order = order[usable[order]]
@@ -137,31 +179,38 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
         obj_sum, frames, no_path = 0.0, 0, []
         model.train()
         for bi in batches:
+            names = [train.utts[i] for i in bi.tolist()]
             rows_of = [torch.arange(int(starts[i]), int(starts[i] + train.lengths[i])) for i in bi.tolist()]
             logits, lengths, pos, ref = _pad_batch(model, train, rows_of, device)
             logp = torch.log_softmax(logits, -1)
             ll = logp - log_priors
+            bad_rows = (~torch.isfinite(ll.detach()).all(1)).cpu().long()
+            bad_out = torch.zeros(len(rows_of), dtype=torch.long).index_add_(
+                0, torch.repeat_interleave(torch.arange(len(rows_of)), lengths), bad_rows) > 0
+            if bool(bad_out.any()):
+                fail(f"non-finite network output at epoch {epoch}",
+                     [u for u, b in zip(names, bad_out.tolist()) if b])
             padded = torch.zeros(len(rows_of) * int(lengths.max()), ll.shape[1])
             padded[pos] = ll.detach().cpu()
             padded = padded.view(len(rows_of), -1, ll.shape[1])
             if lattices is not None:
-                so = lattice_objective([lattices[train.utts[i]] for i in bi.tolist()], padded, lengths, ref,
+                so = lattice_objective([lattices[u] for u in names], padded, lengths, ref,
                                        criterion=cfg.criterion, kappa=cfg.kappa, boost=cfg.boost,
                                        pdf_class=pdf_class, silence_classes=sil_class)
             else:
                 so = sequence_objective(graph, padded, lengths, ref, criterion=cfg.criterion, kappa=cfg.kappa,
                                         boost=cfg.boost, pdf2phone=pdf2phone, silence_phones=sil)
-            bad = so.no_num_path.tolist()
-            for k, i in enumerate(bi.tolist()):
-                if bad[k]:
-                    no_path.append(train.utts[i])
-            if not torch.isfinite(so.objective).all() or not torch.isfinite(so.grad).all():
-                diverged = f"non-finite {cfg.criterion} objective at epoch {epoch}"
-                break
+            no_path.extend(u for u, b in zip(names, so.no_num_path.tolist()) if b)
+            # left-out utterances contribute nothing (their gradient may be NaN: 0 * NaN)
+            grad = torch.where(so.no_num_path.view(-1, 1, 1), torch.zeros_like(so.grad), so.grad)
+            bad_obj = (~torch.isfinite(so.objective) | ~torch.isfinite(grad).flatten(1).all(1)) & ~so.no_num_path
+            if bool(bad_obj.any()):
+                fail(f"non-finite {cfg.criterion} objective or gradient at epoch {epoch}",
+                     [u for u, b in zip(names, bad_obj.tolist()) if b])
             ok_frames = int(lengths[~so.no_num_path].sum())
             if ok_frames == 0:
                 continue
-            gflat = so.grad.reshape(-1, ll.shape[1])[pos].to(device)
+            gflat = grad.reshape(-1, ll.shape[1])[pos].to(device)
             keep = torch.repeat_interleave(~so.no_num_path, lengths).to(device)
             loss = -(gflat * ll).sum() / ok_frames
             if cfg.ce_smoothing > 0:
@@ -169,23 +218,20 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
                 ce = nn.functional.nll_loss(logp[keep], tgt[keep], reduction="sum") / ok_frames
                 loss = (1 - cfg.ce_smoothing) * loss + cfg.ce_smoothing * ce
             if not torch.isfinite(loss):
-                diverged = f"non-finite loss at epoch {epoch}"
-                break
+                fail(f"non-finite training loss at epoch {epoch}", names)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             obj_sum += float(so.objective.sum())
             frames += ok_frames
         secs = time.time() - t0
-        if diverged:
-            model.load_state_dict(good)
-            log(f"{diverged}: stopped, kept the model of epoch {epoch - 1}")
-            break
-        for u in no_path:
-            no_path_all[u] = no_path_all.get(u, 0) + 1
+        dropped[drop_kind].extend(no_path)
         if no_path:
-            log(f"epoch {epoch}: {len(no_path)} utterance(s) skipped, reference has no path in the "
-                f"denominator graph: {no_path[:5]}{' ...' if len(no_path) > 5 else ''}")
+            why = ("the lattice's total score is not finite" if lattices is not None
+                   else "the reference has no path in the denominator graph")
+            log(f"epoch {epoch}: utterances left out of the update, {why}: {describe_ids(no_path)}")
+        if frames == 0:
+            fail(f"epoch {epoch}: no utterance contributed to the {cfg.criterion} objective", no_path)
         acc, cv_loss = frame_accuracy(model, cv, device)
         n_utts = sum(len(b) for b in batches)
         rec = {"epoch": epoch, "criterion": cfg.criterion, "objective": obj_sum / max(frames, 1),
@@ -194,23 +240,14 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
         history.append(rec)
         log(f"epoch {epoch}: {cfg.criterion} objective/frame {rec['objective']:.4f} cv frame acc {acc:.4f} "
             f"({n_utts} utts, {rec['utts_per_s']:.2f} utt/s)")
-        _save(out / "ckpt" / f"epoch{epoch:03d}.pt", {"model": model.state_dict(), "opt": opt.state_dict(),
-                                                     "history": history, "epoch": epoch,
-                                                     "config": asdict(cfg)})
+        save_data({"model": model.state_dict(), "opt": opt.state_dict(), "history": history, "epoch": epoch,
+                   "config": asdict(cfg)}, out / "ckpt" / f"epoch{epoch:03d}.pt")
+    record_counts()
     model.cpu()
-    save_model(model, out / "final.pt", extra={"history": history, "config": asdict(cfg),
-                                               "diverged": diverged})
+    save_model(model, out / "final.pt", extra={"history": history, "config": asdict(cfg)})
     (out / "log").mkdir(parents=True, exist_ok=True)
     tmp = out / "log" / "train_curve.json.tmp"
     tmp.write_text(json.dumps(history, indent=1))
     os.replace(tmp, out / "log" / "train_curve.json")
     model.to(device)
     return history
-
-
-def _save(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-

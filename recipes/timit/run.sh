@@ -3,13 +3,17 @@
 #   GMM-HMM baseline (mono -> tri1 -> tri2 LDA+MLLT -> tri3 SAT)
 #   -> DBN-pretrained DNN-HMM (frame CE) [+ random-init ablation] -> sequence training (MPE).
 #
-# Usage: recipes/timit/run.sh [--corpus DIR] [--exp DIR] [--config FILE] [--nj N]
+# Usage: recipes/timit/run.sh [--corpus DIR] [--exp DIR] [--config FILE] [--nj N] [--skip-bad]
 #                             [--stage N] [--stop-stage N] [--mode phone|word] [--init-dbn PATH]
 #   --corpus   a TIMIT-layout corpus (real LDC TIMIT or generated); default: generate the
 #              `default` corpus under EXP/corpus with `asr corpus synth`.
 #   --exp      everything the run writes goes under it (default: exp), RESULTS and report.md included.
 #   --config   shell file of size choices (default: conf/default.sh; conf/timit.sh with --corpus).
-#   --stage    resume from stage N (stages already done are skipped anyway: see below).
+#   --nj       parallel jobs (integer >= 1; default: the config's nj).
+#   --skip-bad leave unusable corpus utterances out (counted in EXP/data/log/counts.json)
+#              instead of stopping at the data stage with the list of bad files.
+#   --stage    resume from stage N, --stop-stage stop after stage N (integers 0..15,
+#              stage <= stop-stage; stages already done are skipped anyway: see below).
 #   --init-dbn seed the DNN from a DBN trained by another run instead of pretraining one.
 #
 # Stages (number: name): 0 setup, 1 corpus, 2 data, 3 feats, 4 lang, 5 mono, 6 tri1, 7 tri2,
@@ -17,7 +21,9 @@
 # 15 tri3_bmmi (GMM boosted MMI; runs before the report is written).
 # Each stage's output directory gets a `.recipe_done` marker holding the hash of the exact
 # command it ran; a re-run skips a stage only when that hash matches, so a stage killed
-# mid-way (no marker) is run again from its own checkpoints or from its start.
+# mid-way (no marker) is run again from its own checkpoints or from its start. Within a stage,
+# training, each decoding and each lattice step leave a `.step_<name>` marker with the same
+# hash: a stage killed while decoding resumes with the decoding, not with training again.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -31,20 +37,41 @@ stage=0
 stop_stage=100
 mode=phone
 init_dbn=""
+skip_bad=""
+last_stage=15
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+# die_usage MESSAGE: a bad command line stops the run before it does anything, exit 2.
+die_usage() { echo "run.sh: $*" >&2; usage >&2; exit 2; }
+# int_opt NAME VALUE MIN MAX: VALUE must be an integer in [MIN, MAX] (MAX empty: no upper bound).
+int_opt() {
+  [[ "$2" =~ ^[0-9]+$ ]] || die_usage "$1 must be an integer, got '$2'"
+  [ "$((10#$2))" -ge "$3" ] || die_usage "$1 must be at least $3, got $2"
+  [ -z "$4" ] || [ "$((10#$2))" -le "$4" ] || die_usage "$1 must be in $3..$4, got $2"
+}
 while [ $# -gt 0 ]; do
+  case "$1" in
+    --corpus|--exp|--config|--nj|--stage|--stop-stage|--mode|--init-dbn)
+      [ $# -ge 2 ] || die_usage "$1 needs a value" ;;
+  esac
   case "$1" in
     --corpus) corpus=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
-    --nj) nj_opt=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
+    --nj) int_opt --nj "$2" 1 ""; nj_opt=$((10#$2)); shift 2 ;;
+    --stage) int_opt --stage "$2" 0 $last_stage; stage=$((10#$2)); shift 2 ;;
+    --stop-stage) int_opt --stop-stage "$2" 0 $last_stage; stop_stage=$((10#$2)); shift 2 ;;
     --mode) mode=$2; shift 2 ;;
     --init-dbn) init_dbn=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    --skip-bad) skip_bad=--skip-bad; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die_usage "unknown option $1" ;;
   esac
 done
+[ "$stage" -le "$stop_stage" ] || die_usage "--stage $stage is after --stop-stage $stop_stage"
+case "$mode" in phone|word) ;; *) die_usage "--mode must be phone or word, got '$mode'" ;; esac
+[ -z "$corpus" ] || [ -d "$corpus" ] || die_usage "--corpus $corpus is not a directory"
+[ -z "$init_dbn" ] || [ -e "$init_dbn" ] || die_usage "--init-dbn $init_dbn does not exist"
 if [ -z "$config" ]; then
   if [ -n "$corpus" ]; then config="$here/conf/timit.sh"; else config="$here/conf/default.sh"; fi
 fi
@@ -52,7 +79,7 @@ fi
 # shellcheck source=/dev/null
 . "$config"
 [ -n "$nj_opt" ] && nj=$nj_opt
-case "$mode" in phone|word) ;; *) echo "run.sh: --mode must be phone or word" >&2; exit 2 ;; esac
+[[ "${nj:-}" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: nj in $config must be an integer >= 1, got '${nj:-}'" >&2; exit 2; }
 
 mkdir -p "$exp"
 exp=$(cd "$exp" && pwd)
@@ -66,6 +93,7 @@ timing="$exp/stage_times.tsv"
 # argument), the body of a stage function, and the previous stage's marker, so re-running a
 # stage with other settings invalidates every later stage.
 chain=""
+cur_out="" cur_hash="" cur_label="" step_ran=""
 run_stage() {
   local num=$1 name=$2 out=$3; shift 3
   local h
@@ -94,12 +122,30 @@ run_stage() {
   echo "$h" > "$started"
   log "stage $num ($name): $*"
   local t0=$SECONDS
+  cur_out=$out cur_hash=$h cur_label="stage $num ($name)" step_ran=""
   "$@"
   mkdir -p "$out"
   echo "$h" > "$out/.recipe_done.tmp" && mv "$out/.recipe_done.tmp" "$out/.recipe_done"
   chain=$h
   printf '%s\t%s\t%d\n' "$num" "$name" $((SECONDS - t0)) >> "$timing"
   log "stage $num ($name): finished in $((SECONDS - t0)) s"
+}
+
+# step NAME CMD...: one separately resumable part of the running stage (training, a decoding).
+# Skipped when the stage's dir holds `.step_NAME` with this stage's hash and no earlier step of
+# this run of the stage had to run (so a step never outlives a redone step it depends on).
+step() {
+  local name=$1; shift
+  local marker="$cur_out/.step_$name"
+  if [ -z "$step_ran" ] && [ -f "$marker" ] && [ "$(cat "$marker")" = "$cur_hash" ]; then
+    log "$cur_label: step $name done already, skipping"
+    return 0
+  fi
+  step_ran=1
+  rm -f "$marker"
+  "$@"
+  mkdir -p "$cur_out"
+  echo "$cur_hash" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
 
 # Stage 0: set-up of a fresh machine (idempotent).
@@ -119,7 +165,7 @@ if [ -z "$corpus" ]; then
 fi
 
 # 2: Kaldi-style data dirs (train / dev / test), 48-phone text, 39-phone scoring text
-run_stage 2 data "$data" "$asr" data timit "$corpus" "$data"
+run_stage 2 data "$data" "$asr" data timit "$corpus" "$data" ${skip_bad:+"$skip_bad"}
 
 # 3: features: MFCC (GMM systems) and log-mel fbank (DNN) with per-speaker CMVN stats
 feats() {
@@ -146,8 +192,8 @@ fi
 # decode_gmm SYS: decode dev (choosing the LM weight there) then test with dev's choice
 decode_gmm() {
   local sys=$1
-  "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
-  "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/test" --out "$exp/$sys/decode_test" \
+  step decode_dev "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
+  step decode_test "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/test" --out "$exp/$sys/decode_test" \
     --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
 }
 # RESULTS is rebuilt from the decode dirs after every stage, so a resumed run ends with the
@@ -167,7 +213,7 @@ update_results() {
 # 5-8: GMM-HMM baseline
 gmm_stage() {
   local sys=$1; shift
-  "$asr" gmm "$sys" --data "$data/train" --lang "$lang" --out "$exp/$sys" "$@"
+  step train "$asr" gmm "$sys" --data "$data/train" --lang "$lang" --out "$exp/$sys" "$@"
   decode_gmm "$sys"
   update_results
 }
@@ -193,10 +239,10 @@ fi
 
 decode_dnn() {
   local sys=$1
-  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/dev" --out "$exp/$sys/decode_dev" \
-    --mode "$mode" --nj "$nj"
-  "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/test" --out "$exp/$sys/decode_test" \
-    --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
+  step decode_dev "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/dev" \
+    --out "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
+  step decode_test "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/test" \
+    --out "$exp/$sys/decode_test" --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
 }
 
 # 10: DBN pretraining (stack of RBMs from asr.generative), unless --init-dbn reuses one
@@ -212,7 +258,7 @@ fi
 # 11: DNN fine-tuning (frame cross-entropy on tri3 alignments) + hybrid decoding
 dnn_stage() {
   local sys=$1; shift
-  "$asr" dnn train --data "$dd/train" --ali "$exp/tri3" --out "$exp/$sys" "$@"
+  step train "$asr" dnn train --data "$dd/train" --ali "$exp/tri3" --out "$exp/$sys" "$@"
   decode_dnn "$sys"
   update_results
 }
@@ -229,11 +275,11 @@ seq_stage() {
   local sys=dnn_$seq_criterion
   local den_opts=(--den "$den")
   if [ "$den" = lattice ]; then
-    "$asr" seq lattices --model "$exp/dnn" --graph "$exp/tri3/graph" --data "$dd/train" --ali "$exp/tri3" \
-      --out "$exp/dnn_denlats" --lattice-beam "$lattice_beam" --nj "$nj"
+    step lattices "$asr" seq lattices --model "$exp/dnn" --graph "$exp/tri3/graph" --data "$dd/train" \
+      --ali "$exp/tri3" --out "$exp/dnn_denlats" --lattice-beam "$lattice_beam" --nj "$nj"
     den_opts+=(--lattices "$exp/dnn_denlats")
   fi
-  "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" \
+  step train "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" \
     --graph "$exp/tri3/graph" --out "$exp/$sys" "${den_opts[@]}" "$@"
   decode_dnn "$sys"
   update_results
@@ -249,17 +295,17 @@ run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage "${seq_den
 # after the report so earlier stage numbers stay; it runs before the report is written.
 gmm_seq_stage() {
   local lattice_beam=$1; shift
-  "$asr" seq lattices --model "$exp/tri3" --graph "$exp/tri3/graph" --data "$data/train" --ali "$exp/tri3" \
-    --out "$exp/tri3_denlats" --lattice-beam "$lattice_beam" --no-segments --nj "$nj"
-  "$asr" seq gmm-train --model "$exp/tri3" --data "$data/train" --lattices "$exp/tri3_denlats" \
+  step lattices "$asr" seq lattices --model "$exp/tri3" --graph "$exp/tri3/graph" --data "$data/train" \
+    --ali "$exp/tri3" --out "$exp/tri3_denlats" --lattice-beam "$lattice_beam" --no-segments --nj "$nj"
+  step train "$asr" seq gmm-train --model "$exp/tri3" --data "$data/train" --lattices "$exp/tri3_denlats" \
     --out "$exp/tri3_bmmi" --lang "$lang" --dev "$data/dev" --dev-transform-dir "$exp/tri3/decode_dev" \
     --nj "$nj" "$@"
-  for s in dev test; do
-    local lm=()
-    [ "$s" = test ] && lm=(--lmwt-from "$exp/tri3_bmmi/decode_dev")
-    "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/$s" --out "$exp/tri3_bmmi/decode_$s" \
-      --transform-dir "$exp/tri3/decode_$s" --nj "$nj" "${lm[@]}"
-  done
+  # the candidates reuse tri3's speaker transforms (Kaldi --transform-dir)
+  step decode_dev "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/dev" \
+    --out "$exp/tri3_bmmi/decode_dev" --transform-dir "$exp/tri3/decode_dev" --nj "$nj"
+  step decode_test "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/test" \
+    --out "$exp/tri3_bmmi/decode_test" --transform-dir "$exp/tri3/decode_test" \
+    --lmwt-from "$exp/tri3_bmmi/decode_dev" --nj "$nj"
   update_results
 }
 if [ "${gmm_bmmi:-true}" = true ]; then
