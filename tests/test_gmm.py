@@ -137,3 +137,24 @@ def test_loglikes_of_a_pdf_subset_match_the_full_matrix():
     x = torch.randn(20, 3, generator=gen)
     sub = torch.tensor([3, 1])
     torch.testing.assert_close(m.loglikes_pdfs(x, sub), m.loglikes(x)[:, sub])
+
+
+def test_gauss_posteriors_of_the_aligned_pdf_match_direct_computation():
+    """Per-frame posteriors over the components of each frame's aligned pdf (grouped-by-pdf
+    products) equal the direct per-Gaussian computation; padding slots are -1 / 0."""
+    gen = torch.Generator().manual_seed(3)
+    m = _random_set(gen)
+    x = torch.randn(60, 3, generator=gen) * 2
+    pdfs = torch.randint(0, 4, (60,), generator=gen)
+    gauss, post, ll = m.gauss_posteriors(x, pdfs)
+    torch.testing.assert_close(ll.double(), _direct_loglikes(m, x)[torch.arange(60), pdfs], rtol=1e-4, atol=1e-3)
+    for t in range(60):
+        gs = torch.nonzero(m.gauss2pdf == pdfs[t]).flatten()
+        mu, v = m.means[gs].double(), m.vars[gs].double()
+        lg = (-0.5 * (((x[t].double() - mu) ** 2) / v + torch.log(2 * math.pi * v)).sum(1)
+              + m.log_weights[gs].double())
+        want = torch.softmax(lg, 0)
+        k = gs.numel()
+        assert torch.equal(gauss[t, :k], gs) and bool((gauss[t, k:] == -1).all())
+        torch.testing.assert_close(post[t, :k].double(), want, rtol=1e-4, atol=1e-5)
+        assert float(post[t, k:].abs().sum()) == 0.0

@@ -197,40 +197,61 @@ class DiagGmmSet:
         comp = self._augment(x.to(self.device, torch.float32)) @ w.T
         return _logsumexp_last(comp.view(x.shape[0], pdfs.numel(), self.max_comp))
 
-    def gauss_posteriors(self, x: Tensor, pdfs: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
-        """Posteriors of the components of the aligned pdf of each frame (Viterbi training).
-
-        ``x (T, D)``, ``pdfs (T,)`` -> ``(gauss (T, M) Gaussian ids or -1, post (T, M), loglike (T,))``
-        where ``loglike[t] = log p(x_t | pdfs[t])``. Only the ``M`` components of each frame's pdf
-        are evaluated (a batched ``(M, 2D+1) x (2D+1,)`` product per frame).
-        """
+    def _by_pdf(self, x: Tensor, pdfs: Tensor):
+        """Frames grouped by aligned pdf: yields ``(pdf, rows (n,), aug (n, 2D+1), log w N (n, m))``
+        for each pdf present, ``m`` its number of components (one small matmul per pdf)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
         if pdfs.shape != (x.shape[0],):
             raise ValueError(f"{x.shape[0]} frames but {tuple(pdfs.shape)} pdf labels")
-        gs, ps, ls = [], [], []
+        if x.shape[0] == 0:
+            return
         pdfs = pdfs.to(self.device)
-        x = x.to(self.device, torch.float32)
-        for i in range(0, x.shape[0], chunk):
-            p = pdfs[i:i + chunk]
-            aug = self._augment(x[i:i + chunk])
-            sel = torch.bmm(self._params_pdf[p], aug.unsqueeze(2)).squeeze(2)      # (t, M)
-            ll = _logsumexp_last(sel.clone())
-            ps.append(torch.exp(sel - ll[:, None]))
-            gs.append(self.pdf_gauss[p])
-            ls.append(ll)
-        if not gs:
-            e = torch.zeros(0, self.max_comp, device=self.device)
-            return e.long(), e, torch.zeros(0, device=self.device)
-        return torch.cat(gs), torch.cat(ps), torch.cat(ls)
+        aug = self._augment(x.to(self.device, torch.float32))
+        order = torch.argsort(pdfs, stable=True)
+        uniq, counts = torch.unique_consecutive(pdfs[order], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        for p, s0, n, m in zip(uniq.tolist(), starts.tolist(), counts.tolist(), self.num_comp[uniq].tolist()):
+            rows = order[s0:s0 + n]
+            a = aug[rows]
+            yield p, rows, a, a @ self._params_pdf[p, :m].T
+
+    def gauss_posteriors(self, x: Tensor, pdfs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Posteriors of the components of the aligned pdf of each frame (Viterbi training).
+
+        ``x (T, D)``, ``pdfs (T,)`` -> ``(gauss (T, M) Gaussian ids or -1, post (T, M), loglike (T,))``
+        where ``loglike[t] = log p(x_t | pdfs[t])``. Frames are grouped by pdf; each group is one
+        ``(n_p, 2D+1) x (2D+1, M_p)`` product with that pdf's components only.
+        """
+        T, M = x.shape[0], self.max_comp
+        gauss = torch.full((T, M), -1, dtype=torch.long, device=self.device)
+        post = torch.zeros(T, M, device=self.device)
+        ll = torch.zeros(T, device=self.device)
+        for p, rows, _, sel in self._by_pdf(x, pdfs):
+            m = sel.shape[1]
+            lse = torch.logsumexp(sel, 1)
+            ll[rows] = lse
+            post[rows, :m] = torch.exp(sel - lse[:, None])
+            gauss[rows, :m] = self.pdf_gauss[p, :m]
+        return gauss, post, ll
 
     def accumulate(self, accs: GmmAccs, x: Tensor, pdfs: Tensor) -> float:
-        """E-step for frames ``x (T, D)`` aligned to ``pdfs (T,)``; returns the total log-likelihood."""
-        g, p, ll = self.gauss_posteriors(x, pdfs)
-        accs.accumulate(x.to(self.device), g, p)
-        return float(ll.double().sum())
+        """E-step for frames ``x (T, D)`` aligned to ``pdfs (T,)``: adds each pdf's component
+        statistics (``post^T [x, x^2, 1]``, float64) to ``accs``; returns the total log-likelihood."""
+        D = self.dim
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for p, rows, a, sel in self._by_pdf(x, pdfs):
+            m = sel.shape[1]
+            lse = torch.logsumexp(sel, 1)
+            total += lse.double().sum()
+            g = self.pdf_gauss[p, :m]
+            post = torch.exp(sel - lse[:, None]).double()                        # (n, m)
+            stats = post.T @ a.double()                                          # (m, [x^2, x, 1])
+            accs.x2.index_add_(0, g, stats[:, :D])
+            accs.x.index_add_(0, g, stats[:, D:2 * D])
+            accs.occ.index_add_(0, g, stats[:, 2 * D])
+        return float(total)
 
-    # -- M-step ---------------------------------------------------------------------------------
     def update(self, accs: GmmAccs, min_var: float = 1e-3, min_count: float = 10.0,
                remove_low_count: bool = True) -> "DiagGmmSet":
         """ML re-estimation (Kaldi ``MleDiagGmmUpdate``): weights occ_g / occ_pdf, means x/occ,
