@@ -167,6 +167,15 @@ class DiagGmmSet:
         self._params = params.float()
         # Same parameters as (P, M, 2D+1): the rows of one pdf, for aligned-pdf-only E-steps.
         self._params_pdf = self._params.T.reshape(P, M, 2 * D + 1).contiguous()
+        # Pdfs bucketed by component count (1, 2, 3-4, 5-8, ...), each bucket padded to its own
+        # maximum: the per-pdf log-sum-exp is a dense reduction, with at most 2x padding.
+        bucket = torch.ceil(torch.log2(counts.clamp_min(1).double())).long()
+        self._buckets = []
+        for b in torch.unique(bucket).tolist():
+            pdfs_b = torch.nonzero(bucket == b).flatten()
+            m_b = int(counts[pdfs_b].max())
+            cols_b = (pdfs_b.view(-1, 1) * M + torch.arange(m_b, device=self.device).view(1, -1)).flatten()
+            self._buckets.append((pdfs_b, m_b, self._params[:, cols_b].contiguous()))
 
     # -- likelihoods ----------------------------------------------------------------------------
     @staticmethod
@@ -182,20 +191,36 @@ class DiagGmmSet:
         return (self._augment(x) @ self._params).view(x.shape[0], self.num_pdfs, self.max_comp)
 
     def loglikes(self, x: Tensor, chunk: int = 20000) -> Tensor:
-        """``x (T, D)`` -> per-pdf log-likelihoods ``(T, num_pdfs)`` (float32)."""
-        out = [_logsumexp_last(self.component_loglikes(x[i:i + chunk]))
-               for i in range(0, x.shape[0], chunk)]
-        return torch.cat(out, 0) if out else torch.zeros(0, self.num_pdfs, device=self.device)
+        """``x (T, D)`` -> per-pdf log-likelihoods ``(T, num_pdfs)`` (float32): per bucket of pdfs
+        with similar component counts, one product of ``[x^2, x, 1]`` with their parameters and a
+        log-sum-exp over the components."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
+        x = x.to(self.device, torch.float32)
+        out = torch.empty(x.shape[0], self.num_pdfs, device=self.device)
+        for i in range(0, x.shape[0], chunk):
+            aug = self._augment(x[i:i + chunk])
+            for pdfs_b, m_b, params_b in self._buckets:
+                comp = (aug @ params_b).view(aug.shape[0], pdfs_b.numel(), m_b)
+                out[i:i + chunk, pdfs_b] = _logsumexp_last(comp)
+        return out
 
     def loglikes_pdfs(self, x: Tensor, pdfs: Tensor) -> Tensor:
         """Log-likelihoods of only the pdfs ``pdfs (U,)``: ``x (T, D)`` -> ``(T, U)`` (forced
-        alignment needs just the pdfs of the utterance's chain)."""
+        alignment needs just the pdfs of the utterance's chain); only their components are evaluated."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
         pdfs = pdfs.to(self.device)
-        w = self._params_pdf[pdfs].reshape(-1, 2 * self.dim + 1)          # (U*M, 2D+1)
-        comp = self._augment(x.to(self.device, torch.float32)) @ w.T
-        return _logsumexp_last(comp.view(x.shape[0], pdfs.numel(), self.max_comp))
+        aug = self._augment(x.to(self.device, torch.float32))
+        out = torch.empty(x.shape[0], pdfs.numel(), device=self.device)
+        m_of = self.num_comp[pdfs]
+        bucket = torch.ceil(torch.log2(m_of.clamp_min(1).double())).long()
+        for b in torch.unique(bucket).tolist():
+            pos = torch.nonzero(bucket == b).flatten()
+            m_b = int(m_of[pos].max())
+            w = self._params_pdf[pdfs[pos], :m_b].reshape(-1, 2 * self.dim + 1)     # (U_b*m_b, 2D+1)
+            out[:, pos] = _logsumexp_last((aug @ w.T).view(x.shape[0], pos.numel(), m_b))
+        return out
 
     def _by_pdf(self, x: Tensor, pdfs: Tensor):
         """Frames grouped by aligned pdf: yields ``(pdf, rows (n,), aug (n, 2D+1), log w N (n, m))``
