@@ -94,12 +94,20 @@ run_stage() {
   echo "$h" > "$started"
   log "stage $num ($name): $*"
   local t0=$SECONDS
+  # peak memory of the stage's processes (PSS summed over the tree, or one process's VmHWM),
+  # sampled by a watcher in the background; it stops by itself if this shell dies
+  local mem="$exp/.started/$num.rss" watcher rss
+  rm -f "$mem"
+  "$top/.venv/bin/python" "$top/asr/jobs/peakmem.py" --pid $$ --out "$mem" &
+  watcher=$!
   "$@"
+  kill "$watcher" && wait "$watcher" || true
+  rss=$(cat "$mem" 2>/dev/null || echo 0)
   mkdir -p "$out"
   echo "$h" > "$out/.recipe_done.tmp" && mv "$out/.recipe_done.tmp" "$out/.recipe_done"
   chain=$h
-  printf '%s\t%s\t%d\n' "$num" "$name" $((SECONDS - t0)) >> "$timing"
-  log "stage $num ($name): finished in $((SECONDS - t0)) s"
+  printf '%s\t%s\t%d\t%d\n' "$num" "$name" $((SECONDS - t0)) "$rss" >> "$timing"
+  log "stage $num ($name): finished in $((SECONDS - t0)) s, peak memory $rss MiB"
 }
 
 # Stage 0: set-up of a fresh machine (idempotent).

@@ -1,0 +1,112 @@
+"""Peak memory of a process tree, sampled from ``/proc`` (the recipe's per-stage peak RSS).
+
+``python -m asr.jobs.peakmem --pid P --out FILE`` watches every descendant of process ``P``
+(itself excluded) until it receives SIGTERM/SIGINT or ``P`` exits, then writes the peak in MiB
+(an integer) to ``FILE`` (``FILE.tmp`` + rename). The peak is the larger of
+
+- the largest sum over the tree of each process's proportional set size (PSS, shared pages
+  split among the processes that map them, so forked workers sharing their parent's pages are
+  not counted twice), sampled every ``--interval`` seconds, and
+- the largest ``VmHWM`` (a process's own lifetime peak RSS, kept by the kernel) of any process
+  seen, which catches a peak between two samples.
+
+Only the standard library is imported (no torch), so starting it costs a few tens of ms.
+On a system without ``/proc`` the file gets 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def children_map() -> dict[int, list[int]]:
+    """ppid -> [pid] of every process visible in /proc."""
+    kids: dict[int, list[int]] = {}
+    for d in PROC.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        # the command name (2nd field) may hold spaces and parentheses: split after the last ')'
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d.name))
+    return kids
+
+
+def descendants(root: int, exclude: int | None = None) -> list[int]:
+    """All descendants of ``root`` (not ``root`` itself; ``exclude`` and its subtree left out)."""
+    kids = children_map()
+    out, todo = [], list(kids.get(root, []))
+    while todo:
+        p = todo.pop()
+        if p == exclude:
+            continue
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def _field_kib(path: Path, name: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def process_kib(pid: int) -> tuple[int, int]:
+    """(PSS, VmHWM) of one process in KiB (PSS falls back to VmRSS where smaps_rollup is
+    missing); (0, 0) for a process that has gone."""
+    d = PROC / str(pid)
+    pss = _field_kib(d / "smaps_rollup", "Pss") or _field_kib(d / "status", "VmRSS")
+    return pss, _field_kib(d / "status", "VmHWM")
+
+
+def watch(root: int, interval: float = 0.2, stop: list[bool] | None = None) -> int:
+    """Sample the tree under ``root`` until ``stop[0]`` is set or ``root`` is gone; peak in KiB."""
+    me = os.getpid()
+    peak = 0
+    stop = stop if stop is not None else [False]
+    while not stop[0] and (PROC / str(root)).exists():
+        total = 0
+        for pid in descendants(root, exclude=me):
+            pss, hwm = process_kib(pid)
+            total += pss
+            peak = max(peak, hwm)
+        peak = max(peak, total)
+        time.sleep(interval)
+    return peak
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pid", type=int, required=True, help="root of the process tree to watch")
+    ap.add_argument("--out", required=True, help="file that receives the peak in MiB")
+    ap.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
+    a = ap.parse_args(argv)
+    stop = [False]
+
+    def _stop(*_: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    peak = watch(a.pid, a.interval, stop) if PROC.is_dir() else 0
+    out = Path(a.out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(f"{(peak + 1023) // 1024}\n")
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
