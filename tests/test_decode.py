@@ -3,8 +3,10 @@ lattice arrays checked against a direct dynamic programme, decode_and_score file
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import kaldifst
+import numpy as np
 import pytest
 import torch
 
@@ -198,3 +200,84 @@ def test_lattice_retries_with_wider_beam(graph):
     with pytest.warns(UserWarning, match="no final state reached"):
         lat = lattice_one(g, "cut", ll, DecodeConfig(beam=2.0, retry_beam=3.0))
     assert lat is not None and lattice_to_arrays(lat).num_frames == frames.numel()
+
+
+def _text_form_arcs(lat) -> tuple[list, list]:
+    """Oracle from the lattice's OpenFst text form (6 significant digits), by plain Python:
+    trimmed arcs as (frame of source, frame of destination, pdf, word, graph, acoustic), sorted,
+    and the sorted final costs (frames by a walk from the start)."""
+    arcs, finals = [], {}
+    for line in lat.to_str().splitlines():
+        f = line.replace(",", " ").split()
+        if len(f) >= 4:
+            w = (float(f[4]), float(f[5])) if len(f) == 6 else (0.0, 0.0)
+            arcs.append((int(f[0]), int(f[1]), int(f[2]) - 1, int(f[3]), *w))
+        elif f:
+            finals[int(f[0])] = float(f[1]) + float(f[2]) if len(f) == 3 else 0.0
+    def closure(seed, step):
+        seen, todo = set(seed), list(seed)
+        while todo:
+            for nxt in step(todo.pop()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+    live = (closure([lat.start], lambda s: [a[1] for a in arcs if a[0] == s])
+            & closure(list(finals), lambda s: [a[0] for a in arcs if a[1] == s]))
+    frame, todo = {lat.start: 0}, [lat.start]
+    while todo:
+        s = todo.pop()
+        for a in arcs:
+            if a[0] == s and a[1] in live and a[1] not in frame:
+                frame[a[1]] = frame[s] + (a[2] >= 0)
+                todo.append(a[1])
+    out = sorted((frame[a[0]], frame[a[1]], a[2], a[3], a[4], a[5]) for a in arcs if a[0] in live and a[1] in live)
+    return out, sorted(finals[s] for s in finals if s in live)
+
+
+def test_lattice_arrays_read_from_the_binary_form_match_the_text_form(graph):
+    """``lattice_to_arrays`` reads the decoder's lattice without its text form: the same arcs
+    (frames, pdfs, words) and costs as the text form up to its 6 printed digits."""
+    gdir, topo, ctx = graph
+    g = Graph(gdir)
+    for u, ll in _loglikes(topo, ctx, seed=3).items():
+        lat = lattice_one(g, u, ll * 0.3, DecodeConfig(lattice_beam=8.0))
+        la = lattice_to_arrays(lat)
+        want, want_final = _text_form_arcs(lat)
+        got = sorted(zip(la.frame[la.src].tolist(), la.frame[la.dst].tolist(), la.pdf.tolist(), la.word.tolist(),
+                         la.graph_cost.tolist(), la.acoustic_cost.tolist()))
+        assert [a[:4] for a in got] == [a[:4] for a in want] and len(got) > ll.shape[0]
+        # sorting ties between equal integer fields may order near-equal costs differently
+        assert sorted(a[4] for a in got) == pytest.approx(sorted(a[4] for a in want), rel=1e-5, abs=1e-5)
+        assert sorted(a[5] for a in got) == pytest.approx(sorted(a[5] for a in want), rel=1e-5, abs=1e-5)
+        fin = la.final[torch.isfinite(la.final)].tolist()
+        assert sorted(fin) == pytest.approx(want_final, rel=1e-5, abs=1e-5)
+        assert la.frame.tolist() == sorted(la.frame.tolist())      # states in frame order
+
+
+def test_raw_lattice_arrays_trims_and_rejects_what_is_no_state_level_lattice(graph):
+    from asr.decode.lattice import _parse_vector_lattice, _read_raw_lattice, raw_lattice_arrays
+
+    gdir, topo, ctx = graph
+    ll = _loglikes(topo, ctx, seed=4)["u1"] * 0.3
+    lat = lattice_one(Graph(gdir), "u1", ll, DecodeConfig(lattice_beam=8.0))
+    n, start, arcs, finals = _read_raw_lattice(lat)
+    clean = raw_lattice_arrays(n, start, arcs, finals)
+    # a dead end (state n, not final) and an unreachable state n + 1 with an arc into the lattice
+    extra = np.array([[arcs[0, 0], n, 1, 0, 1.0, 1.0], [n + 1, arcs[0, 1], 1, 0, 1.0, 1.0]])
+    fin2 = np.vstack([finals, [[np.inf, np.inf], [np.inf, np.inf]]])
+    trimmed = raw_lattice_arrays(n + 2, start, np.vstack([arcs, extra]), fin2)
+    for k in clean.__dataclass_fields__:
+        a, b = getattr(clean, k), getattr(trimmed, k)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, k
+    # an ε-arc next to an emitting one: paths of different lengths into one state
+    e = arcs[arcs[:, 2] > 0][0]
+    skip = np.array([[e[0], e[1], 0, 0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="state-level"):
+        raw_lattice_arrays(n, start, np.vstack([arcs, skip]), finals)
+    path = Path(gdir).parent / "x.lat"
+    lat.write(str(path))
+    with pytest.raises(ValueError, match="corrupt"):
+        _parse_vector_lattice(path.read_bytes()[:-20])
+    with pytest.raises(ValueError, match="OpenFst"):
+        _parse_vector_lattice(b"\0" * 64)

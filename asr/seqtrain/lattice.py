@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from asr.seqtrain.graph import csr_index, group_logsumexp, out_arcs, remove_epsilons
+from asr.seqtrain.fb import DenGraph
+from asr.seqtrain.graph import (connected_after_epsilon_removal, csr_index, epsilon_free, group_logsumexp,
+                                  keep_states, out_arcs, trim_mask)
 
 NEG_INF = float("-inf")
 
@@ -152,78 +154,129 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     phone_class: (num_phones+1,) class of each phone id for matching (e.g. the 48→39 folding;
     default identity); ignore_classes: see ``approx_phone_accuracy``. ``segments=False`` skips
     the node splitting (an ε-free lattice for the frame criteria and MMI; ``seg_acc`` = 0).
-    """
 
+    A node is (lattice state q, segment start frame s, segment phone) — (q, 0, 0) without
+    segments; node 0 is the start, the others are numbered in the order of (frame of q, q, s,
+    phone) and arcs in the order of (source node, ε-free arc). An arc that enters an HMM state 0
+    (not a self-loop) starts a segment (its frame, its phone), any other keeps its source's, so
+    the nodes are found for all frames at once, one step per frame of segment age (the longest
+    segment, not the utterance, bounds the loop).
+    """
     t_len = int(lat.num_frames)
     if ref_pdf.numel() != t_len:
         raise ValueError(f"lattice has {t_len} frames, reference alignment {ref_pdf.numel()}")
     pdf2phone, pdf2state = pdf2phone.long(), pdf2state.long()
     cls = phone_class.long() if phone_class is not None else torch.arange(int(pdf2phone.max()) + 1)
-    g = remove_epsilons(int(lat.num_states), int(lat.start), lat.src.long(), lat.dst.long(),
-                        lat.pdf.long() + 1, -lat.graph_cost.double(), -lat.final.double())
+    g, frame_q = _epsilon_free_lattice(lat)
     if g.num_arcs and int(g.pdf.max()) >= 2 * num_pdfs:
         raise ValueError(f"lattice pdf ids reach {int(g.pdf.max())}, expected < {2 * num_pdfs}")
-    n_ph = int(pdf2phone.max()) + 2
-    order, first, counts = csr_index(g.src, g.num_states)
-    cur_node = torch.nonzero(torch.isfinite(g.start)).flatten()
-    if cur_node.numel() != 1:
+    q0 = torch.nonzero(torch.isfinite(g.start)).flatten()
+    if q0.numel() != 1:
         raise ValueError("lattice must have one start state")
-    cur_s = torch.tensor([-1])
-    cur_ph = torch.tensor([-1])
-    n_nodes = 1
-    parts: dict[str, list[Tensor]] = {k: [] for k in ("frame", "src", "dst", "pdf", "weight", "close")}
-    close_ph, close_s, close_e = [], [], []
-    for t in range(t_len):
-        li, arc = out_arcs(cur_node, first, counts, order)
-        if arc.numel() == 0:
-            raise ValueError(f"lattice has no arcs at frame {t}")
-        lab = g.pdf[arc]
-        loop = lab >= num_pdfs
-        pdf = lab % num_pdfs
-        starts = ~loop & (pdf2state[pdf] == 0)
-        ps, pph = cur_s[li], cur_ph[li]
-        if bool((~starts & (ps < 0)).any()):
+    a_frame = frame_q[g.src]
+    per_frame = torch.bincount(a_frame, minlength=t_len)[:t_len]
+    if bool((per_frame == 0).any()):
+        raise ValueError(f"lattice has no arcs at frame {int(torch.nonzero(per_frame == 0)[0])}")
+    pdf = g.pdf % num_pdfs
+    starts = (g.pdf < num_pdfs) & (pdf2state[pdf] == 0)
+    n_ph = int(pdf2phone.max()) + 2
+    if segments:
+        if bool((~starts & (g.src == q0)).any()):
             raise ValueError("lattice path does not begin with the first HMM state of a phone")
-        new_s = torch.where(starts, torch.full_like(ps, t), ps)
-        new_ph = torch.where(starts, pdf2phone[pdf], pph)
-        closes = starts & (ps >= 0)
-        if not segments:
-            new_s, new_ph = torch.zeros_like(new_s), torch.zeros_like(new_ph)
-            closes = torch.zeros_like(closes)
-        key = (g.dst[arc] * (t_len + 1) + new_s) * n_ph + new_ph
-        uk, inv = torch.unique(key, return_inverse=True)
-        parts["frame"].append(torch.full_like(arc, t))
-        parts["src"].append(n_nodes - cur_node.numel() + li)
-        parts["dst"].append(n_nodes + inv)
-        parts["pdf"].append(pdf)
-        parts["weight"].append(g.weight[arc])
-        parts["close"].append(closes)
-        close_ph.append(pph[closes])
-        close_s.append(ps[closes])
-        close_e.append(torch.full((int(closes.sum()),), t - 1, dtype=torch.long))
-        n_nodes += uk.numel()
-        cur_node = uk // ((t_len + 1) * n_ph)
-        cur_s = (uk // n_ph) % (t_len + 1)
-        cur_ph = uk % n_ph
-    arcs = {k: torch.cat(v) for k, v in parts.items()}
+        node_q, node_s, node_ph = _segment_nodes(g, starts, a_frame, pdf2phone[pdf], t_len, n_ph)
+    else:
+        others = torch.nonzero(torch.arange(g.num_states) != q0).flatten()
+        node_q, node_s, node_ph = others, torch.zeros_like(others), torch.zeros_like(others)
+    # number the nodes: the start, then by (frame, state, segment start, phone)
+    node_q = torch.cat([q0, node_q])
+    node_s = torch.cat([torch.tensor([-1]), node_s])
+    node_ph = torch.cat([torch.tensor([-1]), node_ph])
+    key = _node_key(frame_q[node_q], node_q, node_s, node_ph, g.num_states, t_len, n_ph)
+    srt = torch.argsort(key)
+    key, node_q, node_s, node_ph = key[srt], node_q[srt], node_s[srt], node_ph[srt]
+    n_nodes = int(key.numel())
+    # every arc out of every node
+    order, first, counts = csr_index(g.src, g.num_states)
+    src, arc = out_arcs(node_q, first, counts, order)
+    st, ps, pph = starts[arc], node_s[src], node_ph[src]
+    t_arc = a_frame[arc]
+    if segments:
+        new_s = torch.where(st, t_arc, ps)
+        new_ph = torch.where(st, pdf2phone[pdf[arc]], pph)
+        closes = st & (ps >= 0)
+    else:
+        new_s, new_ph = torch.zeros_like(ps), torch.zeros_like(pph)
+        closes = torch.zeros_like(st)
+    dq = g.dst[arc]
+    dst = torch.searchsorted(key, _node_key(frame_q[dq], dq, new_s, new_ph, g.num_states, t_len, n_ph))
     rs, re, rph = phone_segments(ref_pdf, pdf2phone, pdf2state)
     rc = cls[rph]
-    acc_close = approx_phone_accuracy(cls[torch.cat(close_ph)], torch.cat(close_s), torch.cat(close_e),
-                                      rs, re, rc, ignore_classes)
-    seg_acc = torch.zeros(arcs["src"].numel(), dtype=torch.float64)
-    seg_acc[arcs["close"]] = acc_close
+    seg_acc = torch.zeros(arc.numel(), dtype=torch.float64)
+    seg_acc[closes] = _segment_accuracy(cls, pph[closes], ps[closes], t_arc[closes] - 1, rs, re, rc, ignore_classes,
+                                        t_len, n_ph)
+    last = torch.nonzero(frame_q[node_q] == t_len).flatten()
     final = torch.full((n_nodes,), NEG_INF, dtype=torch.float64)
     final_acc = torch.zeros(n_nodes, dtype=torch.float64)
-    last = torch.arange(n_nodes - cur_node.numel(), n_nodes)
-    final[last] = g.final[cur_node]
+    final[last] = g.final[node_q[last]]
     if segments:
-        final_acc[last] = approx_phone_accuracy(cls[cur_ph], cur_s, torch.full_like(cur_s, t_len - 1), rs, re, rc,
-                                                ignore_classes)
+        final_acc[last] = approx_phone_accuracy(cls[node_ph[last]], node_s[last], torch.full_like(last, t_len - 1),
+                                                rs, re, rc, ignore_classes)
     if not bool(torch.isfinite(final).any()):
         raise ValueError("lattice has no final node at its last frame")
-    return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=arcs["frame"].int(), src=arcs["src"].int(),
-                      dst=arcs["dst"].int(), pdf=arcs["pdf"].int(), weight=arcs["weight"].float(),
-                      seg_acc=seg_acc.float(), final=final, final_acc=final_acc.float())
+    return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=t_arc.int(), src=src.int(), dst=dst.int(),
+                      pdf=pdf[arc].int(), weight=g.weight[arc].float(), seg_acc=seg_acc.float(), final=final,
+                      final_acc=final_acc.float())
+
+
+def _epsilon_free_lattice(lat) -> tuple[DenGraph, Tensor]:
+    """The ε-removed (graph scores only: ε-arcs carry no frames), trimmed lattice as a
+    ``DenGraph`` with labels ``pdf`` in [0, 2P), and the frame of each of its states (S,)."""
+    n, start = int(lat.num_states), int(lat.start)
+    src, dst, labels, final = lat.src.long(), lat.dst.long(), lat.pdf.long() + 1, -lat.final.double()
+    g = epsilon_free(n, start, src, dst, labels, -lat.graph_cost.double(), final)
+    keep = connected_after_epsilon_removal(n, start, src, dst, labels, final)
+    if keep is None:             # not a trimmed, sorted lattice (``lattice_to_arrays`` makes them so)
+        keep = trim_mask(g)
+    return keep_states(g, keep), lat.frame.long()[keep]
+
+
+def _node_key(frame: Tensor, q: Tensor, s: Tensor, ph: Tensor, num_states: int, t_len: int, n_ph: int) -> Tensor:
+    """One int64 per node that sorts as (frame, state, segment start, phone); s, ph >= -1."""
+    return ((frame * num_states + q) * (t_len + 2) + s + 1) * (n_ph + 1) + ph + 1
+
+
+def _segment_nodes(g: DenGraph, starts: Tensor, a_frame: Tensor, a_phone: Tensor, t_len: int, n_ph: int
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Every (state, segment start, phone) reached, the start node excepted: the destinations of
+    segment-starting arcs, then, one frame of segment age at a time, what arcs inside a segment
+    (self-loops, HMM state > 0) carry them to. A node of age k is found at step k only, so the
+    steps never meet a node twice."""
+    n = g.num_states
+    def uniq(q: Tensor, s: Tensor, ph: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        k = torch.unique((q * (t_len + 1) + s) * n_ph + ph)
+        return k // ((t_len + 1) * n_ph), (k // n_ph) % (t_len + 1), k % n_ph
+    q, s, ph = uniq(g.dst[starts], a_frame[starts], a_phone[starts])
+    inner = torch.nonzero(~starts).flatten()
+    order, first, counts = csr_index(g.src[inner], n)
+    parts = [(q, s, ph)]
+    while q.numel():
+        li, a = out_arcs(q, first, counts, order)
+        if a.numel() == 0:
+            break
+        q, s, ph = uniq(g.dst[inner[a]], s[li], ph[li])
+        parts.append((q, s, ph))
+    return tuple(torch.cat(x) for x in zip(*parts))  # type: ignore[return-value]
+
+
+def _segment_accuracy(cls: Tensor, ph: Tensor, s: Tensor, e: Tensor, rs: Tensor, re: Tensor, rc: Tensor,
+                      ignore: Tensor | None, t_len: int, n_ph: int) -> Tensor:
+    """``approx_phone_accuracy`` of segments (phone ``ph``, frames ``s..e``), computed once per
+    distinct segment (many arcs close the same one)."""
+    if ph.numel() == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    u, inv = torch.unique((s * (t_len + 1) + e) * n_ph + ph, return_inverse=True)
+    us, ue, uph = u // ((t_len + 1) * n_ph), (u // n_ph) % (t_len + 1), u % n_ph
+    return approx_phone_accuracy(cls[uph], us, ue, rs, re, rc, ignore)[inv]
 
 
 # ---------------------------------------------------------------------------------------------
