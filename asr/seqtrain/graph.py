@@ -39,10 +39,11 @@ def group_logsumexp(values: Tensor, keys: Tensor, extra: Tensor | None = None
     """Log-sum-exp of ``values`` over equal ``keys``: (unique keys, log sums, and with ``extra``
     its mean weighted by exp(values) per key, else None). A key whose values are all −inf sums to −inf."""
     u, inv = torch.unique(keys, return_inverse=True)
-    m = torch.full((u.numel(),), float("-inf"), dtype=values.dtype).scatter_reduce(0, inv, values, "amax")
+    m = torch.full((u.numel(),), float("-inf"), dtype=values.dtype, device=values.device)
+    m = m.scatter_reduce(0, inv, values, "amax")
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     p = torch.exp(values - m[inv])
-    s = torch.zeros(u.numel(), dtype=values.dtype).index_add_(0, inv, p)
+    s = torch.zeros(u.numel(), dtype=values.dtype, device=values.device).index_add_(0, inv, p)
     mean = None
     if extra is not None:
         mean = torch.zeros_like(s).index_add_(0, inv, p * extra) / s.clamp_min(1e-300)

@@ -299,13 +299,17 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
 
     scores: (B, T, P) acoustic scores κ·ll; arc_acc: per lattice (A_b,) arc accuracies (and
     final_acc (N_b,)) -> expected accuracy and its gradient; boost: per lattice (A_b,) amounts
-    subtracted from the arc scores (boosted MMI). Float64 throughout.
+    subtracted from the arc scores (boosted MMI). Float64 throughout, on the device of ``scores``
+    (the lattices are moved there once per batch; the frame loop makes no host round trip).
     """
     b, t_max, p = scores.shape
     dt = torch.float64
+    dev = scores.device
     offs = np.cumsum([0] + [la.num_nodes for la in lats])
     n = int(offs[-1])
-    cat = lambda f: torch.cat([f(k, la) for k, la in enumerate(lats)])  # noqa: E731
+
+    def cat(f) -> Tensor:
+        return torch.cat([f(k, la) for k, la in enumerate(lats)]).to(dev)
     src = cat(lambda k, la: la.src.long() + int(offs[k]))
     dst = cat(lambda k, la: la.dst.long() + int(offs[k]))
     frame = cat(lambda k, la: la.frame.long())
@@ -313,16 +317,18 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
     flat = (utt * t_max + frame) * p + cat(lambda k, la: la.pdf.long())
     s = scores.to(dt).reshape(-1)[flat] + cat(lambda k, la: la.weight.to(dt))
     if boost is not None:
-        s = s - torch.cat(boost).to(dt)
-    acc = torch.cat(arc_acc).to(dt) if arc_acc is not None else None
+        s = s - torch.cat(boost).to(dev, dt)
+    acc = torch.cat(arc_acc).to(dev, dt) if arc_acc is not None else None
     fin = cat(lambda k, la: la.final.to(dt))
-    facc = (torch.cat(final_acc).to(dt) if final_acc is not None else torch.zeros(n, dtype=dt)) if acc is not None else None
-    node_utt = torch.repeat_interleave(torch.arange(b), torch.tensor([la.num_nodes for la in lats]))
+    facc = None
+    if acc is not None:
+        facc = torch.cat(final_acc).to(dev, dt) if final_acc is not None else torch.zeros(n, dtype=dt, device=dev)
+    node_utt = torch.repeat_interleave(torch.arange(b), torch.tensor([la.num_nodes for la in lats])).to(dev)
     order = torch.argsort(frame, stable=True)
-    bounds = torch.searchsorted(frame[order], torch.arange(t_max + 1)).tolist()
-    alpha = torch.full((n,), NEG_INF, dtype=dt)
-    alpha[torch.from_numpy(offs[:-1]).long()] = 0.0
-    aacc = torch.zeros(n, dtype=dt) if acc is not None else None
+    bounds = torch.searchsorted(frame[order], torch.arange(t_max + 1, device=dev)).tolist()
+    alpha = torch.full((n,), NEG_INF, dtype=dt, device=dev)
+    alpha[torch.from_numpy(offs[:-1]).long().to(dev)] = 0.0
+    aacc = torch.zeros(n, dtype=dt, device=dev) if acc is not None else None
     for t in range(t_max):
         a = order[bounds[t]:bounds[t + 1]]
         if a.numel() == 0:
@@ -333,16 +339,16 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
         if acc is not None:
             aacc[u] = mean
     ends = alpha + fin
-    mz = torch.full((b,), NEG_INF, dtype=dt).scatter_reduce(0, node_utt, ends, "amax")
+    mz = torch.full((b,), NEG_INF, dtype=dt, device=dev).scatter_reduce(0, node_utt, ends, "amax")
     mz = torch.where(torch.isfinite(mz), mz, torch.zeros_like(mz))
-    logz = torch.log(torch.zeros(b, dtype=dt).index_add_(0, node_utt, torch.exp(ends - mz[node_utt]))) + mz
+    logz = torch.log(torch.zeros(b, dtype=dt, device=dev).index_add_(0, node_utt, torch.exp(ends - mz[node_utt]))) + mz
     exp_acc = None
     if acc is not None:
         pf = torch.exp(ends - logz[node_utt]).nan_to_num(0.0)
-        exp_acc = torch.zeros(b, dtype=dt).index_add_(0, node_utt, pf * (aacc + facc))
+        exp_acc = torch.zeros(b, dtype=dt, device=dev).index_add_(0, node_utt, pf * (aacc + facc))
     beta = fin.clone()
     bacc = facc.clone() if acc is not None else None
-    occ = torch.zeros(b * t_max * p, dtype=dt)
+    occ = torch.zeros(b * t_max * p, dtype=dt, device=dev)
     grad = torch.zeros_like(occ) if acc is not None else None
     for t in range(t_max - 1, -1, -1):
         a = order[bounds[t]:bounds[t + 1]]
@@ -368,8 +374,11 @@ def lattice_frame_accuracy(la: DenLattice, ref_pdf: Tensor, kind: str, pdf_class
                            silence_classes: Tensor | None = None) -> Tensor:
     """Per-arc frame accuracy (A,) float64 against the reference pdf alignment ``ref_pdf (≥T,)``:
     ``smbr`` pdf match, ``mpfe`` phone-class match (``pdf_class (P,)``; also bMMI's boosting);
-    reference frames of ``silence_classes`` count 0."""
-    t, pdf = la.frame.long(), la.pdf.long()
+    reference frames of ``silence_classes`` count 0. On the device of ``ref_pdf``."""
+    dev = ref_pdf.device
+    t, pdf = la.frame.long().to(dev), la.pdf.long().to(dev)
+    pdf_class = pdf_class.to(dev) if pdf_class is not None else None
+    silence_classes = silence_classes.to(dev) if silence_classes is not None else None
     r = ref_pdf.long()[t]
     if kind == "smbr":
         a = pdf == r
@@ -391,35 +400,38 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
     of MMI, the reference of the frame accuracies; MPE's segment accuracies are in the lattices);
     pdf_class (P,) phone class of every pdf (MPFE / bMMI matching); silence_classes: reference
     frames of these classes count 0 in the frame criteria. Returns ``asr.seqtrain.fb.SeqObjective``
-    (no_num_path is all False: a lattice need not contain the reference).
+    (no_num_path is all False: a lattice need not contain the reference). Computed on the device
+    of ``loglikes``.
     """
     from asr.seqtrain.fb import SeqObjective
 
     if criterion not in ("mpe", "mpfe", "smbr", "mmi", "bmmi"):
         raise ValueError(f"unknown criterion {criterion!r} (mpe|mpfe|smbr|mmi|bmmi)")
     b, t_max, p = loglikes.shape
+    dev = loglikes.device
     sc = kappa * loglikes.detach().double()
-    ref = ref_pdf.long()
-
-    tmask = (torch.arange(t_max).view(1, -1) < lengths.view(-1, 1))
+    ref = ref_pdf.long().to(dev)
+    lengths = lengths.to(dev)
+    tmask = (torch.arange(t_max, device=dev).view(1, -1) < lengths.view(-1, 1))
     if criterion in ("mmi", "bmmi"):
         bst = [boost * lattice_frame_accuracy(la, ref[k], "mpfe", pdf_class, silence_classes)
                for k, la in enumerate(lats)] if criterion == "bmmi" else None
         den = lattice_forward_backward(lats, sc, boost=bst)
-        num_occ = torch.zeros(b, t_max, p, dtype=torch.float64).scatter_(2, ref.unsqueeze(-1), 1.0) * tmask.unsqueeze(-1)
+        num_occ = torch.zeros(b, t_max, p, dtype=torch.float64, device=dev).scatter_(2, ref.unsqueeze(-1), 1.0)
+        num_occ = num_occ * tmask.unsqueeze(-1)
         num_logz = (sc.gather(2, ref.unsqueeze(-1)).squeeze(-1) * tmask).sum(1)
         obj = num_logz - den.logz
         grad = (num_occ - den.occ) * kappa
     else:
         if criterion == "mpe":
-            accs = [la.seg_acc for la in lats]
-            facc = [la.final_acc for la in lats]
+            accs = [la.seg_acc.to(dev) for la in lats]
+            facc = [la.final_acc.to(dev) for la in lats]
         else:
             accs = [lattice_frame_accuracy(la, ref[k], criterion, pdf_class, silence_classes)
                     for k, la in enumerate(lats)]
             facc = None
         den = lattice_forward_backward(lats, sc, arc_acc=accs, final_acc=facc)
-        num_logz = torch.full((b,), float("nan"), dtype=torch.float64)
+        num_logz = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
         obj = den.exp_acc
         grad = den.grad * kappa
     bad = ~torch.isfinite(den.logz)

@@ -141,8 +141,8 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
             logits, lengths, pos, ref = _pad_batch(model, train, rows_of, device)
             logp = torch.log_softmax(logits, -1)
             ll = logp - log_priors
-            padded = torch.zeros(len(rows_of) * int(lengths.max()), ll.shape[1])
-            padded[pos] = ll.detach().cpu()
+            padded = torch.zeros(len(rows_of) * int(lengths.max()), ll.shape[1], device=ll.device)
+            padded[pos.to(ll.device)] = ll.detach()          # the objective runs where the network does
             padded = padded.view(len(rows_of), -1, ll.shape[1])
             if lattices is not None:
                 so = lattice_objective([lattices[train.utts[i]] for i in bi.tolist()], padded, lengths, ref,
@@ -162,7 +162,7 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
             if ok_frames == 0:
                 continue
             gflat = so.grad.reshape(-1, ll.shape[1])[pos].to(device)
-            keep = torch.repeat_interleave(~so.no_num_path, lengths).to(device)
+            keep = torch.repeat_interleave(~so.no_num_path.to(device), lengths.to(device))
             loss = -(gflat * ll).sum() / ok_frames
             if cfg.ce_smoothing > 0:
                 tgt = train.targets[torch.cat(rows_of)].to(device)
