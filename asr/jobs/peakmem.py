@@ -40,16 +40,40 @@ def children_map() -> dict[int, list[int]]:
     return kids
 
 
+def _children(pid: int) -> list[int] | None:
+    """Children of ``pid`` from ``/proc/PID/task/*/children`` (any thread may have forked);
+    None where the kernel does not provide those files."""
+    out: list[int] = []
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return []
+    for t in tasks:
+        try:
+            out.extend(int(x) for x in (t / "children").read_text().split())
+        except FileNotFoundError:
+            if not (t / "children").exists() and t.exists():
+                return None
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def descendants(root: int, exclude: int | None = None) -> list[int]:
-    """All descendants of ``root`` (not ``root`` itself; ``exclude`` and its subtree left out)."""
-    kids = children_map()
-    out, todo = [], list(kids.get(root, []))
+    """All descendants of ``root`` (not ``root`` itself; ``exclude`` and its subtree left out).
+    Walks the tree from ``root`` (cheap); scans every process where the kernel lacks the
+    ``children`` files."""
+    kids_of = _children
+    if _children(root) is None:
+        table = children_map()
+        kids_of = lambda p: table.get(p, [])  # noqa: E731
+    out, todo = [], list(kids_of(root) or [])
     while todo:
         p = todo.pop()
         if p == exclude:
             continue
         out.append(p)
-        todo.extend(kids.get(p, []))
+        todo.extend(kids_of(p) or [])
     return out
 
 
@@ -71,7 +95,7 @@ def process_kib(pid: int) -> tuple[int, int]:
     return pss, _field_kib(d / "status", "VmHWM")
 
 
-def watch(root: int, interval: float = 0.2, stop: list[bool] | None = None) -> int:
+def watch(root: int, interval: float = 0.5, stop: list[bool] | None = None) -> int:
     """Sample the tree under ``root`` until ``stop[0]`` is set or ``root`` is gone; peak in KiB."""
     me = os.getpid()
     peak = 0
@@ -91,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pid", type=int, required=True, help="root of the process tree to watch")
     ap.add_argument("--out", required=True, help="file that receives the peak in MiB")
-    ap.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
+    ap.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
     a = ap.parse_args(argv)
     stop = [False]
 
