@@ -281,3 +281,20 @@ def test_raw_lattice_arrays_trims_and_rejects_what_is_no_state_level_lattice(gra
         _parse_vector_lattice(path.read_bytes()[:-20])
     with pytest.raises(ValueError, match="OpenFst"):
         _parse_vector_lattice(b"\0" * 64)
+
+
+def test_best_paths_of_a_whole_lmwt_grid_equal_openfst_shortest_paths(graph):
+    """The batched dynamic programme over all lattices and LM weights gives OpenFst's shortest
+    path of every (lattice, LM weight) — here on lattices whose best path changes with the weight."""
+    from asr.decode.lattice import iter_best_paths, lattice_best_paths
+
+    gdir, topo, ctx = graph
+    g = Graph(gdir)
+    grid = [0.5, 1.0, 2.0, 3.5, 5.0, 8.0, 12.0, 20.0, 40.0]
+    lats = [lattice_one(g, u, ll * 0.15, DecodeConfig(lattice_beam=10.0))
+            for seed in (5, 6) for u, ll in _loglikes(topo, ctx, seed=seed).items()]
+    want = [[lattice_best_words(lat, w) for w in grid] for lat in lats]
+    assert sum(len({tuple(x) for x in row}) > 1 for row in want) >= 2   # the weight matters
+    assert lattice_best_paths(lats, grid) == want
+    assert [p for _, p in iter_best_paths(enumerate(lats), grid, chunk=4)] == want
+    assert [p for _, p in iter_best_paths(enumerate(lats), grid[:1])] == [w[:1] for w in want]

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -93,8 +95,9 @@ MAX_EPS_DEPTH = 64
 
 
 def _frame_order(n: int, start: int, src: np.ndarray, dst: np.ndarray, emit: np.ndarray, final: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(states in the order (frame, ε-depth within the frame, id), frame of every state) when
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(states in the order (frame, ε-depth within the frame, id), frame and ε-depth of every
+    state) when
     the lattice is trimmed and state-level (every path into a state consumes the same number of
     frames); None when it is not.
 
@@ -133,7 +136,7 @@ def _frame_order(n: int, start: int, src: np.ndarray, dst: np.ndarray, emit: np.
         level = new
     else:
         return None                          # an ε-cycle (or ε-paths longer than MAX_EPS_DEPTH)
-    return np.lexsort((level, frame)), frame
+    return np.lexsort((level, frame)), frame, level
 
 
 def _read_raw_lattice(lat) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -206,25 +209,50 @@ def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray]
     return n, start, arcs, finals
 
 
+class _Sorted(NamedTuple):
+    """A raw lattice trimmed, states renumbered in the order (frame, ε-depth, decoder's id),
+    arcs sorted by (src, dst); numpy arrays, weights as read (graph, acoustic)."""
+
+    n: int
+    start: int
+    src: np.ndarray
+    dst: np.ndarray
+    ilabel: np.ndarray
+    olabel: np.ndarray
+    weight: np.ndarray      # (A, 2)
+    final: np.ndarray       # (S, 2), +inf = not final
+    frame: np.ndarray
+    level: np.ndarray
+
+
 def lattice_to_arrays(lat) -> LatticeArrays:
     """Convert a ``kaldifst.Lattice`` (input labels ``pdf + 1``) to topologically sorted,
     trimmed ``LatticeArrays`` (see module docstring), states in the order (frame, ε-depth,
     decoder's id). A lattice that is not trimmed is trimmed first; one whose paths into a
     state consume different numbers of frames (not state-level) or that has a cycle is a
     ValueError."""
-    n, start, arcs, finals = _read_raw_lattice(lat)
-    return raw_lattice_arrays(n, start, arcs, finals)
+    return raw_lattice_arrays(*_read_raw_lattice(lat))
 
 
 def raw_lattice_arrays(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) -> LatticeArrays:
     """``LatticeArrays`` of a raw lattice given as arrays (see ``_read_raw_lattice``)."""
+    r = _sorted_lattice(n, start, arcs, finals)
+    final = r.final[:, 0] + r.final[:, 1]
+    T = int(r.frame[np.isfinite(final)].max())
+    return LatticeArrays(
+        num_states=r.n, start=r.start, final=torch.from_numpy(final), frame=torch.from_numpy(r.frame),
+        src=torch.from_numpy(r.src), dst=torch.from_numpy(r.dst), pdf=torch.from_numpy(r.ilabel - 1),
+        word=torch.from_numpy(r.olabel), graph_cost=torch.from_numpy(r.weight[:, 0].copy()),
+        acoustic_cost=torch.from_numpy(r.weight[:, 1].copy()), num_frames=T)
+
+
+def _sorted_lattice(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) -> _Sorted:
     a = arcs[:, :4].astype(np.int64)
     src, dst, il, ol = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
     ga = arcs[:, 4:]
     final = finals[:, 0] + finals[:, 1]
     emit = (il > 0).astype(np.int64)
     res = _frame_order(n, start, src, dst, emit, final)
-    ids = np.arange(n)
     if res is None:  # trim (co-reachable from a final state, reachable from the start), then again
         fin = np.nonzero(np.isfinite(final))[0]
         coacc = np.zeros(n, dtype=bool)
@@ -239,20 +267,147 @@ def raw_lattice_arrays(n: int, start: int, arcs: np.ndarray, finals: np.ndarray)
         new[ids] = np.arange(ids.size)
         k = acc[src] & acc[dst] & keep_arc
         src, dst, il, ol, ga, emit = new[src[k]], new[dst[k]], il[k], ol[k], ga[k], emit[k]
-        n, start, final = ids.size, int(new[start]), final[ids]
+        n, start, final, finals = ids.size, int(new[start]), final[ids], finals[ids]
         res = _frame_order(n, start, src, dst, emit, final)
         if res is None:
             raise ValueError("not a state-level lattice (paths into a state consume different numbers of frames)")
-    order, frame = res
+    order, frame, level = res
     new_id = np.empty(n, dtype=np.int64)
     new_id[order] = np.arange(n)
     src, dst = new_id[src], new_id[dst]
     srt = np.lexsort((dst, src))
-    src, dst, il, ol, ga = src[srt], dst[srt], il[srt], ol[srt], ga[srt]
-    final, frame = final[order], frame[order]
-    T = int(frame[np.isfinite(final)].max())
-    return LatticeArrays(
-        num_states=n, start=int(new_id[start]), final=torch.from_numpy(final.copy()),
-        frame=torch.from_numpy(frame.copy()), src=torch.from_numpy(src), dst=torch.from_numpy(dst),
-        pdf=torch.from_numpy(il - 1), word=torch.from_numpy(ol), graph_cost=torch.from_numpy(ga[:, 0].copy()),
-        acoustic_cost=torch.from_numpy(ga[:, 1].copy()), num_frames=T)
+    return _Sorted(n=n, start=int(new_id[start]), src=src[srt], dst=dst[srt], ilabel=il[srt], olabel=ol[srt],
+                   weight=ga[srt], final=finals[order], frame=frame[order], level=level[order])
+
+
+def lattice_best_paths(lats: Sequence, lmwts: Sequence[float]) -> list[list[list[int]]]:
+    """Word ids of the best path of each ``kaldifst.Lattice`` of ``lats`` (graph and acoustic
+    costs, as ``asr.decode.decoder.lattice_one`` returns them) under the cost ``graph +
+    acoustic / lmwt``, for every LM weight of ``lmwts``: ``out[i][k]`` is
+    ``lattice_best_words(lats[i], lmwts[k])``.
+
+    The arithmetic is OpenFst's on Kaldi's ``LatticeWeight``: acoustic costs scaled in double and
+    stored as float32 (``ScaleLattice``), path costs summed in float32 per component, paths
+    compared by (graph + acoustic, then graph), the final cost added last; so every state's best
+    cost is the one ``ShortestPath`` finds, and only a choice between two paths of exactly equal
+    costs may differ (ties go to the first in-arc here). One dynamic programme serves all lattices
+    and all LM weights at once (a column per LM weight), stepping through the groups of states of
+    equal (frame, ε-depth): the number of Python steps is that of the longest lattice, not the
+    number of lattices times LM weights.
+    """
+    return _best_paths([_sorted_lattice(*_read_raw_lattice(x)) for x in lats], lmwts)
+
+
+def iter_best_paths(items, lmwts: Sequence[float], chunk: int = 64):
+    """Best-path word ids for every LM weight of ``lmwts`` over an iterable of (key, lattice),
+    ``chunk`` lattices per ``lattice_best_paths`` call (bounded memory); yields (key, [word ids
+    per LM weight]). For one or two LM weights (a test set scored at dev's choice) OpenFst's
+    shortest path per lattice is cheaper and is used instead."""
+    if len(lmwts) <= 2:
+        from asr.decode.decoder import lattice_best_words
+
+        for key, lat in items:
+            yield key, [lattice_best_words(lat, w) for w in lmwts]
+        return
+    keys, pending = [], []
+    for key, lat in items:
+        keys.append(key)
+        pending.append(_sorted_lattice(*_read_raw_lattice(lat)))
+        if len(pending) == chunk:
+            yield from zip(keys, _best_paths(pending, lmwts))
+            keys, pending = [], []
+    if pending:
+        yield from zip(keys, _best_paths(pending, lmwts))
+
+
+def _best_paths(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[list[int]]]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                   # small tensors: threads would only contend
+    try:
+        return _best_paths_dp(lats, lmwts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _best_paths_dp(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[list[int]]]:
+    k = len(lmwts)
+    if not lats or k == 0:
+        return [[] for _ in lats]
+    inv = np.array([1.0 / float(w) for w in lmwts])
+    off = np.cumsum([0] + [r.n for r in lats])
+    n = int(off[-1])
+    src = np.concatenate([r.src + o for r, o in zip(lats, off)])
+    dst = np.concatenate([r.dst + o for r, o in zip(lats, off)])
+    weight = np.concatenate([r.weight for r in lats])
+    olab = np.concatenate([r.olabel for r in lats])
+    final = np.concatenate([r.final for r in lats])
+    levels = 1 + max(int(r.level.max()) for r in lats)
+    gid = np.concatenate([r.frame * levels + r.level for r in lats])
+    start = off[:-1]
+    o = np.lexsort((dst, gid[dst]))                        # arcs by (group of dst, dst)
+    src, dst, olab = src[o], dst[o], olab[o]
+    g1 = weight[o, 0].astype(np.float32)
+    a2 = (weight[o, 1, None] * inv).astype(np.float32)     # (A, K)
+    # the DP in torch: one scatter-min per criterion per group, however many destinations it has
+    t_src, t_dst = torch.from_numpy(src), torch.from_numpy(dst)
+    t_g1, t_a2 = torch.from_numpy(g1).unsqueeze(1), torch.from_numpy(a2)
+    d1 = torch.full((n, k), float("inf"), dtype=torch.float32)
+    d2 = torch.full((n, k), float("inf"), dtype=torch.float32)
+    d1[torch.from_numpy(start)] = 0.0
+    d2[torch.from_numpy(start)] = 0.0
+    back = torch.full((n, k), -1, dtype=torch.long)
+    change = np.concatenate([[True], gid[dst[1:]] != gid[dst[:-1]]])
+    bounds = np.append(np.flatnonzero(change), dst.size).tolist()
+    run = np.cumsum(np.concatenate([[0], dst[1:] != dst[:-1]]))   # index of the arc's destination run
+    t_run = torch.from_numpy(run)
+    inf = torch.tensor(float("inf"))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        s = t_src[lo:hi]
+        r0 = int(run[lo])
+        idx = (t_run[lo:hi] - r0).unsqueeze(1).expand(-1, k)
+        u = int(run[hi - 1]) - r0 + 1
+        c1 = d1[s] + t_g1[lo:hi]
+        c2 = d2[s] + t_a2[lo:hi]
+        tot = c1 + c2
+        m = torch.full((u, k), float("inf")).scatter_reduce(0, idx, tot, "amin")
+        best = tot == m.gather(0, idx)
+        if int(best.sum()) > u * k:            # equal totals: the smaller graph cost wins
+            m1 = torch.full((u, k), float("inf")).scatter_reduce(0, idx, torch.where(best, c1, inf), "amin")
+            best &= c1 == m1.gather(0, idx)
+        pos = torch.arange(lo, hi).unsqueeze(1).expand(-1, k)
+        pick = torch.full((u, k), hi).scatter_reduce(0, idx, torch.where(best, pos, hi), "amin")
+        ud = t_dst[pick[:, 0]]
+        d1[ud] = c1.gather(0, pick - lo)
+        d2[ud] = c2.gather(0, pick - lo)
+        back[ud] = pick
+    d1, d2, back = d1.numpy(), d2.numpy(), back.numpy()
+    cols = np.arange(k)
+    f1 = d1 + final[:, 0, None].astype(np.float32)
+    f2 = d2 + (final[:, 1, None] * inv).astype(np.float32)
+    tot = f1 + f2
+    owner = np.repeat(np.arange(len(lats)), np.diff(off))
+    best_state = np.empty((len(lats), k), dtype=np.int64)
+    for i, (a, b) in enumerate(zip(off[:-1].tolist(), off[1:].tolist())):   # per lattice, not per frame
+        t, f = tot[a:b], f1[a:b]
+        cand = t == t.min(axis=0)
+        cand &= f == np.where(cand, f, np.inf).min(axis=0)
+        best_state[i] = a + np.argmax(cand, axis=0)          # the first of equal finals
+    del owner
+    state = best_state.reshape(-1)
+    col = np.tile(cols, len(lats))
+    stop = np.repeat(start, k)
+    trail_w, trail_i = [], []
+    while True:
+        live = state != stop
+        if not live.any():
+            break
+        arc = back[state, col]
+        hit = np.flatnonzero(live & (olab[arc] != 0))
+        trail_i.append(hit)
+        trail_w.append(olab[arc[hit]])
+        state = np.where(live, src[arc], state)
+    words: list[list[list[int]]] = [[[] for _ in range(k)] for _ in lats]
+    for idx, w in zip(reversed(trail_i), reversed(trail_w)):
+        for j, x in zip(idx.tolist(), w.tolist()):
+            words[j // k][j % k].append(x)
+    return words

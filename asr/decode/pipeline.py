@@ -12,8 +12,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from asr.decode.decoder import DecodeConfig, Graph, lattice_best_words, lattice_one
-from asr.decode.lattice import LatticeArrays, lattice_to_arrays
+from asr.decode.decoder import DecodeConfig, Graph, lattice_one
+from asr.decode.lattice import LatticeArrays, iter_best_paths, lattice_to_arrays
 from asr.jobs import map_jobs, split_by_speaker
 from asr.lang.lexicon import write_text_atomic
 
@@ -50,14 +50,18 @@ def _decode_job(args: tuple) -> tuple[list[dict[str, list[str]]], list[str]]:
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
     failed: list[str] = []
     seen = set()
-    for utt, ll in loglike_job(list(utts)):
-        seen.add(utt)
-        lat = lattice_one(graph, utt, ll, cfg)
-        if lat is None:
-            failed.append(utt)
-            continue
-        for k, lmwt in enumerate(grid):
-            hyps[k][utt] = graph.word_strings(lattice_best_words(lat, lmwt))
+
+    def lattices():
+        for utt, ll in loglike_job(list(utts)):
+            seen.add(utt)
+            lat = lattice_one(graph, utt, ll, cfg)
+            if lat is None:
+                failed.append(utt)
+                continue
+            yield utt, lat
+    for utt, paths in iter_best_paths(lattices(), grid):   # all LM weights of the grid in one pass
+        for k, ids in enumerate(paths):
+            hyps[k][utt] = graph.word_strings(ids)
     failed.extend(u for u in utts if u not in seen)
     return hyps, failed
 
