@@ -298,3 +298,25 @@ def test_best_paths_of_a_whole_lmwt_grid_equal_openfst_shortest_paths(graph):
     assert lattice_best_paths(lats, grid) == want
     assert [p for _, p in iter_best_paths(enumerate(lats), grid, chunk=4)] == want
     assert [p for _, p in iter_best_paths(enumerate(lats), grid[:1])] == [w[:1] for w in want]
+
+
+def test_best_paths_hand_exact_ties_to_openfst():
+    """Two paths of exactly equal costs: which one OpenFst keeps depends on its visiting order
+    (here even on the LM weight); the batched programme flags the tie and defers to OpenFst."""
+    from asr.decode.lattice import _best_paths, _read_raw_lattice, _sorted_lattice, lattice_best_paths
+
+    lat = kaldifst.Lattice()
+    for _ in range(4):
+        lat.add_state()
+    lat.start = 0
+    w = kaldifst.LatticeWeight
+    lat.add_arc(0, kaldifst.LatticeArc(1, 6, w(1.0, 1.0), 1))
+    lat.add_arc(0, kaldifst.LatticeArc(1, 5, w(1.0, 1.0), 2))
+    lat.add_arc(1, kaldifst.LatticeArc(2, 0, w(1.0, 1.0), 3))
+    lat.add_arc(2, kaldifst.LatticeArc(2, 0, w(1.0, 1.0), 3))
+    lat.set_final(3, w(0.5, 0.0))
+    grid = [1.0, 2.0, 3.0]
+    want = [lattice_best_words(lat, x) for x in grid]
+    raw, tied = _best_paths([_sorted_lattice(*_read_raw_lattice(lat))], grid)
+    assert tied.all() and raw[0] != want           # the programme alone would differ somewhere
+    assert lattice_best_paths([lat], grid) == [want]

@@ -289,13 +289,16 @@ def lattice_best_paths(lats: Sequence, lmwts: Sequence[float]) -> list[list[list
     The arithmetic is OpenFst's on Kaldi's ``LatticeWeight``: acoustic costs scaled in double and
     stored as float32 (``ScaleLattice``), path costs summed in float32 per component, paths
     compared by (graph + acoustic, then graph), the final cost added last; so every state's best
-    cost is the one ``ShortestPath`` finds, and only a choice between two paths of exactly equal
-    costs may differ (ties go to the first in-arc here). One dynamic programme serves all lattices
+    cost is the one ``ShortestPath`` finds. Which of two paths of exactly equal costs OpenFst keeps
+    depends on its depth-first visiting order; where such a tie occurs in a lattice (for one LM
+    weight), that lattice and weight are handed to OpenFst, so the result is always
+    ``lattice_best_words``'s. One dynamic programme serves all lattices
     and all LM weights at once (a column per LM weight), stepping through the groups of states of
     equal (frame, ε-depth): the number of Python steps is that of the longest lattice, not the
     number of lattices times LM weights.
     """
-    return _best_paths([_sorted_lattice(*_read_raw_lattice(x)) for x in lats], lmwts)
+    return _with_openfst_on_ties(list(lats), lmwts, *_best_paths([_sorted_lattice(*_read_raw_lattice(x))
+                                                                 for x in lats], lmwts))
 
 
 def iter_best_paths(items, lmwts: Sequence[float], chunk: int = 64):
@@ -303,24 +306,38 @@ def iter_best_paths(items, lmwts: Sequence[float], chunk: int = 64):
     ``chunk`` lattices per ``lattice_best_paths`` call (bounded memory); yields (key, [word ids
     per LM weight]). For one or two LM weights (a test set scored at dev's choice) OpenFst's
     shortest path per lattice is cheaper and is used instead."""
-    if len(lmwts) <= 2:
-        from asr.decode.decoder import lattice_best_words
+    from asr.decode.decoder import lattice_best_words
 
-        for key, lat in items:
-            yield key, [lattice_best_words(lat, w) for w in lmwts]
-        return
     keys, pending = [], []
     for key, lat in items:
+        if len(lmwts) <= 2:
+            yield key, [lattice_best_words(lat, w) for w in lmwts]
+            continue
         keys.append(key)
-        pending.append(_sorted_lattice(*_read_raw_lattice(lat)))
+        pending.append(lat)
         if len(pending) == chunk:
-            yield from zip(keys, _best_paths(pending, lmwts))
+            yield from zip(keys, lattice_best_paths(pending, lmwts))
             keys, pending = [], []
     if pending:
-        yield from zip(keys, _best_paths(pending, lmwts))
+        yield from zip(keys, lattice_best_paths(pending, lmwts))
 
 
-def _best_paths(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[list[int]]]:
+def _with_openfst_on_ties(lats: list, lmwts: Sequence[float], words: list[list[list[int]]], tied: np.ndarray
+                          ) -> list[list[list[int]]]:
+    """Where equal-cost paths met (``tied``), the path OpenFst's shortest path keeps: which of
+    them it meets first depends on its depth-first state order, which the programme does not
+    follow. Rare with real models; frequent only where a tiny tree ties pdfs and the LM ties
+    unseen phones."""
+    from asr.decode.decoder import lattice_best_words
+
+    for i, k in zip(*np.nonzero(tied)):
+        words[i][k] = lattice_best_words(lats[i], lmwts[k])
+    return words
+
+
+def _best_paths(lats: list[_Sorted], lmwts: Sequence[float]) -> tuple[list[list[list[int]]], np.ndarray]:
+    """(word ids per lattice per LM weight, (L, K) bool: where some state's best in-arc, or the
+    best final state, was a tie of exactly equal costs)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                   # small tensors: threads would only contend
     try:
@@ -329,10 +346,10 @@ def _best_paths(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[list[i
         torch.set_num_threads(threads)
 
 
-def _best_paths_dp(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[list[int]]]:
+def _best_paths_dp(lats: list[_Sorted], lmwts: Sequence[float]) -> tuple[list[list[list[int]]], np.ndarray]:
     k = len(lmwts)
     if not lats or k == 0:
-        return [[] for _ in lats]
+        return [[] for _ in lats], np.zeros((len(lats), k), dtype=bool)
     inv = np.array([1.0 / float(w) for w in lmwts])
     off = np.cumsum([0] + [r.n for r in lats])
     n = int(off[-1])
@@ -356,6 +373,9 @@ def _best_paths_dp(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[lis
     d1[torch.from_numpy(start)] = 0.0
     d2[torch.from_numpy(start)] = 0.0
     back = torch.full((n, k), -1, dtype=torch.long)
+    tied = torch.zeros((len(lats), k), dtype=torch.bool)
+    ptr_tie = torch.zeros((n, k), dtype=torch.bool)
+    t_owner = torch.repeat_interleave(torch.arange(len(lats)), torch.from_numpy(np.diff(off)))
     change = np.concatenate([[True], gid[dst[1:]] != gid[dst[:-1]]])
     bounds = np.append(np.flatnonzero(change), dst.size).tolist()
     run = np.cumsum(np.concatenate([[0], dst[1:] != dst[:-1]]))   # index of the arc's destination run
@@ -377,30 +397,40 @@ def _best_paths_dp(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[lis
         pos = torch.arange(lo, hi).unsqueeze(1).expand(-1, k)
         pick = torch.full((u, k), hi).scatter_reduce(0, idx, torch.where(best, pos, hi), "amin")
         ud = t_dst[pick[:, 0]]
+        if int(best.sum()) > u * k:            # equal costs: OpenFst keeps the first it meets
+            many = torch.zeros((u, k), dtype=torch.long).scatter_add_(0, idx, best.long()) > 1
+            rows, ks = torch.nonzero(many, as_tuple=True)
+            ptr_tie[ud[rows], ks] = True       # matters if the best path passes through it ...
+            other = best & (c2 != c2.gather(0, pick - lo).gather(0, idx))
+            if bool(other.any()):              # ... or anywhere, where the tied costs differ in their parts
+                aj, kk = torch.nonzero(other, as_tuple=True)
+                tied[t_owner[t_dst[lo:hi][aj]], kk] = True
         d1[ud] = c1.gather(0, pick - lo)
         d2[ud] = c2.gather(0, pick - lo)
         back[ud] = pick
-    d1, d2, back = d1.numpy(), d2.numpy(), back.numpy()
+    d1, d2, back, ptr_tie = d1.numpy(), d2.numpy(), back.numpy(), ptr_tie.numpy()
     cols = np.arange(k)
     f1 = d1 + final[:, 0, None].astype(np.float32)
     f2 = d2 + (final[:, 1, None] * inv).astype(np.float32)
     tot = f1 + f2
-    owner = np.repeat(np.arange(len(lats)), np.diff(off))
     best_state = np.empty((len(lats), k), dtype=np.int64)
+    tied_final = np.zeros((len(lats), k), dtype=bool)
     for i, (a, b) in enumerate(zip(off[:-1].tolist(), off[1:].tolist())):   # per lattice, not per frame
         t, f = tot[a:b], f1[a:b]
         cand = t == t.min(axis=0)
         cand &= f == np.where(cand, f, np.inf).min(axis=0)
         best_state[i] = a + np.argmax(cand, axis=0)          # the first of equal finals
-    del owner
+        tied_final[i] = cand.sum(axis=0) > 1
     state = best_state.reshape(-1)
     col = np.tile(cols, len(lats))
     stop = np.repeat(start, k)
     trail_w, trail_i = [], []
+    on_tie = np.zeros(state.size, dtype=bool)
     while True:
         live = state != stop
         if not live.any():
             break
+        on_tie |= live & ptr_tie[state, col]
         arc = back[state, col]
         hit = np.flatnonzero(live & (olab[arc] != 0))
         trail_i.append(hit)
@@ -410,4 +440,4 @@ def _best_paths_dp(lats: list[_Sorted], lmwts: Sequence[float]) -> list[list[lis
     for idx, w in zip(reversed(trail_i), reversed(trail_w)):
         for j, x in zip(idx.tolist(), w.tolist()):
             words[j // k][j % k].append(x)
-    return words
+    return words, (tied.numpy() | tied_final | on_tie.reshape(len(lats), k))
