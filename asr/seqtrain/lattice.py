@@ -160,8 +160,20 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     phone) and arcs in the order of (source node, ε-free arc). An arc that enters an HMM state 0
     (not a self-loop) starts a segment (its frame, its phone), any other keeps its source's, so
     the nodes are found for all frames at once, one step per frame of segment age (the longest
-    segment, not the utterance, bounds the loop).
+    segment, not the utterance, bounds the loop). Runs on one thread: its operations are too
+    small for torch's threads, which only contend (a job run in the main process would
+    otherwise use all of them).
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _expand(lat, num_pdfs, pdf2phone, pdf2state, ref_pdf, phone_class, ignore_classes, segments)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _expand(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref_pdf: Tensor, phone_class: Tensor | None,
+            ignore_classes: Tensor | None, segments: bool) -> DenLattice:
     t_len = int(lat.num_frames)
     if ref_pdf.numel() != t_len:
         raise ValueError(f"lattice has {t_len} frames, reference alignment {ref_pdf.numel()}")
