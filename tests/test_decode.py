@@ -214,6 +214,11 @@ def _text_form_arcs(lat) -> tuple[list, list]:
             arcs.append((int(f[0]), int(f[1]), int(f[2]) - 1, int(f[3]), *w))
         elif f:
             finals[int(f[0])] = float(f[1]) + float(f[2]) if len(f) == 3 else 0.0
+    out, inn = {}, {}
+    for a in arcs:
+        out.setdefault(a[0], []).append(a)
+        inn.setdefault(a[1], []).append(a)
+
     def closure(seed, step):
         seen, todo = set(seed), list(seed)
         while todo:
@@ -222,13 +227,13 @@ def _text_form_arcs(lat) -> tuple[list, list]:
                     seen.add(nxt)
                     todo.append(nxt)
         return seen
-    live = (closure([lat.start], lambda s: [a[1] for a in arcs if a[0] == s])
-            & closure(list(finals), lambda s: [a[0] for a in arcs if a[1] == s]))
+    live = (closure([lat.start], lambda s: [a[1] for a in out.get(s, [])])
+            & closure(list(finals), lambda s: [a[0] for a in inn.get(s, [])]))
     frame, todo = {lat.start: 0}, [lat.start]
     while todo:
         s = todo.pop()
-        for a in arcs:
-            if a[0] == s and a[1] in live and a[1] not in frame:
+        for a in out.get(s, []):
+            if a[1] in live and a[1] not in frame:
                 frame[a[1]] = frame[s] + (a[2] >= 0)
                 todo.append(a[1])
     out = sorted((frame[a[0]], frame[a[1]], a[2], a[3], a[4], a[5]) for a in arcs if a[0] in live and a[1] in live)
@@ -241,7 +246,7 @@ def test_lattice_arrays_read_from_the_binary_form_match_the_text_form(graph):
     gdir, topo, ctx = graph
     g = Graph(gdir)
     for u, ll in _loglikes(topo, ctx, seed=3).items():
-        lat = lattice_one(g, u, ll * 0.3, DecodeConfig(lattice_beam=8.0))
+        lat = lattice_one(g, u, ll * 0.5, DecodeConfig())
         la = lattice_to_arrays(lat)
         want, want_final = _text_form_arcs(lat)
         got = sorted(zip(la.frame[la.src].tolist(), la.frame[la.dst].tolist(), la.pdf.tolist(), la.word.tolist(),

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,11 +38,11 @@ def test_watcher_writes_the_peak_in_mib(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
+        # the stop file may appear before the watcher has even started: it still samples once
+        (tmp_path / "stop").touch()
         w = subprocess.Popen([sys.executable, pm.__file__, "--pid", str(os.getpid()), "--out", str(out),
-                              "--interval", "0.05"])
-        time.sleep(0.5)
-        w.send_signal(signal.SIGTERM)
-        assert w.wait(timeout=10) == 0
+                              "--interval", "0.05", "--stop-file", str(tmp_path / "stop")])
+        assert w.wait(timeout=60) == 0
     finally:
         p.kill()
         p.wait()

@@ -350,8 +350,8 @@ def test_vectorised_expansion_is_identical_to_the_per_frame_loop_on_decoded_latt
               num_pdfs=2 * n)
     gen = torch.Generator().manual_seed(1)
     arcs = 0
-    for _ in range(3):
-        ids = torch.randint(1, len(PHONES) + 1, (10,), generator=gen)
+    for _ in range(2):
+        ids = torch.randint(1, len(PHONES) + 1, (8,), generator=gen)
         ids[0] = ids[-1] = PHONES.index("sil") + 1
         pdfs = ctx.pdf_sequence(ids, topo)
         ref = torch.repeat_interleave(pdfs, torch.randint(1, 6, (pdfs.numel(),), generator=gen))
@@ -364,4 +364,4 @@ def test_vectorised_expansion_is_identical_to_the_per_frame_loop_on_decoded_latt
             got = expand_lattice(la, n, ctx.pdf2phone, ctx.pdf2state, ref, cls, segments=segments)
             _assert_same_lattice(got, want)
         arcs += want.num_arcs
-    assert arcs > 3 * 1000          # wide lattices, many segments per frame
+    assert arcs > 2 * 700           # wide lattices, many segments per frame

@@ -1,8 +1,9 @@
 """Peak memory of a process tree, sampled from ``/proc`` (the recipe's per-stage peak RSS).
 
-``python -m asr.jobs.peakmem --pid P --out FILE`` watches every descendant of process ``P``
-(itself excluded) until it receives SIGTERM/SIGINT or ``P`` exits, then writes the peak in MiB
-(an integer) to ``FILE`` (``FILE.tmp`` + rename). The peak is the larger of
+``python asr/jobs/peakmem.py --pid P --out FILE [--stop-file F]`` watches every descendant of
+process ``P`` (itself excluded) until ``F`` exists, it receives SIGTERM/SIGINT or ``P`` exits,
+then writes the peak in MiB (an integer) to ``FILE`` (``FILE.tmp`` + rename). The peak is the
+larger of
 
 - the largest sum over the tree of each process's proportional set size (PSS, shared pages
   split among the processes that map them, so forked workers sharing their parent's pages are
@@ -95,20 +96,22 @@ def process_kib(pid: int) -> tuple[int, int]:
     return pss, _field_kib(d / "status", "VmHWM")
 
 
-def watch(root: int, interval: float = 0.5, stop: list[bool] | None = None) -> int:
-    """Sample the tree under ``root`` until ``stop[0]`` is set or ``root`` is gone; peak in KiB."""
+def watch(root: int, interval: float = 0.5, stop: list[bool] | None = None, stop_file: Path | None = None) -> int:
+    """Sample the tree under ``root`` (at least once) until ``stop[0]`` is set, ``stop_file``
+    exists or ``root`` is gone; the peak in KiB."""
     me = os.getpid()
     peak = 0
     stop = stop if stop is not None else [False]
-    while not stop[0] and (PROC / str(root)).exists():
+    while True:
         total = 0
         for pid in descendants(root, exclude=me):
             pss, hwm = process_kib(pid)
             total += pss
             peak = max(peak, hwm)
         peak = max(peak, total)
+        if stop[0] or (stop_file is not None and stop_file.exists()) or not (PROC / str(root)).exists():
+            return peak
         time.sleep(interval)
-    return peak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pid", type=int, required=True, help="root of the process tree to watch")
     ap.add_argument("--out", required=True, help="file that receives the peak in MiB")
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
+    ap.add_argument("--stop-file", default=None,
+                    help="stop once this file exists (no race with a watcher still starting, as a signal has)")
     a = ap.parse_args(argv)
     stop = [False]
 
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    peak = watch(a.pid, a.interval, stop) if PROC.is_dir() else 0
+    peak = watch(a.pid, a.interval, stop, Path(a.stop_file) if a.stop_file else None) if PROC.is_dir() else 0
     out = Path(a.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(f"{(peak + 1023) // 1024}\n")

@@ -99,11 +99,11 @@ run_stage() {
   # peak memory of the stage's processes (PSS summed over the tree, or one process's VmHWM),
   # sampled by a watcher in the background; it stops by itself if this shell dies
   local mem="$exp/.started/$num.rss" watcher rss
-  rm -f "$mem"
-  "$top/.venv/bin/python" "$top/asr/jobs/peakmem.py" --pid $$ --out "$mem" &
+  rm -f "$mem" "$mem.stop"
+  "$top/.venv/bin/python" "$top/asr/jobs/peakmem.py" --pid $$ --out "$mem" --stop-file "$mem.stop" &
   watcher=$!
   "$@"
-  kill "$watcher" && wait "$watcher" || true
+  touch "$mem.stop" && wait "$watcher" || true
   rss=$(cat "$mem" 2>/dev/null || echo 0)
   read -r -a st < /proc/$$/stat 2>/dev/null || st=()
   c1=$(( ${st[15]:-0} + ${st[16]:-0} ))
