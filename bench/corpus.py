@@ -3,7 +3,9 @@
     .venv/bin/python bench/corpus.py [--size small] [--seed 0] [--nj 2] [--out DIR]
 
 Prints seconds of audio per CPU second (parent + workers + engine subprocesses) and per
-wall second, then hours, speakers, utterances, voices and conditions per split.
+wall second, the CPU cost of one audio second in units of a one-thread float32 matmul measured in
+the same run (``bench/reference.py``), then hours, speakers, utterances, voices and conditions
+per split.
 """
 from __future__ import annotations
 
@@ -11,11 +13,17 @@ import argparse
 import collections
 import csv
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from asr.corpus.synth import SynthConfig, generate_corpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference import Reference  # noqa: E402
 
 
 def _cpu() -> float:
@@ -30,6 +38,8 @@ def main() -> int:
     ap.add_argument("--nj", type=int, default=2)
     ap.add_argument("--out", default=None, help="keep the corpus here (default: temp dir)")
     args = ap.parse_args()
+    torch.set_num_threads(1)
+    ref = Reference("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or Path(tmp) / "corpus")
         c0, t0 = _cpu(), time.perf_counter()
@@ -38,7 +48,9 @@ def main() -> int:
         sec = float(facts["seconds"])  # type: ignore[arg-type]
         print(f"size={args.size} seed={args.seed} nj={args.nj}")
         print(f"generation: {sec / 3600:.3f} h of audio in {wall:.1f} s wall, {cpu:.1f} CPU-s "
-              f"-> {sec / cpu:.0f} s audio / CPU-s, {sec / wall:.0f} x real time (wall)")
+              f"-> {sec / cpu:.0f} s audio / CPU-s, {sec / wall:.0f} x real time (wall); "
+              f"{ref.finish().units(cpu) / sec:.2f} reference units (CPU) per audio second")
+        print(ref.line())
         rows = list(csv.DictReader(open(out / "DOC" / "SPEAKERS.TSV"), delimiter="\t"))
         for split in ("train", "dev", "test"):
             r = [x for x in rows if x["set"] == split]

@@ -7,7 +7,11 @@ GMM-like log-likelihoods: per frame ``-60 + std * N(0, 1)`` for every pdf (``--s
 nats) with ``--margin`` nats (default 20) added to the true pdf; the true pdf sequence follows
 random phones of 3 frames per state. Confusable acoustics (small margin) cost much more,
 above all for lattices: kaldi-decoder's LatticeSimpleDecoder has no max-active limit.
-RTF = decoding CPU seconds / audio seconds (10 ms frames), one thread.
+RTF = decoding CPU seconds / audio seconds (10 ms frames), one thread; each figure is also given
+in units of a float32 512^3 matmul measured in the same run (``bench/reference.py``): the cost of
+one audio second in such products, which a busy machine changes far less than the RTF. The
+scoring of a dev grid of 20 LM weights is timed both ways: one batched dynamic programme
+(``asr.decode.lattice.lattice_best_paths``) and OpenFst's shortest path per weight.
 
     python bench/decode.py [--utts 20] [--frames 300] [--pdfs 1500] [--text data/train/text]
 """
@@ -23,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asr.decode import DecodeConfig, decode_utts, make_lattices  # noqa: E402
+from asr.decode import DecodeConfig, Graph, decode_utts, lattice_best_words, lattice_one, make_lattices  # noqa: E402
+from asr.decode.lattice import lattice_best_paths  # noqa: E402
 from asr.hmm import ContextDependency, Topology, TransitionModel  # noqa: E402
 from asr.lang.graph import make_hclg  # noqa: E402
 from asr.lang.langdir import make_phone_lang  # noqa: E402
@@ -59,6 +64,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    from reference import Reference
+
+    ref = Reference("cpu")
     g = torch.Generator().manual_seed(args.seed)
     phones = load_phone_set()
     P = len(phones)
@@ -105,13 +113,28 @@ def main() -> None:
         lats = make_lattices(tmp / "graph", lls, cfg)
         t2 = time.process_time() - t0
         arcs = sum(la.src.numel() for la in lats.values()) / max(1, len(lats))
+        graph = Graph(tmp / "graph")
+        raw = [lattice_one(graph, u, ll, cfg) for u, ll in lls.items()]
+        grid = [float(x) for x in range(1, 21)]
+        t0 = time.process_time()
+        batched = lattice_best_paths(raw, grid)
+        t3 = time.process_time() - t0
+        t0 = time.process_time()
+        per_weight = [[lattice_best_words(lat, w) for w in grid] for lat in raw]
+        t4 = time.process_time() - t0
+        ref.finish()
         from asr.score import score
 
         per = score(truth, hyp).wer_line("(48 phones, vs the synthetic truth)")
-        print(f"decode 1-best (FasterDecoder, beam {cfg.beam}): RTF {t1 / audio:.4f} "
-              f"({audio:.1f} s audio, {t1:.2f} s CPU); {per}")
+        print(ref.line())
+        u = ref.units
+        print(f"decode 1-best (FasterDecoder, beam {cfg.beam}): RTF {t1 / audio:.4f} = {u(t1) / audio:.0f} units "
+              f"per audio second ({audio:.1f} s audio); {per}")
         print(f"lattices (LatticeSimpleDecoder, lattice beam {cfg.lattice_beam}) + tensor arrays: "
-              f"RTF {t2 / audio:.4f}, {arcs:.0f} arcs/utt")
+              f"RTF {t2 / audio:.4f} = {u(t2) / audio:.0f} units per audio second, {arcs:.0f} arcs/utt")
+        print(f"best paths of {len(grid)} LM weights: batched {u(t3) / audio:.1f} units per audio second, "
+              f"OpenFst per weight {u(t4) / audio:.1f} (ratio {t4 / max(t3, 1e-9):.2f}); "
+              f"same paths: {batched == per_weight}")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@
 Usage: ``python bench/feats.py [DATA_DIR] [--type mfcc|fbank] [--minutes M]``. Without DATA_DIR a
 synthetic data directory (16 kHz, 16-bit WAV, 8 speakers, 3 s utterances, ``--minutes`` of audio
 in total) is written to a temporary directory. The data dir is copied per run so the input is
-never modified. x real-time = seconds of audio / wall-clock seconds (higher is faster).
+never modified. x real-time = seconds of audio / wall-clock seconds (higher is faster); also the
+cost of one audio second in units of the reference matmul measured in the same run
+(``bench/reference.py``, with the same thread count as the job: one).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import shutil
 import tempfile
 import time
@@ -20,6 +23,9 @@ import soundfile as sf
 import torch
 
 from asr.features import compute_features, make_feats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference import Reference  # noqa: E402
 
 
 def synth_data_dir(root: Path, minutes: float, seed: int = 0) -> float:
@@ -62,6 +68,10 @@ def main() -> None:
             seconds = synth_data_dir(src, args.minutes)
         print(f"cores: {os.cpu_count()}  type: {args.feat_type}")
         compute_features(torch.zeros(16000), 16000, args.feat_type)  # warm-up (lazy init)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        ref = Reference("cpu")
+        torch.set_num_threads(threads)
         for nj in args.nj:
             d = Path(tmp) / f"nj{nj}"
             shutil.copytree(src, d)
@@ -70,7 +80,10 @@ def main() -> None:
             wall = time.perf_counter() - t0
             audio = seconds if seconds is not None else meta["hours"] * 3600
             print(f"nj={nj}: {meta['num_utts']} utts, {audio / 60:.1f} min audio in {wall:.2f} s "
-                  f"-> {audio / wall:.0f}x real-time")
+                  f"-> {audio / wall:.0f}x real-time = {ref.units(wall) * nj / audio:.2f} reference units "
+                  f"per audio second per job")
+        torch.set_num_threads(1)
+        print(ref.finish().line())
 
 
 if __name__ == "__main__":

@@ -5,16 +5,24 @@
    same shape ``(T, 2D+1) x (2D+1, P*M)``; the ratio is the figure (1.0 = as fast as BLAS).
    Also the aligned-pdf E-step used in Viterbi training (``gauss_posteriors`` + accumulation).
 2. Decoding real-time factor (optional): ``--model EXP --lang LANG --data DATA`` decodes the data
-   dir with the system and reports decode seconds / audio seconds (10 ms frames).
+   dir with the system and reports decode seconds / audio seconds (10 ms frames), also in units
+   of the reference matmul (``bench/reference.py``) per audio second.
+Runs on the CPU and, where CUDA is present, on the GPU (``--device`` for one of them); each
+device's figures come with its own reference measured in the same run.
 
     python bench/gmm.py [--frames 20000 --pdfs 1500 --gauss 8000 --dim 40] [--model exp/tri1 ...]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference import Reference, devices  # noqa: E402
 
 
 def _timeit(fn, reps: int) -> float:
@@ -87,7 +95,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=40)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=None, help="default: cpu, and cuda where present")
     ap.add_argument("--model")
     ap.add_argument("--lang")
     ap.add_argument("--data")
@@ -96,21 +104,25 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    r = bench_estep(a.frames, a.pdfs, a.gauss, a.dim, a.reps, a.device)
-    print(f"E-step on {a.device} ({torch.get_num_threads()} threads): T={r['frames']} frames, "
-          f"{r['gauss']} Gaussians in {r['pdfs']} pdfs (max {r['max_comp']} per pdf), D={r['dim']}")
-    print(f"  loglikes (matmul + per-pdf logsumexp): {r['loglikes_s']:.3f} s = "
-          f"{r['loglikes_frame_gauss_per_s']:.3e} frame*Gaussian/s")
-    print(f"  plain matmul ({r['frames']}x{2 * r['dim'] + 1}) @ ({2 * r['dim'] + 1}x{r['matmul_padded_cols']}): "
-          f"{r['matmul_s']:.3f} s = {r['matmul_frame_gauss_per_s']:.3e} frame*Gaussian/s")
-    print(f"  ratio loglikes / matmul time: {r['ratio_loglikes_over_matmul']:.2f}")
-    print(f"  aligned-pdf E-step (Viterbi training: posteriors + accumulation): {r['aligned_estep_s']:.3f} s "
-          f"= {r['aligned_estep_frames_per_s']:.3e} frames/s")
-    if a.model:
-        if not (a.lang and a.data):
-            ap.error("--model needs --lang and --data")
-        d = bench_decode(a.model, a.lang, a.data, a.out or f"{a.model}/decode_bench", a.nj)
-        print(f"decode: {d['decode_s']:.1f} s for {d['audio_s']:.1f} s of audio: RTF {d['rtf']:.3f}  ({d['wer_line']})")
+    for dev in devices(a.device):
+        ref = Reference(dev)
+        r = bench_estep(a.frames, a.pdfs, a.gauss, a.dim, a.reps, dev)
+        print(f"E-step on {dev} ({torch.get_num_threads()} threads): T={r['frames']} frames, "
+              f"{r['gauss']} Gaussians in {r['pdfs']} pdfs (max {r['max_comp']} per pdf), D={r['dim']}")
+        print(f"  loglikes (matmul + per-pdf logsumexp): {r['loglikes_s']:.3f} s = "
+              f"{r['loglikes_frame_gauss_per_s']:.3e} frame*Gaussian/s")
+        print(f"  plain matmul ({r['frames']}x{2 * r['dim'] + 1}) @ ({2 * r['dim'] + 1}x{r['matmul_padded_cols']}): "
+              f"{r['matmul_s']:.3f} s = {r['matmul_frame_gauss_per_s']:.3e} frame*Gaussian/s")
+        print(f"  ratio loglikes / matmul time: {r['ratio_loglikes_over_matmul']:.2f}")
+        print(f"  aligned-pdf E-step (Viterbi training: posteriors + accumulation): {r['aligned_estep_s']:.3f} s "
+              f"= {ref.units(r['aligned_estep_s']) / r['frames'] * 1e3:.2f} reference units per 1000 frames")
+        if a.model and dev == "cpu":
+            if not (a.lang and a.data):
+                ap.error("--model needs --lang and --data")
+            d = bench_decode(a.model, a.lang, a.data, a.out or f"{a.model}/decode_bench", a.nj)
+            print(f"decode: {d['decode_s']:.1f} s for {d['audio_s']:.1f} s of audio: RTF {d['rtf']:.3f} = "
+                  f"{ref.units(d['decode_s']) / d['audio_s']:.1f} reference units per audio second  ({d['wer_line']})")
+        print("  " + ref.finish().line())
 
 
 if __name__ == "__main__":

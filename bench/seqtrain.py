@@ -1,8 +1,20 @@
-"""Benchmark of sequence training: utterances/s per criterion and the ratio to CE training
-throughput on the same synthetic data and network. Lattice-free criteria (mpfe, smbr, mmi) use a
-pdf-bigram denominator; lattice MPE (``lattice_mpe``) uses random frame-synchronous lattices of
-the size measured on the default corpus (``--lattice-arcs`` arcs per frame after segment
-expansion; 189 there, ``stats.json`` of ``asr seq lattices``).
+"""Benchmark of sequence training and of denominator lattices, on data made in the run.
+
+A synthetic phone task with the shape of the real one: a tied-triphone tree of about ``--pdfs``
+pdfs over the 48 TIMIT phones (``bench/decode.py``'s table), a phone-bigram HCLG, utterances of
+random phone strings whose frames carry per-pdf Gaussian features. A DNN is trained one CE epoch
+on them, then
+
+- the lattice-free criteria (``--criteria``, pdf-bigram denominator) train one epoch each;
+- denominator lattices are made as ``asr seq lattices`` makes them (the CE model's scores over
+  the loop-marked HCLG, kaldi-decoder, arrays, segment expansion with MPE accuracies): their
+  cost per audio second and its parts, and their size (arcs per frame, raw and expanded);
+- arc-level MPE trains one epoch over those lattices.
+
+Throughputs are given as ratios to CE training in the same run, and times in units of a float32
+matmul measured in the same run (``bench/reference.py``); CE training also as a fraction of the
+matmul FLOP rate. Training runs on the CPU and, where CUDA is present, on the GPU too (lattices
+are made on the CPU: the decoder is C++ on the host).
 
     .venv/bin/python bench/seqtrain.py [--utts 48 --pdfs 1500 --units 512 --layers 3 --threads 2]
 Prints one JSON object.
@@ -11,81 +23,138 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
+import time
+from pathlib import Path
 
 import torch
 
-from asr.nnet import CETrainConfig, HybridDNN, NetConfig, build_frame_data, train_ce
-from asr.nnet.synthetic import synth_corpus
-from asr.seqtrain import PdfHmmDen, SeqTrainConfig, train_sequence
-from asr.seqtrain.lattice import DenLattice
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decode import tied_table  # noqa: E402
+from reference import Reference, devices  # noqa: E402
+
+from asr.decode import DecodeConfig, Graph, lattice_one, lattice_to_arrays  # noqa: E402
+from asr.hmm import Topology, TransitionModel  # noqa: E402
+from asr.lang.graph import make_hclg  # noqa: E402
+from asr.lang.langdir import make_phone_lang  # noqa: E402
+from asr.lang.phones import load_phone_set  # noqa: E402
+from asr.nnet import CETrainConfig, HybridDNN, NetConfig, build_frame_data, train_ce  # noqa: E402
+from asr.seqtrain import PdfHmmDen, SeqTrainConfig, train_sequence  # noqa: E402
+from asr.seqtrain.lattice import expand_lattice, loop_marked_graph  # noqa: E402
 
 
-def random_den_lattice(num_frames: int, num_pdfs: int, arcs_per_frame: int, gen: torch.Generator,
-                       fanout: int = 3) -> DenLattice:
-    """A frame-synchronous lattice with ``arcs_per_frame / fanout`` nodes per frame, random
-    pdfs, graph scores and segment accuracies (only its size matters for throughput)."""
-    width = max(1, arcs_per_frame // fanout)
-    nodes_at = [torch.tensor([0])] + [1 + t * width + torch.arange(width) for t in range(num_frames)]
-    src, dst, frame = [], [], []
-    for t in range(num_frames):
-        s = nodes_at[t].repeat_interleave(fanout if t else arcs_per_frame)
-        src.append(s)
-        dst.append(nodes_at[t + 1][torch.randint(0, width, (s.numel(),), generator=gen)])
-        frame.append(torch.full((s.numel(),), t))
-    src, dst, frame = torch.cat(src), torch.cat(dst), torch.cat(frame)
-    n = 1 + num_frames * width
-    a = src.numel()
-    final = torch.full((n,), float("-inf"), dtype=torch.float64)
-    final[nodes_at[-1]] = 0.0
-    return DenLattice(num_nodes=n, num_frames=num_frames, frame=frame.int(), src=src.int(), dst=dst.int(),
-                      pdf=torch.randint(0, num_pdfs, (a,), generator=gen).int(), weight=-torch.rand(a, generator=gen),
-                      seg_acc=(torch.rand(a, generator=gen) < 0.1).float() * (2 * torch.rand(a, generator=gen) - 1),
-                      final=final, final_acc=torch.zeros(n))
+def phone_task(tmp: Path, n_utts: int, target_pdfs: int, dim: int, seed: int):
+    """Graph dir, loop-marked graph, context dependency and utterances (feats, pdf alignments)
+    of random phone strings (10-30 phones, 2-6 frames per HMM state)."""
+    g = torch.Generator().manual_seed(seed)
+    phones = load_phone_set()
+    n_ph = len(phones)
+    lines = []
+    for u in range(1000):
+        seq = torch.randint(0, n_ph, (int(torch.randint(10, 40, (1,), generator=g)),), generator=g).tolist()
+        lines.append(f"u{u:04d} sil " + " ".join(phones[i] for i in seq) + " sil")
+    (tmp / "text").write_text("\n".join(lines) + "\n")
+    lang = make_phone_lang(tmp / "text", tmp / "lang")
+    topo = Topology(n_ph, 3)
+    ctx = tied_table(n_ph, target_pdfs, g)
+    make_hclg(lang, ctx, topo, TransitionModel(ctx.num_pdfs), tmp / "graph")
+    loops = loop_marked_graph(tmp / "graph" / "HCLG.fst", tmp / "loops.fst", ctx.num_pdfs)
+    means = torch.randn(ctx.num_pdfs, dim, generator=g) * 1.5
+    feats, alis = {}, {}
+    for i in range(n_utts):
+        ph = torch.randint(1, n_ph + 1, (int(torch.randint(10, 31, (1,), generator=g)),), generator=g)
+        pdfs = ctx.pdf_sequence(ph, topo)
+        y = torch.repeat_interleave(pdfs, torch.randint(2, 7, (pdfs.numel(),), generator=g))
+        u = f"spk{i % 5}_u{i:03d}"
+        feats[u], alis[u] = means[y] + torch.randn(len(y), dim, generator=g), y
+    return tmp / "graph", loops, ctx, feats, alis
+
+
+def make_lattices(model: HybridDNN, graph: Graph, ctx, feats, alis, utts, beam: float) -> tuple[dict, dict]:
+    """Denominator lattices of ``utts`` as ``asr seq lattices`` makes them; (lattices, facts)."""
+    cfg = DecodeConfig(lattice_beam=beam)
+    model.eval()
+    t_score = t_dec = t_exp = 0.0
+    lats, raw_arcs, arcs, frames = {}, 0, 0, 0
+    for u in utts:
+        t0 = time.process_time()
+        with torch.no_grad():
+            ll = model.loglikes(feats[u])
+        t1 = time.process_time()
+        lat = lattice_one(graph, u, torch.cat([ll, ll], 1), cfg)
+        t2 = time.process_time()
+        la = lattice_to_arrays(lat)
+        lats[u] = expand_lattice(la, ctx.num_pdfs, ctx.pdf2phone, ctx.pdf2state, alis[u])
+        t3 = time.process_time()
+        t_score, t_dec, t_exp = t_score + t1 - t0, t_dec + t2 - t1, t_exp + t3 - t2
+        raw_arcs, arcs, frames = raw_arcs + la.src.numel(), arcs + lats[u].num_arcs, frames + ll.shape[0]
+    return lats, {"frames": frames, "score_s": t_score, "decode_s": t_dec, "arrays_expand_s": t_exp,
+                  "raw_arcs_per_frame": raw_arcs / frames, "arcs_per_frame": arcs / frames}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--utts", type=int, default=48)
-    ap.add_argument("--pdfs", type=int, default=1500)
+    ap.add_argument("--pdfs", type=int, default=1500, help="about this many tied pdfs")
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--units", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--den-utts", type=int, default=1000, help="synthetic alignments for the denominator")
     ap.add_argument("--criteria", default="mpfe,smbr,mmi", help="lattice-free criteria")
-    ap.add_argument("--lattice-arcs", type=int, default=189, help="arcs per frame of the MPE lattices")
+    ap.add_argument("--lattice-beam", type=float, default=6.0)
+    ap.add_argument("--device", default=None, help="default: cpu, and cuda where present")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    feats, alis = synth_corpus(args.utts + 8, args.pdfs, 40, seed=0, seg_frames=(5, 15), segs=(20, 40))
-    utts = sorted(feats)
-    train = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[:args.utts])
-    cv = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[args.utts:])
-    model = HybridDNN(NetConfig(40, args.pdfs, (args.units,) * args.layers, 5, 5))
-    model.set_normalisation(*train.spliced_moments())
-    p2p = torch.arange(args.pdfs) // 3 % 48 + 1
-    # the denominator from many more alignments, so its transition count is that of a real tree
-    # (a few tens of thousands of pdf bigrams) rather than of the few benchmark utterances
-    _, many = synth_corpus(args.den_utts, args.pdfs, 1, seed=1, seg_frames=(5, 15), segs=(20, 40))
-    den = PdfHmmDen.from_alignments([*many.values(), *(alis[u] for u in train.utts)], args.pdfs)
-    out = {"utts": len(train.utts), "frames": train.num_frames, "pdfs": args.pdfs, "den_transitions": den.num_arcs,
-           "threads": args.threads}
+    out: dict = {"threads": args.threads}
     with tempfile.TemporaryDirectory() as d:
-        res = train_ce(model, train, cv, CETrainConfig(max_epochs=1), d + "/ce", log=lambda s: None)
-        ce = len(train.utts) / res.history[-1]["seconds"]   # training loop only, as for sequence training
-        out["ce_utts_per_s"] = round(ce, 2)
-        for crit in args.criteria.split(","):
-            h = train_sequence(model, train, cv, den, SeqTrainConfig(criterion=crit, epochs=1), f"{d}/{crit}",
-                               pdf2phone=p2p, log=lambda s: None)
-            out[f"{crit}_utts_per_s"] = round(h[-1]["utts_per_s"], 2)
-            out[f"{crit}_ratio_to_ce"] = round(h[-1]["utts_per_s"] / ce, 3)
-        g = torch.Generator().manual_seed(0)
-        lats = {u: random_den_lattice(int(n), args.pdfs, args.lattice_arcs, g)
-                for u, n in zip(train.utts, train.lengths.tolist())}
-        h = train_sequence(model, train, cv, lats, SeqTrainConfig(criterion="mpe", epochs=1), f"{d}/lat",
-                           pdf2phone=p2p, log=lambda s: None)
-        out["lattice_arcs_per_frame"] = args.lattice_arcs
-        out["lattice_mpe_utts_per_s"] = round(h[-1]["utts_per_s"], 2)
-        out["lattice_mpe_ratio_to_ce"] = round(h[-1]["utts_per_s"] / ce, 3)
+        tmp = Path(d)
+        t0 = time.perf_counter()
+        gdir, loops, ctx, feats, alis = phone_task(tmp, args.utts + 8, args.pdfs, 40, args.seed)
+        out["graph_build_s"] = round(time.perf_counter() - t0, 1)
+        utts = sorted(feats)
+        p = ctx.num_pdfs
+        train = build_frame_data(feats, alis, 5, 5, p, utts=utts[:args.utts])
+        cv = build_frame_data(feats, alis, 5, 5, p, utts=utts[args.utts:])
+        den = PdfHmmDen.from_alignments([alis[u] for u in train.utts], p)
+        out.update({"utts": len(train.utts), "frames": train.num_frames, "pdfs": p, "den_transitions": den.num_arcs})
+        for dev in devices(args.device):
+            ref = Reference(dev)
+            r: dict = {}
+            torch.manual_seed(args.seed)
+            model = HybridDNN(NetConfig(40, p, (args.units,) * args.layers, 5, 5))
+            model.set_normalisation(*train.spliced_moments())
+            res = train_ce(model, train, cv, CETrainConfig(max_epochs=1), f"{d}/ce_{dev}", dev, log=lambda s: None)
+            ce_s = res.history[-1]["seconds"]                  # the training loop only, as below
+            ce = len(train.utts) / ce_s
+            weights = sum(x.numel() for n, x in model.named_parameters() if n.endswith("weight"))
+            r["ce_utts_per_s"] = round(ce, 2)
+            r["ce_fraction_of_matmul_rate"] = round(ref.fraction(6.0 * weights * train.num_frames / ce_s), 3)
+            for crit in args.criteria.split(","):
+                h = train_sequence(model, train, cv, den, SeqTrainConfig(criterion=crit, epochs=1),
+                                   f"{d}/{crit}_{dev}", pdf2phone=ctx.pdf2phone, device=dev, log=lambda s: None)
+                r[f"{crit}_ratio_to_ce"] = round(h[-1]["utts_per_s"] / ce, 3)
+            if dev == "cpu":                                   # lattices: made once, on the host
+                model.cpu()
+                lats, facts = make_lattices(model, Graph(gdir, fst=loops, num_pdfs=2 * p), ctx, feats, alis,
+                                            train.utts, args.lattice_beam)
+                audio = facts["frames"] * 0.01
+                out["lattices"] = {
+                    "units_per_audio_s": round(ref.units(facts["score_s"] + facts["decode_s"]
+                                                         + facts["arrays_expand_s"]) / audio, 2),
+                    "decoder_share": round(facts["decode_s"] / (facts["score_s"] + facts["decode_s"]
+                                                                + facts["arrays_expand_s"]), 3),
+                    "arrays_and_expansion_share": round(facts["arrays_expand_s"] / (
+                        facts["score_s"] + facts["decode_s"] + facts["arrays_expand_s"]), 3),
+                    "raw_arcs_per_frame": round(facts["raw_arcs_per_frame"], 1),
+                    "arcs_per_frame": round(facts["arcs_per_frame"], 1), "lattice_beam": args.lattice_beam}
+            h = train_sequence(model, train, cv, lats, SeqTrainConfig(criterion="mpe", epochs=1), f"{d}/lat_{dev}",
+                               pdf2phone=ctx.pdf2phone, device=dev, log=lambda s: None)
+            r["lattice_mpe_ratio_to_ce"] = round(h[-1]["utts_per_s"] / ce, 3)
+            r["reference"] = ref.finish().as_dict()
+            out[dev] = r
     print(json.dumps(out, indent=1))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import math
 import json
+from pathlib import Path
 
 import kaldifst
+import numpy as np
 import pytest
 import torch
 
@@ -318,3 +320,126 @@ def test_decode_and_score_counts_retry_beam_and_partial_lattices(graph, tmp_path
     c = json.loads((tmp_path / "d2" / "log" / "counts.json").read_text())
     assert c["partial_lattice"] == {"count": 1, "utts": ["s1_cut"]} and c["retry_beam"]["count"] == 0
     assert c["not_decoded"]["count"] == 0
+def _text_form_arcs(lat) -> tuple[list, list]:
+    """Oracle from the lattice's OpenFst text form (6 significant digits), by plain Python:
+    trimmed arcs as (frame of source, frame of destination, pdf, word, graph, acoustic), sorted,
+    and the sorted final costs (frames by a walk from the start)."""
+    arcs, finals = [], {}
+    for line in lat.to_str().splitlines():
+        f = line.replace(",", " ").split()
+        if len(f) >= 4:
+            w = (float(f[4]), float(f[5])) if len(f) == 6 else (0.0, 0.0)
+            arcs.append((int(f[0]), int(f[1]), int(f[2]) - 1, int(f[3]), *w))
+        elif f:
+            finals[int(f[0])] = float(f[1]) + float(f[2]) if len(f) == 3 else 0.0
+    out, inn = {}, {}
+    for a in arcs:
+        out.setdefault(a[0], []).append(a)
+        inn.setdefault(a[1], []).append(a)
+
+    def closure(seed, step):
+        seen, todo = set(seed), list(seed)
+        while todo:
+            for nxt in step(todo.pop()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+    live = (closure([lat.start], lambda s: [a[1] for a in out.get(s, [])])
+            & closure(list(finals), lambda s: [a[0] for a in inn.get(s, [])]))
+    frame, todo = {lat.start: 0}, [lat.start]
+    while todo:
+        s = todo.pop()
+        for a in out.get(s, []):
+            if a[1] in live and a[1] not in frame:
+                frame[a[1]] = frame[s] + (a[2] >= 0)
+                todo.append(a[1])
+    out = sorted((frame[a[0]], frame[a[1]], a[2], a[3], a[4], a[5]) for a in arcs if a[0] in live and a[1] in live)
+    return out, sorted(finals[s] for s in finals if s in live)
+
+
+def test_lattice_arrays_read_from_the_binary_form_match_the_text_form(graph):
+    """``lattice_to_arrays`` reads the decoder's lattice without its text form: the same arcs
+    (frames, pdfs, words) and costs as the text form up to its 6 printed digits."""
+    gdir, topo, ctx = graph
+    g = Graph(gdir)
+    for u, ll in _loglikes(topo, ctx, seed=3).items():
+        lat = lattice_one(g, u, ll * 0.5, DecodeConfig())
+        la = lattice_to_arrays(lat)
+        want, want_final = _text_form_arcs(lat)
+        got = sorted(zip(la.frame[la.src].tolist(), la.frame[la.dst].tolist(), la.pdf.tolist(), la.word.tolist(),
+                         la.graph_cost.tolist(), la.acoustic_cost.tolist()))
+        assert [a[:4] for a in got] == [a[:4] for a in want] and len(got) > ll.shape[0]
+        # sorting ties between equal integer fields may order near-equal costs differently
+        assert sorted(a[4] for a in got) == pytest.approx(sorted(a[4] for a in want), rel=1e-5, abs=1e-5)
+        assert sorted(a[5] for a in got) == pytest.approx(sorted(a[5] for a in want), rel=1e-5, abs=1e-5)
+        fin = la.final[torch.isfinite(la.final)].tolist()
+        assert sorted(fin) == pytest.approx(want_final, rel=1e-5, abs=1e-5)
+        assert la.frame.tolist() == sorted(la.frame.tolist())      # states in frame order
+
+
+def test_raw_lattice_arrays_trims_and_rejects_what_is_no_state_level_lattice(graph):
+    from asr.decode.lattice import _parse_vector_lattice, _read_raw_lattice, raw_lattice_arrays
+
+    gdir, topo, ctx = graph
+    ll = _loglikes(topo, ctx, seed=4)["u1"] * 0.3
+    lat = lattice_one(Graph(gdir), "u1", ll, DecodeConfig(lattice_beam=8.0))
+    n, start, arcs, finals = _read_raw_lattice(lat)
+    clean = raw_lattice_arrays(n, start, arcs, finals)
+    # a dead end (state n, not final) and an unreachable state n + 1 with an arc into the lattice
+    extra = np.array([[arcs[0, 0], n, 1, 0, 1.0, 1.0], [n + 1, arcs[0, 1], 1, 0, 1.0, 1.0]])
+    fin2 = np.vstack([finals, [[np.inf, np.inf], [np.inf, np.inf]]])
+    trimmed = raw_lattice_arrays(n + 2, start, np.vstack([arcs, extra]), fin2)
+    for k in clean.__dataclass_fields__:
+        a, b = getattr(clean, k), getattr(trimmed, k)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, k
+    # an ε-arc next to an emitting one: paths of different lengths into one state
+    e = arcs[arcs[:, 2] > 0][0]
+    skip = np.array([[e[0], e[1], 0, 0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="state-level"):
+        raw_lattice_arrays(n, start, np.vstack([arcs, skip]), finals)
+    path = Path(gdir).parent / "x.lat"
+    lat.write(str(path))
+    with pytest.raises(ValueError, match="corrupt"):
+        _parse_vector_lattice(path.read_bytes()[:-20])
+    with pytest.raises(ValueError, match="OpenFst"):
+        _parse_vector_lattice(b"\0" * 64)
+
+
+def test_best_paths_of_a_whole_lmwt_grid_equal_openfst_shortest_paths(graph):
+    """The batched dynamic programme over all lattices and LM weights gives OpenFst's shortest
+    path of every (lattice, LM weight) — here on lattices whose best path changes with the weight."""
+    from asr.decode.lattice import iter_best_paths, lattice_best_paths
+
+    gdir, topo, ctx = graph
+    g = Graph(gdir)
+    grid = [0.5, 1.0, 2.0, 3.5, 5.0, 8.0, 12.0, 20.0, 40.0]
+    lats = [lattice_one(g, u, ll * 0.15, DecodeConfig(lattice_beam=10.0))
+            for seed in (5, 6) for u, ll in _loglikes(topo, ctx, seed=seed).items()]
+    want = [[lattice_best_words(lat, w) for w in grid] for lat in lats]
+    assert sum(len({tuple(x) for x in row}) > 1 for row in want) >= 2   # the weight matters
+    assert lattice_best_paths(lats, grid) == want
+    assert [p for _, p in iter_best_paths(enumerate(lats), grid, chunk=4)] == want
+    assert [p for _, p in iter_best_paths(enumerate(lats), grid[:1])] == [w[:1] for w in want]
+
+
+def test_best_paths_hand_exact_ties_to_openfst():
+    """Two paths of exactly equal costs: which one OpenFst keeps depends on its visiting order
+    (here even on the LM weight); the batched programme flags the tie and defers to OpenFst."""
+    from asr.decode.lattice import _best_paths, _read_raw_lattice, _sorted_lattice, lattice_best_paths
+
+    lat = kaldifst.Lattice()
+    for _ in range(4):
+        lat.add_state()
+    lat.start = 0
+    w = kaldifst.LatticeWeight
+    lat.add_arc(0, kaldifst.LatticeArc(1, 6, w(1.0, 1.0), 1))
+    lat.add_arc(0, kaldifst.LatticeArc(1, 5, w(1.0, 1.0), 2))
+    lat.add_arc(1, kaldifst.LatticeArc(2, 0, w(1.0, 1.0), 3))
+    lat.add_arc(2, kaldifst.LatticeArc(2, 0, w(1.0, 1.0), 3))
+    lat.set_final(3, w(0.5, 0.0))
+    grid = [1.0, 2.0, 3.0]
+    want = [lattice_best_words(lat, x) for x in grid]
+    raw, tied = _best_paths([_sorted_lattice(*_read_raw_lattice(lat))], grid)
+    assert tied.all() and raw[0] != want           # the programme alone would differ somewhere
+    assert lattice_best_paths([lat], grid) == [want]

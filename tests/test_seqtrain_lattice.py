@@ -247,3 +247,121 @@ def test_lattice_mpe_training_raises_objective_and_skips_utterances_without_latt
     assert objs[-1] > objs[0]
     assert h[-1]["utterances"] == len(train.utts) - 1
     assert any("no denominator lattice" in x and train.utts[0] in x for x in msgs)
+
+
+def expand_per_frame(lat: LatticeArrays, num_pdfs: int, pdf2phone, pdf2state, ref_pdf, segments: bool = True,
+                     cls=None):
+    """The previous implementation of ``expand_lattice`` (a loop over frames), kept as the oracle
+    of the vectorised one: nodes are split frame by frame by (state, segment start, phone)."""
+    from asr.seqtrain.graph import csr_index, out_arcs, remove_epsilons
+    from asr.seqtrain.lattice import DenLattice
+
+    t_len = int(lat.num_frames)
+    cls = torch.arange(int(pdf2phone.max()) + 1) if cls is None else cls
+    g = remove_epsilons(int(lat.num_states), int(lat.start), lat.src.long(), lat.dst.long(),
+                        lat.pdf.long() + 1, -lat.graph_cost.double(), -lat.final.double())
+    n_ph = int(pdf2phone.max()) + 2
+    order, first, counts = csr_index(g.src, g.num_states)
+    cur_node = torch.nonzero(torch.isfinite(g.start)).flatten()
+    cur_s, cur_ph = torch.tensor([-1]), torch.tensor([-1])
+    n_nodes = 1
+    parts = {k: [] for k in ("frame", "src", "dst", "pdf", "weight", "close")}
+    close_ph, close_s, close_e = [], [], []
+    for t in range(t_len):
+        li, arc = out_arcs(cur_node, first, counts, order)
+        if arc.numel() == 0:
+            raise ValueError(f"lattice has no arcs at frame {t}")
+        lab = g.pdf[arc]
+        pdf = lab % num_pdfs
+        starts = (lab < num_pdfs) & (pdf2state[pdf] == 0)
+        ps, pph = cur_s[li], cur_ph[li]
+        if bool((~starts & (ps < 0)).any()):
+            raise ValueError("lattice path does not begin with the first HMM state of a phone")
+        new_s = torch.where(starts, torch.full_like(ps, t), ps)
+        new_ph = torch.where(starts, pdf2phone[pdf], pph)
+        closes = starts & (ps >= 0)
+        if not segments:
+            new_s, new_ph, closes = torch.zeros_like(new_s), torch.zeros_like(new_ph), torch.zeros_like(closes)
+        uk, inv = torch.unique((g.dst[arc] * (t_len + 1) + new_s) * n_ph + new_ph, return_inverse=True)
+        for k, v in zip(parts, (torch.full_like(arc, t), n_nodes - cur_node.numel() + li, n_nodes + inv, pdf,
+                                g.weight[arc], closes)):
+            parts[k].append(v)
+        close_ph.append(pph[closes]), close_s.append(ps[closes])
+        close_e.append(torch.full((int(closes.sum()),), t - 1, dtype=torch.long))
+        n_nodes += uk.numel()
+        cur_node, cur_s, cur_ph = uk // ((t_len + 1) * n_ph), (uk // n_ph) % (t_len + 1), uk % n_ph
+    arcs = {k: torch.cat(v) for k, v in parts.items()}
+    rs, re_, rph = phone_segments(ref_pdf, pdf2phone, pdf2state)
+    seg_acc = torch.zeros(arcs["src"].numel(), dtype=torch.float64)
+    seg_acc[arcs["close"]] = approx_phone_accuracy(cls[torch.cat(close_ph)], torch.cat(close_s), torch.cat(close_e),
+                                                   rs, re_, cls[rph])
+    final = torch.full((n_nodes,), float("-inf"), dtype=torch.float64)
+    final_acc = torch.zeros(n_nodes, dtype=torch.float64)
+    last = torch.arange(n_nodes - cur_node.numel(), n_nodes)
+    final[last] = g.final[cur_node]
+    if segments:
+        final_acc[last] = approx_phone_accuracy(cls[cur_ph], cur_s, torch.full_like(cur_s, t_len - 1), rs, re_,
+                                                cls[rph])
+    return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=arcs["frame"].int(), src=arcs["src"].int(),
+                      dst=arcs["dst"].int(), pdf=arcs["pdf"].int(), weight=arcs["weight"].float(),
+                      seg_acc=seg_acc.float(), final=final, final_acc=final_acc.float())
+
+
+def _assert_same_lattice(a, b) -> None:
+    for k in a.__dataclass_fields__:
+        x, y = getattr(a, k), getattr(b, k)
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and torch.equal(x, y), k
+        else:
+            assert x == y, k
+
+
+@pytest.mark.parametrize("segments", [True, False])
+def test_vectorised_expansion_is_identical_to_the_per_frame_loop_on_random_lattices(segments):
+    for seed in range(24):
+        t = 3 + seed % 9
+        lat = random_lattice(seed, t_len=t, width=2 + seed % 4)
+        ref = torch.randint(0, P, (t,), generator=torch.Generator().manual_seed(seed))
+        try:
+            want = expand_per_frame(lat, P, PDF2PHONE, PDF2STATE, ref, segments)
+        except ValueError as e:
+            with pytest.raises(ValueError, match=str(e)):
+                expand_lattice(lat, P, PDF2PHONE, PDF2STATE, ref, segments=segments)
+            continue
+        _assert_same_lattice(expand_lattice(lat, P, PDF2PHONE, PDF2STATE, ref, segments=segments), want)
+
+
+def test_vectorised_expansion_is_identical_to_the_per_frame_loop_on_decoded_lattices(tmp_path):
+    """Decoder lattices (kaldi-decoder over a loop-marked triphone HCLG, weak acoustics so they
+    are wide; arrays from ``lattice_to_arrays``): same nodes, arcs, weights and accuracies."""
+    from test_graph import PHONES, TEXT, _models
+
+    from asr.decode import DecodeConfig, Graph, lattice_one, lattice_to_arrays
+    from asr.lang.graph import make_hclg
+    from asr.lang.langdir import make_phone_lang
+    from asr.seqtrain.lattice import loop_marked_graph
+
+    (tmp_path / "text").write_text(TEXT)
+    lang = make_phone_lang(tmp_path / "text", tmp_path / "lang", phones=PHONES)
+    topo, ctx, trans = _models("tri")
+    make_hclg(lang, ctx, topo, trans, tmp_path / "graph")
+    n = ctx.num_pdfs
+    g = Graph(tmp_path / "graph", fst=loop_marked_graph(tmp_path / "graph" / "HCLG.fst", tmp_path / "l.fst", n),
+              num_pdfs=2 * n)
+    gen = torch.Generator().manual_seed(1)
+    arcs = 0
+    for _ in range(2):
+        ids = torch.randint(1, len(PHONES) + 1, (8,), generator=gen)
+        ids[0] = ids[-1] = PHONES.index("sil") + 1
+        pdfs = ctx.pdf_sequence(ids, topo)
+        ref = torch.repeat_interleave(pdfs, torch.randint(1, 6, (pdfs.numel(),), generator=gen))
+        ll = -5.0 + torch.randn(ref.numel(), n, generator=gen)
+        ll[torch.arange(ref.numel()), ref] += 6.0
+        la = lattice_to_arrays(lattice_one(g, "u", torch.cat([ll, ll], 1), DecodeConfig(lattice_beam=8.0)))
+        cls = torch.arange(len(PHONES) + 1) // 2            # pairs of phones share a scoring class
+        for segments in (True, False):
+            want = expand_per_frame(la, n, ctx.pdf2phone, ctx.pdf2state, ref, segments, cls)
+            got = expand_lattice(la, n, ctx.pdf2phone, ctx.pdf2state, ref, cls, segments=segments)
+            _assert_same_lattice(got, want)
+        arcs += want.num_arcs
+    assert arcs > 2 * 700           # wide lattices, many segments per frame

@@ -13,8 +13,8 @@ from pathlib import Path
 from torch import Tensor
 
 from asr.decode.decoder import (LATTICE_OK, NOT_DECODED, PARTIAL_LATTICE, RETRY_BEAM, DecodeConfig, Graph,
-                                decode_lattice, lattice_best_words, lattice_one)
-from asr.decode.lattice import LatticeArrays, lattice_to_arrays
+                                decode_lattice, lattice_one)
+from asr.decode.lattice import LatticeArrays, iter_best_paths, lattice_to_arrays
 from asr.jobs import map_jobs, split_by_speaker
 from asr.jobs.stage import StageFailed, describe_ids, write_counts
 from asr.lang.lexicon import write_text_atomic
@@ -54,15 +54,18 @@ def _decode_job(args: tuple) -> tuple[list[dict[str, list[str]]], dict[str, list
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
     events: dict[str, list[str]] = {RETRY_BEAM: [], PARTIAL_LATTICE: [], NOT_DECODED: []}
     seen = set()
-    for utt, ll in loglike_job(list(utts)):
-        seen.add(utt)
-        lat, status = decode_lattice(graph, utt, ll, cfg)
-        if status != LATTICE_OK:
-            events[status].append(utt)
-        if lat is None:
-            continue
-        for k, lmwt in enumerate(grid):
-            hyps[k][utt] = graph.word_strings(lattice_best_words(lat, lmwt))
+
+    def lattices():
+        for utt, ll in loglike_job(list(utts)):
+            seen.add(utt)
+            lat, status = decode_lattice(graph, utt, ll, cfg)
+            if status != LATTICE_OK:
+                events[status].append(utt)
+            if lat is not None:
+                yield utt, lat
+    for utt, paths in iter_best_paths(lattices(), grid):   # all LM weights of the grid in one pass
+        for k, ids in enumerate(paths):
+            hyps[k][utt] = graph.word_strings(ids)
     events[NOT_DECODED].extend(u for u in utts if u not in seen)
     return hyps, events
 

@@ -136,9 +136,12 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
     if not utts:
         raise ValueError(f"no utterance of {data_dir} has an alignment in {ali_dir}")
     hclg = Path(graph_dir) / "HCLG.fst"
+    # at most utts_per_job per job, but at least nj jobs, so a small set keeps every worker busy
+    job_size = max(1, min(cfg.utts_per_job, -(-len(utts) // max(nj, 1))))
     meta = {"model": str(model_path.resolve()), "model_mtime": model_path.stat().st_mtime,
             "graph": str(hclg.resolve()), "graph_mtime": hclg.stat().st_mtime, "data": str(Path(data_dir).resolve()),
-            "ali": str((Path(ali_dir) / "ali_pdf.ark").resolve()), "config": asdict(cfg), "utts": len(utts)}
+            "ali": str((Path(ali_dir) / "ali_pdf.ark").resolve()), "config": asdict(cfg), "utts": len(utts),
+            "job_size": job_size}
     if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text()) != meta:
         log(f"{out}: made with other settings; starting afresh")
         for f in [*out.glob("lat.*.pt"), out / "stats.json", out / LOOP_FST]:
@@ -150,7 +153,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
     if not loop_fst.is_file():
         loop_marked_graph(hclg, loop_fst, num_pdfs)
     classes = phone_classes(sys_.ctx.num_phones)
-    chunks = [utts[i:i + cfg.utts_per_job] for i in range(0, len(utts), cfg.utts_per_job)]
+    chunks = [utts[i:i + job_size] for i in range(0, len(utts), job_size)]
     jobs = [(k, c, scorer, str(graph_dir), str(loop_fst), num_pdfs,
              {u: alis[u] for u in c}, sys_.ctx.pdf2phone, sys_.ctx.pdf2state, classes, cfg, str(out))
             for k, c in enumerate(chunks) if not (out / f"lat.{k}.pt").is_file()]
@@ -184,7 +187,7 @@ def load_den_lattices(lat_dir: str | Path) -> dict[str, DenLattice]:
     if not (d / "meta.json").is_file():
         raise FileNotFoundError(f"{d} holds no denominator lattices (run `asr seq lattices` first)")
     meta = json.loads((d / "meta.json").read_text())
-    n_jobs = -(-meta["utts"] // meta["config"]["utts_per_job"])
+    n_jobs = -(-meta["utts"] // meta.get("job_size", meta["config"]["utts_per_job"]))
     missing = [k for k in range(n_jobs) if not (d / f"lat.{k}.pt").is_file()]
     if missing:
         raise FileNotFoundError(f"{d}: lattice jobs {missing[:5]} missing (an interrupted `asr seq lattices`?)")

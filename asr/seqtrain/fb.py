@@ -111,12 +111,14 @@ def forward_backward(graph: DenGraph, scores: Tensor, lengths: Tensor, acc: Tens
     if boost and acc is None:
         raise ValueError("boosted MMI needs per-arc accuracies")
 
+    arc_mask = arc_mask.to(dev) if arc_mask is not None else None
+
     def arc_score(t: int) -> Tensor:  # (B, A)
         e = w + sc[:, t, pdf]
         if boost:
             e = e - boost * acc[:, t]
         if arc_mask is not None:
-            e = e.masked_fill(~arc_mask[:, t].to(dev), NEG_INF)
+            e = e.masked_fill(~arc_mask[:, t], NEG_INF)
         return e
 
     alpha = torch.empty(t_max + 1, b, n_s, dtype=dt, device=dev)
@@ -166,23 +168,27 @@ def arc_accuracy(graph: DenGraph, ref_pdf: Tensor, lengths: Tensor, criterion: s
                  pdf2phone: Tensor | None = None, silence_phones: Tensor | None = None) -> Tensor:
     """Per-frame arc accuracies (B, T, A) in {0, 1}: ``smbr`` pdf match, ``mpfe`` phone match
     (``pdf2phone`` (P,) maps pdf -> phone id). ``silence_phones``: reference frames of these
-    phones count 0 for every hypothesis (Kaldi's ``--silence-phones`` option for MPE/sMBR)."""
+    phones count 0 for every hypothesis (Kaldi's ``--silence-phones`` option for MPE/sMBR).
+    On the device of ``ref_pdf``."""
     ref = ref_pdf.long()
+    dev = ref.device
+    g_pdf = graph.pdf.to(dev)
+    pdf2phone = pdf2phone.to(dev) if pdf2phone is not None else None
     if criterion == "smbr":
-        a = (graph.pdf.view(1, 1, -1) == ref.unsqueeze(-1))
+        a = (g_pdf.view(1, 1, -1) == ref.unsqueeze(-1))
     elif criterion in ("mpfe", "bmmi"):
         if pdf2phone is None:
             raise ValueError(f"criterion {criterion} needs the pdf -> phone map")
-        hyp_ph = pdf2phone[graph.pdf].view(1, 1, -1)
+        hyp_ph = pdf2phone[g_pdf].view(1, 1, -1)
         a = hyp_ph == pdf2phone[ref].unsqueeze(-1)
     else:
         raise ValueError(f"no accuracy for criterion {criterion!r}")
     a = a.to(torch.float64)
     if silence_phones is not None and pdf2phone is not None and len(silence_phones):
-        sil = torch.isin(pdf2phone[ref], silence_phones)            # (B, T)
+        sil = torch.isin(pdf2phone[ref], silence_phones.to(dev))    # (B, T)
         a = a.masked_fill(sil.unsqueeze(-1), 0.0)
-    t = torch.arange(ref.shape[1]).view(1, -1, 1)
-    return a.masked_fill(t >= lengths.view(-1, 1, 1), 0.0)
+    t = torch.arange(ref.shape[1], device=dev).view(1, -1, 1)
+    return a.masked_fill(t >= lengths.to(dev).view(-1, 1, 1), 0.0)
 
 
 @dataclass
@@ -207,7 +213,7 @@ def sequence_objective(graph: "DenGraph | PdfHmmDen", loglikes: Tensor, lengths:
     ``graph`` get objective 0 and gradient 0 and are flagged in ``no_num_path``.
     ``graph``: a generic ε-free ``DenGraph`` (arc-level recursion) or a ``PdfHmmDen``
     (state-level recursion with sparse matmuls, ``asr.seqtrain.pdfhmm``) — same results on the
-    same hypothesis space (tested).
+    same hypothesis space (tested). Computed on the device of ``loglikes``.
     """
     if criterion == "mpe":
         raise ValueError("arc-level MPE (approximate phone accuracy) needs denominator lattices "
@@ -217,12 +223,16 @@ def sequence_objective(graph: "DenGraph | PdfHmmDen", loglikes: Tensor, lengths:
     from asr.seqtrain.pdfhmm import PdfHmmDen, hmm_forward_backward, path_logprob
 
     b, t_max, _ = loglikes.shape
+    dev = loglikes.device
     sc = kappa * loglikes.detach()
+    lengths, ref_pdf = lengths.to(dev), ref_pdf.to(dev)
+    pdf2phone = pdf2phone.to(dev) if pdf2phone is not None else None
+    silence_phones = silence_phones.to(dev) if silence_phones is not None else None
     if isinstance(graph, PdfHmmDen):
         return _hmm_objective(graph, sc, lengths, ref_pdf, criterion, kappa, boost, pdf2phone, silence_phones,
                               hmm_forward_backward, path_logprob)
-    tmask = torch.arange(t_max).view(1, -1) < lengths.view(-1, 1)
-    num_mask = graph.pdf.view(1, 1, -1) == ref_pdf.unsqueeze(-1)    # (B, T, A)
+    tmask = torch.arange(t_max, device=dev).view(1, -1) < lengths.view(-1, 1)
+    num_mask = graph.pdf.to(dev).view(1, 1, -1) == ref_pdf.unsqueeze(-1)    # (B, T, A)
     num_mask = num_mask | ~tmask.unsqueeze(-1)
     num = forward_backward(graph, sc, lengths, arc_mask=num_mask)
     bad = ~torch.isfinite(num.logz)
@@ -245,18 +255,22 @@ def sequence_objective(graph: "DenGraph | PdfHmmDen", loglikes: Tensor, lengths:
 def state_accuracy(num_pdfs: int, ref_pdf: Tensor, lengths: Tensor, criterion: str, pdf2phone: Tensor | None = None,
                    silence_phones: Tensor | None = None) -> Tensor:
     """Per-frame accuracy of every pdf (B, T, P): the state-based form of ``arc_accuracy``."""
-    g = DenGraph(num_states=1, src=torch.zeros(num_pdfs, dtype=torch.long), dst=torch.zeros(num_pdfs, dtype=torch.long),
-                 pdf=torch.arange(num_pdfs), weight=torch.zeros(num_pdfs), start=torch.zeros(1), final=torch.zeros(1))
+    dev = ref_pdf.device
+    z = torch.zeros(num_pdfs, dtype=torch.long, device=dev)
+    g = DenGraph(num_states=1, src=z, dst=z, pdf=torch.arange(num_pdfs, device=dev), weight=torch.zeros(num_pdfs),
+                 start=torch.zeros(1), final=torch.zeros(1))
     return arc_accuracy(g, ref_pdf, lengths, criterion, pdf2phone, silence_phones)
 
 
 def _hmm_objective(den, sc, lengths, ref_pdf, criterion, kappa, boost, pdf2phone, silence_phones,
                    hmm_fb, path_logprob) -> SeqObjective:
     b, t_max, p = sc.shape
+    dev = sc.device
     num_logz = path_logprob(den, sc, lengths, ref_pdf)
     bad = ~torch.isfinite(num_logz)
-    tmask = (torch.arange(t_max).view(1, -1) < lengths.view(-1, 1)).unsqueeze(-1)
-    num_occ = torch.zeros(b, t_max, p, dtype=torch.float64).scatter_(2, ref_pdf.long().unsqueeze(-1), 1.0) * tmask
+    tmask = (torch.arange(t_max, device=dev).view(1, -1) < lengths.view(-1, 1)).unsqueeze(-1)
+    num_occ = torch.zeros(b, t_max, p, dtype=torch.float64, device=dev).scatter_(2, ref_pdf.long().unsqueeze(-1), 1.0)
+    num_occ = num_occ * tmask
     if criterion in ("mmi", "bmmi"):
         s = sc
         if criterion == "bmmi":

@@ -39,10 +39,11 @@ def group_logsumexp(values: Tensor, keys: Tensor, extra: Tensor | None = None
     """Log-sum-exp of ``values`` over equal ``keys``: (unique keys, log sums, and with ``extra``
     its mean weighted by exp(values) per key, else None). A key whose values are all −inf sums to −inf."""
     u, inv = torch.unique(keys, return_inverse=True)
-    m = torch.full((u.numel(),), float("-inf"), dtype=values.dtype).scatter_reduce(0, inv, values, "amax")
+    m = torch.full((u.numel(),), float("-inf"), dtype=values.dtype, device=values.device)
+    m = m.scatter_reduce(0, inv, values, "amax")
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     p = torch.exp(values - m[inv])
-    s = torch.zeros(u.numel(), dtype=values.dtype).index_add_(0, inv, p)
+    s = torch.zeros(u.numel(), dtype=values.dtype, device=values.device).index_add_(0, inv, p)
     mean = None
     if extra is not None:
         mean = torch.zeros_like(s).index_add_(0, inv, p * extra) / s.clamp_min(1e-300)
@@ -64,7 +65,15 @@ def _merge(keys: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 def remove_epsilons(num_states: int, start: int, src: Tensor, dst: Tensor, ilabel: Tensor, weight: Tensor,
                     final: Tensor, max_eps_path: int = 64) -> DenGraph:
     """ε-removal of an acceptor given as arrays (ilabel 0 = ε, others = pdf+1; weights natural-log
-    scores, final (S,) log weights). Raises ValueError on an ε-cycle (longer than ``max_eps_path``)."""
+    scores, final (S,) log weights), trimmed. Raises ValueError on an ε-cycle (longer than
+    ``max_eps_path``)."""
+    return trim(epsilon_free(num_states, start, src, dst, ilabel, weight, final, max_eps_path))
+
+
+def epsilon_free(num_states: int, start: int, src: Tensor, dst: Tensor, ilabel: Tensor, weight: Tensor,
+                 final: Tensor, max_eps_path: int = 64) -> DenGraph:
+    """``remove_epsilons`` without the trimming: state ids are kept, so states entered by ε-arcs
+    only are left without in-arcs (see ``connected_after_epsilon_removal``)."""
     eps = ilabel == 0
     es, ed, ew = src[eps], dst[eps], weight[eps].double()
     # ε-closure, starting with the empty path of every state
@@ -97,12 +106,40 @@ def remove_epsilons(num_states: int, start: int, src: Tensor, dst: Tensor, ilabe
     fin = torch.where(torch.isfinite(fin), torch.log(tot) + fin, fin)
     st = torch.full((num_states,), float("-inf"), dtype=torch.float64)
     st[start] = 0.0
-    return trim(DenGraph(num_states=num_states, src=sd // num_states, dst=sd % num_states, pdf=lab - 1,
-                         weight=w, start=st, final=fin))
+    return DenGraph(num_states=num_states, src=sd // num_states, dst=sd % num_states, pdf=lab - 1,
+                    weight=w, start=st, final=fin)
+
+
+def connected_after_epsilon_removal(num_states: int, start: int, src: Tensor, dst: Tensor, ilabel: Tensor,
+                                    final: Tensor) -> Tensor | None:
+    """(S,) bool: the states ``trim`` keeps after ``epsilon_free``, found in one step when the
+    input acceptor is trimmed and topologically sorted (every arc ``src < dst``, every state but
+    the start entered by an arc, every non-final state left by one — together these make every
+    state reachable and co-reachable, as in a decoder's lattice); None when it is not.
+
+    Then the start and every state entered by an emitting arc stay reachable (through the
+    ε-closure of that arc's source) and none loses co-reachability (a state inherits the arcs and
+    final weight of its ε-closure): only the states entered by ε-arcs alone drop out. This saves
+    the reachability search, which takes as many steps as the lattice has frames."""
+    n_in = torch.bincount(dst, minlength=num_states)
+    n_out = torch.bincount(src, minlength=num_states)
+    not_start = torch.arange(num_states) != start
+    if not (bool((src < dst).all()) and bool((n_in[not_start] > 0).all())
+            and bool((n_out[~torch.isfinite(final)] > 0).all()) and int(n_in[start]) == 0):
+        return None
+    keep = torch.zeros(num_states, dtype=torch.bool)
+    keep[start] = True
+    keep[dst[ilabel != 0]] = True
+    return keep
 
 
 def trim(g: DenGraph) -> DenGraph:
     """Keep only states both reachable from a start state and co-reachable to a final state, renumbered."""
+    return keep_states(g, trim_mask(g))
+
+
+def trim_mask(g: DenGraph) -> Tensor:
+    """(S,) bool: the states both reachable from a start state and co-reachable to a final state."""
     def reach(seed: Tensor, a: Tensor, b: Tensor) -> Tensor:
         r = seed.clone()
         while True:
@@ -111,9 +148,11 @@ def trim(g: DenGraph) -> DenGraph:
             if torch.equal(nr, r):
                 return r
             r = nr
-    acc = reach(torch.isfinite(g.start), g.src, g.dst)
-    coacc = reach(torch.isfinite(g.final), g.dst, g.src)
-    keep = acc & coacc
+    return reach(torch.isfinite(g.start), g.src, g.dst) & reach(torch.isfinite(g.final), g.dst, g.src)
+
+
+def keep_states(g: DenGraph, keep: Tensor) -> DenGraph:
+    """The sub-graph on the states where ``keep`` (S,) is true, renumbered in their order."""
     new_id = torch.cumsum(keep.long(), 0) - 1
     ka = keep[g.src] & keep[g.dst]
     return DenGraph(num_states=int(keep.sum()), src=new_id[g.src[ka]], dst=new_id[g.dst[ka]], pdf=g.pdf[ka],

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from asr.seqtrain.graph import csr_index, group_logsumexp, out_arcs, remove_epsilons
+from asr.seqtrain.fb import DenGraph
+from asr.seqtrain.graph import (connected_after_epsilon_removal, csr_index, epsilon_free, group_logsumexp,
+                                  keep_states, out_arcs, trim_mask)
 
 NEG_INF = float("-inf")
 
@@ -152,78 +154,148 @@ def expand_lattice(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref
     phone_class: (num_phones+1,) class of each phone id for matching (e.g. the 48→39 folding;
     default identity); ignore_classes: see ``approx_phone_accuracy``. ``segments=False`` skips
     the node splitting (an ε-free lattice for the frame criteria and MMI; ``seg_acc`` = 0).
-    """
 
+    A node is (lattice state q, segment start frame s, segment phone) — (q, 0, 0) without
+    segments; node 0 is the start, the others are numbered in the order of (frame of q, q, s,
+    phone) and arcs in the order of (source node, ε-free arc). An arc that enters an HMM state 0
+    (not a self-loop) starts a segment (its frame, its phone), any other keeps its source's, so
+    the nodes are found for all frames at once, one step per frame of segment age (the longest
+    segment, not the utterance, bounds the loop). Runs on one thread: its operations are too
+    small for torch's threads, which only contend (a job run in the main process would
+    otherwise use all of them).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _expand(lat, num_pdfs, pdf2phone, pdf2state, ref_pdf, phone_class, ignore_classes, segments)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _expand(lat, num_pdfs: int, pdf2phone: Tensor, pdf2state: Tensor, ref_pdf: Tensor, phone_class: Tensor | None,
+            ignore_classes: Tensor | None, segments: bool) -> DenLattice:
     t_len = int(lat.num_frames)
     if ref_pdf.numel() != t_len:
         raise ValueError(f"lattice has {t_len} frames, reference alignment {ref_pdf.numel()}")
     pdf2phone, pdf2state = pdf2phone.long(), pdf2state.long()
     cls = phone_class.long() if phone_class is not None else torch.arange(int(pdf2phone.max()) + 1)
-    g = remove_epsilons(int(lat.num_states), int(lat.start), lat.src.long(), lat.dst.long(),
-                        lat.pdf.long() + 1, -lat.graph_cost.double(), -lat.final.double())
+    g, frame_q = _epsilon_free_lattice(lat)
     if g.num_arcs and int(g.pdf.max()) >= 2 * num_pdfs:
         raise ValueError(f"lattice pdf ids reach {int(g.pdf.max())}, expected < {2 * num_pdfs}")
-    n_ph = int(pdf2phone.max()) + 2
-    order, first, counts = csr_index(g.src, g.num_states)
-    cur_node = torch.nonzero(torch.isfinite(g.start)).flatten()
-    if cur_node.numel() != 1:
+    q0 = torch.nonzero(torch.isfinite(g.start)).flatten()
+    if q0.numel() != 1:
         raise ValueError("lattice must have one start state")
-    cur_s = torch.tensor([-1])
-    cur_ph = torch.tensor([-1])
-    n_nodes = 1
-    parts: dict[str, list[Tensor]] = {k: [] for k in ("frame", "src", "dst", "pdf", "weight", "close")}
-    close_ph, close_s, close_e = [], [], []
-    for t in range(t_len):
-        li, arc = out_arcs(cur_node, first, counts, order)
-        if arc.numel() == 0:
-            raise ValueError(f"lattice has no arcs at frame {t}")
-        lab = g.pdf[arc]
-        loop = lab >= num_pdfs
-        pdf = lab % num_pdfs
-        starts = ~loop & (pdf2state[pdf] == 0)
-        ps, pph = cur_s[li], cur_ph[li]
-        if bool((~starts & (ps < 0)).any()):
+    a_frame = frame_q[g.src]
+    per_frame = torch.bincount(a_frame, minlength=t_len)[:t_len]
+    if bool((per_frame == 0).any()):
+        raise ValueError(f"lattice has no arcs at frame {int(torch.nonzero(per_frame == 0)[0])}")
+    pdf = g.pdf % num_pdfs
+    starts = (g.pdf < num_pdfs) & (pdf2state[pdf] == 0)
+    n_ph = int(pdf2phone.max()) + 2
+    if segments:
+        if bool((~starts & (g.src == q0)).any()):
             raise ValueError("lattice path does not begin with the first HMM state of a phone")
-        new_s = torch.where(starts, torch.full_like(ps, t), ps)
-        new_ph = torch.where(starts, pdf2phone[pdf], pph)
-        closes = starts & (ps >= 0)
-        if not segments:
-            new_s, new_ph = torch.zeros_like(new_s), torch.zeros_like(new_ph)
-            closes = torch.zeros_like(closes)
-        key = (g.dst[arc] * (t_len + 1) + new_s) * n_ph + new_ph
-        uk, inv = torch.unique(key, return_inverse=True)
-        parts["frame"].append(torch.full_like(arc, t))
-        parts["src"].append(n_nodes - cur_node.numel() + li)
-        parts["dst"].append(n_nodes + inv)
-        parts["pdf"].append(pdf)
-        parts["weight"].append(g.weight[arc])
-        parts["close"].append(closes)
-        close_ph.append(pph[closes])
-        close_s.append(ps[closes])
-        close_e.append(torch.full((int(closes.sum()),), t - 1, dtype=torch.long))
-        n_nodes += uk.numel()
-        cur_node = uk // ((t_len + 1) * n_ph)
-        cur_s = (uk // n_ph) % (t_len + 1)
-        cur_ph = uk % n_ph
-    arcs = {k: torch.cat(v) for k, v in parts.items()}
+        node_q, node_s, node_ph = _segment_nodes(g, starts, a_frame, pdf2phone[pdf], t_len, n_ph)
+    else:
+        others = torch.nonzero(torch.arange(g.num_states) != q0).flatten()
+        node_q, node_s, node_ph = others, torch.zeros_like(others), torch.zeros_like(others)
+    # number the nodes: the start, then by (frame, state, segment start, phone)
+    node_q = torch.cat([q0, node_q])
+    node_s = torch.cat([torch.tensor([-1]), node_s])
+    node_ph = torch.cat([torch.tensor([-1]), node_ph])
+    key = _node_key(frame_q[node_q], node_q, node_s, node_ph, g.num_states, t_len, n_ph)
+    srt = torch.argsort(key)
+    key, node_q, node_s, node_ph = key[srt], node_q[srt], node_s[srt], node_ph[srt]
+    n_nodes = int(key.numel())
+    # every arc out of every node
+    order, first, counts = csr_index(g.src, g.num_states)
+    src, arc = out_arcs(node_q, first, counts, order)
+    st, ps, pph = starts[arc], node_s[src], node_ph[src]
+    t_arc = a_frame[arc]
+    if segments:
+        new_s = torch.where(st, t_arc, ps)
+        new_ph = torch.where(st, pdf2phone[pdf[arc]], pph)
+        closes = st & (ps >= 0)
+    else:
+        new_s, new_ph = torch.zeros_like(ps), torch.zeros_like(pph)
+        closes = torch.zeros_like(st)
+    dq = g.dst[arc]
+    dst = torch.searchsorted(key, _node_key(frame_q[dq], dq, new_s, new_ph, g.num_states, t_len, n_ph))
     rs, re, rph = phone_segments(ref_pdf, pdf2phone, pdf2state)
     rc = cls[rph]
-    acc_close = approx_phone_accuracy(cls[torch.cat(close_ph)], torch.cat(close_s), torch.cat(close_e),
-                                      rs, re, rc, ignore_classes)
-    seg_acc = torch.zeros(arcs["src"].numel(), dtype=torch.float64)
-    seg_acc[arcs["close"]] = acc_close
+    seg_acc = torch.zeros(arc.numel(), dtype=torch.float64)
+    seg_acc[closes] = _segment_accuracy(cls, pph[closes], ps[closes], t_arc[closes] - 1, rs, re, rc, ignore_classes,
+                                        t_len, n_ph)
+    last = torch.nonzero(frame_q[node_q] == t_len).flatten()
     final = torch.full((n_nodes,), NEG_INF, dtype=torch.float64)
     final_acc = torch.zeros(n_nodes, dtype=torch.float64)
-    last = torch.arange(n_nodes - cur_node.numel(), n_nodes)
-    final[last] = g.final[cur_node]
+    final[last] = g.final[node_q[last]]
     if segments:
-        final_acc[last] = approx_phone_accuracy(cls[cur_ph], cur_s, torch.full_like(cur_s, t_len - 1), rs, re, rc,
-                                                ignore_classes)
+        final_acc[last] = approx_phone_accuracy(cls[node_ph[last]], node_s[last], torch.full_like(last, t_len - 1),
+                                                rs, re, rc, ignore_classes)
     if not bool(torch.isfinite(final).any()):
         raise ValueError("lattice has no final node at its last frame")
-    return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=arcs["frame"].int(), src=arcs["src"].int(),
-                      dst=arcs["dst"].int(), pdf=arcs["pdf"].int(), weight=arcs["weight"].float(),
-                      seg_acc=seg_acc.float(), final=final, final_acc=final_acc.float())
+    return DenLattice(num_nodes=n_nodes, num_frames=t_len, frame=t_arc.int(), src=src.int(), dst=dst.int(),
+                      pdf=pdf[arc].int(), weight=g.weight[arc].float(), seg_acc=seg_acc.float(), final=final,
+                      final_acc=final_acc.float())
+
+
+def _epsilon_free_lattice(lat) -> tuple[DenGraph, Tensor]:
+    """The ε-removed (graph scores only: ε-arcs carry no frames), trimmed lattice as a
+    ``DenGraph`` with labels ``pdf`` in [0, 2P), and the frame of each of its states (S,)."""
+    n, start = int(lat.num_states), int(lat.start)
+    src, dst, labels, final = lat.src.long(), lat.dst.long(), lat.pdf.long() + 1, -lat.final.double()
+    g = epsilon_free(n, start, src, dst, labels, -lat.graph_cost.double(), final)
+    keep = connected_after_epsilon_removal(n, start, src, dst, labels, final)
+    if keep is None:             # not a trimmed, sorted lattice (``lattice_to_arrays`` makes them so)
+        keep = trim_mask(g)
+    return keep_states(g, keep), lat.frame.long()[keep]
+
+
+def _node_key(frame: Tensor, q: Tensor, s: Tensor, ph: Tensor, num_states: int, t_len: int, n_ph: int) -> Tensor:
+    """One int64 per node that sorts as (frame, state, segment start, phone); s, ph >= -1."""
+    return ((frame * num_states + q) * (t_len + 2) + s + 1) * (n_ph + 1) + ph + 1
+
+
+def _segment_nodes(g: DenGraph, starts: Tensor, a_frame: Tensor, a_phone: Tensor, t_len: int, n_ph: int
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Every (state, segment start, phone) reached, the start node excepted: the destinations of
+    segment-starting arcs, then, one frame of segment age at a time, what arcs inside a segment
+    (self-loops, HMM state > 0) carry them to. A node of age k is found at step k only, so the
+    steps never meet a node twice. In numpy on one int64 key per node (state · m + the segment
+    part), the step's few operations costing microseconds where torch's cost tens."""
+    m = (t_len + 1) * n_ph
+    st = starts.numpy()
+    src, dst = g.src.numpy(), g.dst.numpy()
+    key = np.unique((dst[st] * (t_len + 1) + a_frame.numpy()[st]) * n_ph + a_phone.numpy()[st])
+    inner = np.flatnonzero(~st)
+    order = inner[np.argsort(src[inner], kind="stable")]
+    counts = np.bincount(src[inner], minlength=g.num_states)
+    first = np.cumsum(counts) - counts
+    d_sorted = dst[order]
+    parts = [key]
+    while key.size:
+        q = key // m
+        cnt = counts[q]
+        total = int(cnt.sum())
+        if total == 0:
+            break
+        pos = np.repeat(first[q] - (np.cumsum(cnt) - cnt), cnt) + np.arange(total)
+        key = np.unique(d_sorted[pos] * m + np.repeat(key - q * m, cnt))
+        parts.append(key)
+    k = torch.from_numpy(np.concatenate(parts))
+    return k // m, (k // n_ph) % (t_len + 1), k % n_ph
+
+
+def _segment_accuracy(cls: Tensor, ph: Tensor, s: Tensor, e: Tensor, rs: Tensor, re: Tensor, rc: Tensor,
+                      ignore: Tensor | None, t_len: int, n_ph: int) -> Tensor:
+    """``approx_phone_accuracy`` of segments (phone ``ph``, frames ``s..e``), computed once per
+    distinct segment (many arcs close the same one)."""
+    if ph.numel() == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    u, inv = torch.unique((s * (t_len + 1) + e) * n_ph + ph, return_inverse=True)
+    us, ue, uph = u // ((t_len + 1) * n_ph), (u // n_ph) % (t_len + 1), u % n_ph
+    return approx_phone_accuracy(cls[uph], us, ue, rs, re, rc, ignore)[inv]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,13 +318,17 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
 
     scores: (B, T, P) acoustic scores κ·ll; arc_acc: per lattice (A_b,) arc accuracies (and
     final_acc (N_b,)) -> expected accuracy and its gradient; boost: per lattice (A_b,) amounts
-    subtracted from the arc scores (boosted MMI). Float64 throughout.
+    subtracted from the arc scores (boosted MMI). Float64 throughout, on the device of ``scores``
+    (the lattices are moved there once per batch; the frame loop makes no host round trip).
     """
     b, t_max, p = scores.shape
     dt = torch.float64
+    dev = scores.device
     offs = np.cumsum([0] + [la.num_nodes for la in lats])
     n = int(offs[-1])
-    cat = lambda f: torch.cat([f(k, la) for k, la in enumerate(lats)])  # noqa: E731
+
+    def cat(f) -> Tensor:
+        return torch.cat([f(k, la) for k, la in enumerate(lats)]).to(dev)
     src = cat(lambda k, la: la.src.long() + int(offs[k]))
     dst = cat(lambda k, la: la.dst.long() + int(offs[k]))
     frame = cat(lambda k, la: la.frame.long())
@@ -260,16 +336,18 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
     flat = (utt * t_max + frame) * p + cat(lambda k, la: la.pdf.long())
     s = scores.to(dt).reshape(-1)[flat] + cat(lambda k, la: la.weight.to(dt))
     if boost is not None:
-        s = s - torch.cat(boost).to(dt)
-    acc = torch.cat(arc_acc).to(dt) if arc_acc is not None else None
+        s = s - torch.cat(boost).to(dev, dt)
+    acc = torch.cat(arc_acc).to(dev, dt) if arc_acc is not None else None
     fin = cat(lambda k, la: la.final.to(dt))
-    facc = (torch.cat(final_acc).to(dt) if final_acc is not None else torch.zeros(n, dtype=dt)) if acc is not None else None
-    node_utt = torch.repeat_interleave(torch.arange(b), torch.tensor([la.num_nodes for la in lats]))
+    facc = None
+    if acc is not None:
+        facc = torch.cat(final_acc).to(dev, dt) if final_acc is not None else torch.zeros(n, dtype=dt, device=dev)
+    node_utt = torch.repeat_interleave(torch.arange(b), torch.tensor([la.num_nodes for la in lats])).to(dev)
     order = torch.argsort(frame, stable=True)
-    bounds = torch.searchsorted(frame[order], torch.arange(t_max + 1)).tolist()
-    alpha = torch.full((n,), NEG_INF, dtype=dt)
-    alpha[torch.from_numpy(offs[:-1]).long()] = 0.0
-    aacc = torch.zeros(n, dtype=dt) if acc is not None else None
+    bounds = torch.searchsorted(frame[order], torch.arange(t_max + 1, device=dev)).tolist()
+    alpha = torch.full((n,), NEG_INF, dtype=dt, device=dev)
+    alpha[torch.from_numpy(offs[:-1]).long().to(dev)] = 0.0
+    aacc = torch.zeros(n, dtype=dt, device=dev) if acc is not None else None
     for t in range(t_max):
         a = order[bounds[t]:bounds[t + 1]]
         if a.numel() == 0:
@@ -280,16 +358,16 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
         if acc is not None:
             aacc[u] = mean
     ends = alpha + fin
-    mz = torch.full((b,), NEG_INF, dtype=dt).scatter_reduce(0, node_utt, ends, "amax")
+    mz = torch.full((b,), NEG_INF, dtype=dt, device=dev).scatter_reduce(0, node_utt, ends, "amax")
     mz = torch.where(torch.isfinite(mz), mz, torch.zeros_like(mz))
-    logz = torch.log(torch.zeros(b, dtype=dt).index_add_(0, node_utt, torch.exp(ends - mz[node_utt]))) + mz
+    logz = torch.log(torch.zeros(b, dtype=dt, device=dev).index_add_(0, node_utt, torch.exp(ends - mz[node_utt]))) + mz
     exp_acc = None
     if acc is not None:
         pf = torch.exp(ends - logz[node_utt]).nan_to_num(0.0)
-        exp_acc = torch.zeros(b, dtype=dt).index_add_(0, node_utt, pf * (aacc + facc))
+        exp_acc = torch.zeros(b, dtype=dt, device=dev).index_add_(0, node_utt, pf * (aacc + facc))
     beta = fin.clone()
     bacc = facc.clone() if acc is not None else None
-    occ = torch.zeros(b * t_max * p, dtype=dt)
+    occ = torch.zeros(b * t_max * p, dtype=dt, device=dev)
     grad = torch.zeros_like(occ) if acc is not None else None
     for t in range(t_max - 1, -1, -1):
         a = order[bounds[t]:bounds[t + 1]]
@@ -315,8 +393,11 @@ def lattice_frame_accuracy(la: DenLattice, ref_pdf: Tensor, kind: str, pdf_class
                            silence_classes: Tensor | None = None) -> Tensor:
     """Per-arc frame accuracy (A,) float64 against the reference pdf alignment ``ref_pdf (≥T,)``:
     ``smbr`` pdf match, ``mpfe`` phone-class match (``pdf_class (P,)``; also bMMI's boosting);
-    reference frames of ``silence_classes`` count 0."""
-    t, pdf = la.frame.long(), la.pdf.long()
+    reference frames of ``silence_classes`` count 0. On the device of ``ref_pdf``."""
+    dev = ref_pdf.device
+    t, pdf = la.frame.long().to(dev), la.pdf.long().to(dev)
+    pdf_class = pdf_class.to(dev) if pdf_class is not None else None
+    silence_classes = silence_classes.to(dev) if silence_classes is not None else None
     r = ref_pdf.long()[t]
     if kind == "smbr":
         a = pdf == r
@@ -338,35 +419,38 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
     of MMI, the reference of the frame accuracies; MPE's segment accuracies are in the lattices);
     pdf_class (P,) phone class of every pdf (MPFE / bMMI matching); silence_classes: reference
     frames of these classes count 0 in the frame criteria. Returns ``asr.seqtrain.fb.SeqObjective``
-    (no_num_path is all False: a lattice need not contain the reference).
+    (no_num_path is all False: a lattice need not contain the reference). Computed on the device
+    of ``loglikes``.
     """
     from asr.seqtrain.fb import SeqObjective
 
     if criterion not in ("mpe", "mpfe", "smbr", "mmi", "bmmi"):
         raise ValueError(f"unknown criterion {criterion!r} (mpe|mpfe|smbr|mmi|bmmi)")
     b, t_max, p = loglikes.shape
+    dev = loglikes.device
     sc = kappa * loglikes.detach().double()
-    ref = ref_pdf.long()
-
-    tmask = (torch.arange(t_max).view(1, -1) < lengths.view(-1, 1))
+    ref = ref_pdf.long().to(dev)
+    lengths = lengths.to(dev)
+    tmask = (torch.arange(t_max, device=dev).view(1, -1) < lengths.view(-1, 1))
     if criterion in ("mmi", "bmmi"):
         bst = [boost * lattice_frame_accuracy(la, ref[k], "mpfe", pdf_class, silence_classes)
                for k, la in enumerate(lats)] if criterion == "bmmi" else None
         den = lattice_forward_backward(lats, sc, boost=bst)
-        num_occ = torch.zeros(b, t_max, p, dtype=torch.float64).scatter_(2, ref.unsqueeze(-1), 1.0) * tmask.unsqueeze(-1)
+        num_occ = torch.zeros(b, t_max, p, dtype=torch.float64, device=dev).scatter_(2, ref.unsqueeze(-1), 1.0)
+        num_occ = num_occ * tmask.unsqueeze(-1)
         num_logz = (sc.gather(2, ref.unsqueeze(-1)).squeeze(-1) * tmask).sum(1)
         obj = num_logz - den.logz
         grad = (num_occ - den.occ) * kappa
     else:
         if criterion == "mpe":
-            accs = [la.seg_acc for la in lats]
-            facc = [la.final_acc for la in lats]
+            accs = [la.seg_acc.to(dev) for la in lats]
+            facc = [la.final_acc.to(dev) for la in lats]
         else:
             accs = [lattice_frame_accuracy(la, ref[k], criterion, pdf_class, silence_classes)
                     for k, la in enumerate(lats)]
             facc = None
         den = lattice_forward_backward(lats, sc, arc_acc=accs, final_acc=facc)
-        num_logz = torch.full((b,), float("nan"), dtype=torch.float64)
+        num_logz = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
         obj = den.exp_acc
         grad = den.grad * kappa
     bad = ~torch.isfinite(den.logz)

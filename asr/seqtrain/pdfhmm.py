@@ -173,13 +173,14 @@ def hmm_forward_backward(den: PdfHmmDen, scores: Tensor, lengths: Tensor, acc: T
 def path_logprob(den: PdfHmmDen, scores: Tensor, lengths: Tensor, ref: Tensor) -> Tensor:
     """Log score of the single reference path (numerator): (B,) (−inf when a transition is missing)."""
     b, t_max, _ = scores.shape
-    ref = ref.long()
-    t = torch.arange(t_max).view(1, -1)
+    dev = scores.device
+    ref, lengths = ref.long().to(dev), lengths.to(dev)
+    t = torch.arange(t_max, device=dev).view(1, -1)
     mask = (t < lengths.view(-1, 1))
     em = scores.double().gather(2, ref.unsqueeze(-1)).squeeze(-1)
-    tr = den.log_trans.double()[ref[:, :-1], ref[:, 1:]]
+    tr = den.log_trans.to(dev, torch.float64)[ref[:, :-1], ref[:, 1:]]
     tmask = mask[:, 1:]
     out = em.masked_fill(~mask, 0).sum(1) + tr.masked_fill(~tmask, 0).sum(1)
-    out = out + den.log_init.double()[ref[:, 0]]
+    out = out + den.log_init.to(dev, torch.float64)[ref[:, 0]]
     last = ref.gather(1, (lengths - 1).clamp_min(0).view(-1, 1)).squeeze(1)
-    return out + den.log_final.double()[last]
+    return out + den.log_final.to(dev, torch.float64)[last]

@@ -190,8 +190,8 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
             if bool(bad_out.any()):
                 fail(f"non-finite network output at epoch {epoch}",
                      [u for u, b in zip(names, bad_out.tolist()) if b])
-            padded = torch.zeros(len(rows_of) * int(lengths.max()), ll.shape[1])
-            padded[pos] = ll.detach().cpu()
+            padded = torch.zeros(len(rows_of) * int(lengths.max()), ll.shape[1], device=ll.device)
+            padded[pos.to(ll.device)] = ll.detach()          # the objective runs where the network does
             padded = padded.view(len(rows_of), -1, ll.shape[1])
             if lattices is not None:
                 so = lattice_objective([lattices[u] for u in names], padded, lengths, ref,
@@ -210,8 +210,8 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
             ok_frames = int(lengths[~so.no_num_path].sum())
             if ok_frames == 0:
                 continue
-            gflat = grad.reshape(-1, ll.shape[1])[pos].to(device)
-            keep = torch.repeat_interleave(~so.no_num_path, lengths).to(device)
+            gflat = grad.reshape(-1, ll.shape[1])[pos.to(grad.device)].to(device)
+            keep = torch.repeat_interleave(~so.no_num_path.to(device), lengths.to(device))
             loss = -(gflat * ll).sum() / ok_frames
             if cfg.ce_smoothing > 0:
                 tgt = train.targets[torch.cat(rows_of)].to(device)

@@ -121,14 +121,26 @@ run_stage() {
   mkdir -p "$exp/.started"
   echo "$h" > "$started"
   log "stage $num ($name): $*"
-  local t0=$SECONDS
+  local t0=$SECONDS c0 c1 st
   cur_out=$out cur_hash=$h cur_label="stage $num ($name)" step_ran=""
+  read -r -a st < /proc/$$/stat 2>/dev/null || st=()
+  c0=$(( ${st[15]:-0} + ${st[16]:-0} ))
+  # peak memory of the stage's processes (PSS summed over the tree, or one process's VmHWM),
+  # sampled by a watcher in the background; it stops by itself if this shell dies
+  local mem="$exp/.started/$num.rss" watcher rss
+  rm -f "$mem" "$mem.stop"
+  "$top/.venv/bin/python" "$top/asr/jobs/peakmem.py" --pid $$ --out "$mem" --stop-file "$mem.stop" &
+  watcher=$!
   "$@"
+  touch "$mem.stop" && wait "$watcher" || true
+  rss=$(cat "$mem" 2>/dev/null || echo 0)
+  read -r -a st < /proc/$$/stat 2>/dev/null || st=()
+  c1=$(( ${st[15]:-0} + ${st[16]:-0} ))
   mkdir -p "$out"
   echo "$h" > "$out/.recipe_done.tmp" && mv "$out/.recipe_done.tmp" "$out/.recipe_done"
   chain=$h
-  printf '%s\t%s\t%d\n' "$num" "$name" $((SECONDS - t0)) >> "$timing"
-  log "stage $num ($name): finished in $((SECONDS - t0)) s"
+  printf '%s\t%s\t%d\t%d\n' "$num" "$name" $((SECONDS - t0)) "$rss" >> "$timing"
+  log "stage $num ($name): finished in $((SECONDS - t0)) s (CPU $(( (c1 - c0) / $(getconf CLK_TCK) )) s), peak memory $rss MiB"
 }
 
 # step NAME CMD...: one separately resumable part of the running stage (training, a decoding).
