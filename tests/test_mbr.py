@@ -13,6 +13,8 @@ from asr.decode.decoder import lattice_best_words
 from asr.decode.mbr import (WordLattice, _MbrGraph, _normalize_eps, mbr_decode, mbr_decode_grid,
                             mbr_decode_with_risk, word_lattice)
 
+from test_decode import SENTS, _loglikes, graph  # noqa: F401 (graph: a fixture)
+
 
 def levenshtein(a, b) -> int:
     d = list(range(len(b) + 1))
@@ -307,3 +309,43 @@ def test_mbr_rejects_bad_lm_weights():
     wl = random_word_lattice(rng, layers=2, width=2, vocab=3, tree=True)
     with pytest.raises(ValueError, match="positive"):
         mbr_decode_grid(wl, [0.0])
+
+
+@pytest.mark.parametrize("graph", ["mono"], indirect=True)
+def test_decode_and_score_lmwt_grid_with_and_without_mbr(graph, tmp_path):
+    """decode_and_score scores every LM weight of the grid with the MBR hypothesis of each lattice
+    (the default) or, with ``mbr=False``, its best path; ``asr decode loglikes --no-mbr`` too."""
+    import functools
+
+    import kaldiio
+
+    from asr.cli.main import main
+    from asr.decode import DecodeConfig, Graph, decode_and_score, lattice_one, loglikes_from_dict
+
+    gdir, topo, ctx = graph
+    lls = {u: x * 0.15 for u, x in _loglikes(topo, ctx, seed=10).items()}  # weak evidence: competing paths
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utt2spk").write_text("".join(f"{u} {u}\n" for u in SENTS))
+    (data / "text.wrd").write_text("".join(f"{u} {' '.join(s)}\n" for u, s in SENTS.items()))
+    grid = (2.0, 6.0, 10.0)
+    g = Graph(gdir)
+    lats = {u: lattice_one(g, u, ll, DecodeConfig()) for u, ll in lls.items()}
+    job = functools.partial(loglikes_from_dict, lls)
+    differ = 0
+    for mbr in (True, False):
+        out = tmp_path / f"dec_{mbr}"
+        decode_and_score(gdir, data, out, job, DecodeConfig(lmwt_grid=grid, mbr=mbr), nj=2, mode="word")
+        for k, w in enumerate(grid):
+            want = {u: (mbr_decode_grid(lat, grid)[k] if mbr else lattice_best_words(lat, w)) for u, lat in lats.items()}
+            lines = (out / f"hyp.{w:g}.txt").read_text().splitlines()
+            assert lines == [f"{u} {' '.join(g.word_strings(want[u]))}".strip() for u in sorted(lats)]
+            differ += mbr and any(want[u] != lattice_best_words(lats[u], w) for u in lats)
+    assert differ > 0  # the grid really was scored with MBR hypotheses
+    kaldiio.save_ark(str(tmp_path / "ll.ark"), {u: x.numpy() for u, x in lls.items()})
+    for flag in ([], ["--no-mbr"]):
+        out = tmp_path / f"cli{len(flag)}"
+        assert main(["decode", "loglikes", "--graph", str(gdir), "--data", str(data), "--loglikes",
+                     str(tmp_path / "ll.ark"), "--out", str(out), "--lmwt-grid", "2,6,10", "--mode", "word"] + flag) == 0
+        ref = tmp_path / ("dec_True" if not flag else "dec_False")
+        assert (out / "hyp.6.txt").read_text() == (ref / "hyp.6.txt").read_text()
