@@ -19,6 +19,20 @@ def _grid(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(","))
 
 
+def add_scoring_args(p: argparse.ArgumentParser) -> None:
+    """``--no-mbr`` / ``--mbr-beam``: how lattices are turned into hypotheses (``DecodeConfig``)."""
+    p.add_argument("--no-mbr", dest="mbr", action="store_false",
+                   help="score each lattice's best path instead of its minimum-Bayes-risk hypothesis "
+                        "(Kaldi score.sh decodes MBR, the default)")
+    p.add_argument("--mbr-beam", type=float, default=None,
+                   help="beam of the word lattice MBR decodes (default: the lattice beam, as Kaldi)")
+
+
+def scoring_kwargs(args: argparse.Namespace) -> dict:
+    """``DecodeConfig`` fields from ``add_scoring_args``'s options."""
+    return {"mbr": args.mbr, "mbr_beam": args.mbr_beam}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("decode", help="WFST decoding of log-likelihood matrices",
                               description="Decode per-utterance log-likelihood matrices with "
@@ -40,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--lmwt-grid", type=_grid, default=None,
                    help="LM weights to try and choose from, e.g. 1:20 (dev sets; default 1:20)")
     d.add_argument("--nj", type=int, default=1, help="parallel jobs (split by speaker)")
+    add_scoring_args(d)
     d.set_defaults(func=_loglikes)
 
 
@@ -54,7 +69,7 @@ def _loglikes(args: argparse.Namespace) -> int:
         meta = Path(args.graph) / "graph.json"
         mode = json.loads(meta.read_text())["mode"] if meta.is_file() else "phone"
     kw = {"lmwt_grid": args.lmwt_grid} if args.lmwt_grid else {}
-    cfg = DecodeConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam, **kw)
+    cfg = DecodeConfig(acwt=args.acwt, beam=args.beam, lattice_beam=args.lattice_beam, **kw, **scoring_kwargs(args))
     job = functools.partial(loglikes_from_kaldi, args.loglikes)
     res = decode_and_score(args.graph, args.data, args.out, job, cfg, nj=args.nj, lmwt=args.lmwt,
                            mode=mode)

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from asr.cli.decode import add_scoring_args, scoring_kwargs
+
 
 class StageLog:
     """print + append to ``OUT/log/<name>.log`` (rank 0 only under DDP)."""
@@ -86,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--acwt", type=float, default=0.1)
     d.add_argument("--mode", choices=("phone", "word"), default="phone")
     d.add_argument("--nj", type=int, default=1)
+    add_scoring_args(d)
     d.set_defaults(func=_decode)
 
     e = sub.add_parser("export", help="write log-likelihoods / log-posteriors as a Kaldi ark")
@@ -206,7 +209,7 @@ def _decode(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
     res = run_decode(args.model, args.graph, args.data, args.out, nj=args.nj, lmwt=lmwt, acwt=args.acwt,
-                     mode=args.mode)
+                     mode=args.mode, **scoring_kwargs(args))
     print((Path(args.out) / "scoring").read_text().strip() if (Path(args.out) / "scoring").is_file() else res)
     mark_done(args.out, {"cmd": "dnn decode", **vars_cfg(args)})
     return 0

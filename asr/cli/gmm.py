@@ -5,6 +5,8 @@ import argparse
 import dataclasses
 import time
 
+from asr.cli.decode import add_scoring_args, scoring_kwargs
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("gmm", help="GMM-HMM stages: mono, tri1 (deltas), tri2 (LDA+MLLT), tri3 (SAT)")
@@ -45,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--transform-dir", default=None,
                    help="SAT systems: use this decode dir's trans.pt (per-speaker fMLLR) instead of "
                         "estimating transforms in two adaptation passes (Kaldi --transform-dir)")
+    add_scoring_args(d)
     d.set_defaults(func=_decode)
     f = sub.add_parser("fmllr-feats", help="write a SAT system's LDA+MLLT+fMLLR features as a data dir (DNN input)")
     f.add_argument("--model", required=True, help="SAT exp dir (e.g. exp/tri3)")
@@ -97,7 +100,8 @@ def _decode(args: argparse.Namespace) -> int:
     from asr.decode import DecodeConfig
     from asr.gmm.decode import decode_system
 
-    cfg = DecodeConfig() if args.beam is None else DecodeConfig(beam=args.beam)
+    kw = scoring_kwargs(args) if args.beam is None else {"beam": args.beam, **scoring_kwargs(args)}
+    cfg = DecodeConfig(**kw)
     t0 = time.time()
     res = decode_system(args.model, args.lang, args.data, args.out, nj=args.nj, lmwt_from=args.lmwt_from,
                         cfg=cfg, mode=args.mode, transform_dir=args.transform_dir)

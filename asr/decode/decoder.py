@@ -33,6 +33,10 @@ class DecodeConfig:
         the best one is chosen on dev only (Kaldi ``score.sh``: 1..20 style grid).
     retry_beam: when no final state survives the search, the utterance is decoded again with
         this beam (as Kaldi's aligner's ``--retry-beam``) before falling back to a partial result.
+    mbr: score each lattice's minimum-Bayes-risk hypothesis (``asr.decode.mbr``, as Kaldi's
+        ``score.sh`` does with ``lattice-to-ctm-conf``) rather than its best path.
+    mbr_beam: beam of the word lattice MBR decodes (``asr.decode.mbr.word_lattice``, at scale
+        ``acwt``); None = ``lattice_beam``, Kaldi's (its lattices are determinized at that beam).
 
     There is no ``max_active``: the lattice decoder of ``kaldi-decoder`` (``LatticeSimpleDecoder``)
     has no cap on active states, so such a setting would be accepted and ignored. Only the 1-best
@@ -44,10 +48,14 @@ class DecodeConfig:
     lattice_beam: float = 6.0
     lmwt_grid: tuple[float, ...] = field(default_factory=lambda: tuple(float(x) for x in range(1, 21)))
     retry_beam: float = 40.0
+    mbr: bool = True
+    mbr_beam: float | None = None
 
     def __post_init__(self) -> None:
         if self.acwt <= 0 or self.beam <= 0 or self.lattice_beam <= 0 or self.retry_beam <= 0:
             raise ValueError(f"invalid decode config {self}")
+        if self.mbr_beam is not None and self.mbr_beam <= 0:
+            raise ValueError(f"mbr_beam must be positive, got {self.mbr_beam}")
         if not self.lmwt_grid or min(self.lmwt_grid) <= 0:
             raise ValueError(f"lmwt_grid must be non-empty and positive, got {self.lmwt_grid}")
 

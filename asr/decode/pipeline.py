@@ -1,8 +1,9 @@
 """Decode a data set in parallel jobs, choose the LM weight, write hypotheses and scores.
 
 Kaldi ``steps/decode.sh`` + ``local/score.sh``: lattices are generated once at ``acwt``, then
-re-scored for every ``LMWT`` in ``cfg.lmwt_grid`` (best path of graph + acoustic / LMWT); the best
-LMWT is picked on the dev set and given explicitly for the test set.
+re-scored for every ``LMWT`` in ``cfg.lmwt_grid`` (graph + acoustic / LMWT: the minimum-Bayes-risk
+hypothesis, ``asr.decode.mbr``, or with ``cfg.mbr`` off the best path); the best LMWT is picked on
+the dev set and given explicitly for the test set.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import Tensor
 from asr.decode.decoder import (LATTICE_OK, NOT_DECODED, PARTIAL_LATTICE, RETRY_BEAM, DecodeConfig, Graph,
                                 decode_lattice, lattice_one)
 from asr.decode.lattice import LatticeArrays, iter_best_paths, lattice_to_arrays
+from asr.decode.mbr import lattice_words
 from asr.jobs import map_jobs, split_by_speaker
 from asr.jobs.stage import StageFailed, describe_ids, write_counts
 from asr.lang.lexicon import write_text_atomic
@@ -46,7 +48,7 @@ def make_lattices(graph_dir: str | Path, loglikes: dict[str, Tensor], cfg: Decod
 
 
 def _decode_job(args: tuple) -> tuple[list[dict[str, list[str]]], dict[str, list[str]]]:
-    """One job: lattices for its utterances, best paths for every LMWT of the grid; and the
+    """One job: lattices for its utterances, hypotheses for every LMWT of the grid; and the
     utterances that needed the retry beam, ended without a final state or were not decoded
     (no lattice, or no log-likelihoods from ``loglike_job``)."""
     graph_dir, cfg, loglike_job, utts, grid = args
@@ -63,7 +65,12 @@ def _decode_job(args: tuple) -> tuple[list[dict[str, list[str]]], dict[str, list
                 events[status].append(utt)
             if lat is not None:
                 yield utt, lat
-    for utt, paths in iter_best_paths(lattices(), grid):   # all LM weights of the grid in one pass
+
+    if cfg.mbr:   # MBR hypothesis per lattice at every LM weight (Kaldi score.sh)
+        scored = ((utt, lattice_words(lat, grid, cfg)) for utt, lat in lattices())
+    else:         # best paths: all LM weights of the grid in one pass
+        scored = iter_best_paths(lattices(), grid)
+    for utt, paths in scored:
         for k, ids in enumerate(paths):
             hyps[k][utt] = graph.word_strings(ids)
     events[NOT_DECODED].extend(u for u in utts if u not in seen)

@@ -35,11 +35,12 @@ def _frontiers(n: int, src: np.ndarray, dst: np.ndarray, start: int) -> list[np.
 
 
 def _segment_logsumexp(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """log sum exp of each contiguous segment ``values[starts[i]:starts[i+1]]`` (last to the end)."""
-    m = np.maximum.reduceat(values, starts)
+    """log sum exp of each contiguous segment ``values[..., starts[i]:starts[i+1]]`` (last to the
+    end) along the last axis."""
+    m = np.maximum.reduceat(values, starts, axis=-1)
     safe = np.where(np.isfinite(m), m, 0.0)
-    rep = np.repeat(safe, np.diff(np.append(starts, values.size)))
-    s = np.add.reduceat(np.exp(values - rep), starts)
+    rep = np.repeat(safe, np.diff(np.append(starts, values.shape[-1])), axis=-1)
+    s = np.add.reduceat(np.exp(values - rep), starts, axis=-1)
     with np.errstate(divide="ignore"):
         return np.where(s > 0, np.log(s) + safe, -np.inf)
 
