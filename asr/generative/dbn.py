@@ -193,7 +193,9 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
         data: ``Tensor (N, D)`` or a callable returning an iterable of ``(B, D)`` batches
             (called once per epoch; for streaming data larger than memory).
             A tensor is propagated up once per layer when the result fits in
-            ``max_lift_bytes``; otherwise batches are propagated on the fly.
+            ``max_lift_bytes`` (so every RBM costs the same per frame, whatever its depth);
+            otherwise, and for callables, every batch is propagated through all lower layers
+            on the fly.
         cfgs: one config for all layers or one per layer.
         callback: ``callback(layer (1-based), epoch, metrics, rbm)`` after every epoch.
     Returns:
@@ -225,10 +227,11 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
             elif isinstance(data, Tensor):
                 full = data
 
-                def stream(full: Tensor = full, layer: int = i, bs: int = cfg.batch_size):
+                def stream(full: Tensor = full, layer: int = i, bs: int = cfg.batch_size,
+                           rows: int | None = cfg.rows_per_epoch):
                     perm = torch.randperm(full.shape[0], generator=generator,
-                                          device=generator.device)
-                    for j in range(0, full.shape[0], bs):
+                                          device=generator.device)[:rows]
+                    for j in range(0, len(perm), bs):
                         yield dbn.up(full[perm[j:j + bs].to(full.device)].to(dev), layer)
                 lifted = stream
             else:
