@@ -549,7 +549,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
         One dict per epoch: ``epoch``, ``recon_error`` (mean over batches of the mean squared
         error between the data and its CD reconstruction), ``free_energy`` (mean F(v) of the
         data), ``lr`` and ``momentum`` (of the epoch's last update), ``guard`` (variance-guard
-        interventions), ``batches``, ``frames``, ``seconds``.
+        interventions), ``batches``, ``frames``, ``seconds`` (wall), ``cpu_seconds`` (process).
     Raises:
         ValueError: bad input (shape, NaN, Bernoulli data outside [0, 1]).
         TrainingDiverged: NaN/Inf parameters; the last good state is restored in ``rbm``.
@@ -570,7 +570,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
     first = cfg.init_visible_bias
     with torch.no_grad():
         for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rec_sum: Tensor | float = 0.0
             fe_sum: Tensor | float = 0.0
             nb = frames = n_guard = 0
@@ -632,7 +632,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                                  "(pass a tensor or a callable that returns a fresh iterable)")
             m = {"epoch": epoch, "recon_error": float(rec_sum) / nb, "free_energy": float(fe_sum) / nb,
                  "lr": lr, "momentum": mom, "guard": n_guard, "batches": nb, "frames": frames,
-                 "seconds": time.perf_counter() - t0}
+                 "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
             history.append(m)
             if callback is not None:
                 callback(epoch, m, rbm)

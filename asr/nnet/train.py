@@ -192,7 +192,7 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
     state, history), ``out_dir/final.pt`` (via ``save_model``) and ``out_dir/log/train_curve.json``
     (``summarise`` facts + per-epoch records: epoch, lr, train_loss, train_frame_acc (of the
     training pass, while the model changes, as Kaldi reports it), cv_frame_acc, cv_loss, rel_impr,
-    accepted, halving, seconds, frames_per_s).
+    accepted, halving, seconds (wall), cpu_seconds (process), frames_per_s).
 
     The loss is checked every ``check_every`` steps and at the end of each epoch (one host sync
     each). A non-finite loss restores the model of the last accepted epoch, writes it as
@@ -224,7 +224,8 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
         state["best_loss"] = loss0
         state["history"].append({"epoch": 0, "lr": cfg.lr, "train_loss": None, "train_frame_acc": None,
                                  "cv_frame_acc": acc0, "cv_loss": loss0, "rel_impr": None, "accepted": True,
-                                 "halving": False, "seconds": None, "frames_per_s": None})
+                                 "halving": False, "seconds": None, "cpu_seconds": None,
+                                 "frames_per_s": None})
         log(f"epoch 0: cv frame acc {acc0:.4f} cv loss {loss0:.4f}")
     if world > 1:  # everybody starts from the same history (rank 0 evaluated epoch 0)
         box = [state]
@@ -240,7 +241,7 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
         good_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         perm = epoch_permutation(train.num_frames, cfg.seed, epoch, cfg.frames_per_epoch).to(device)
         model.train()
-        t_start = time.perf_counter()
+        t_start, c_start = time.perf_counter(), time.process_time()
         tot = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.long)
         nfr = 0
@@ -277,11 +278,12 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
             state["stop_reason"] = "diverged"
             log(str(failure))
             break
-        secs = time.perf_counter() - t_start
+        secs, cpu_secs = time.perf_counter() - t_start, time.process_time() - c_start
         acc, cv_loss = frame_accuracy(model, cv, device)
         rec = {"epoch": epoch, "lr": state["lr"], "train_loss": float(tot) / max(nfr, 1),
                "train_frame_acc": int(correct) / max(nfr, 1), "cv_frame_acc": acc, "cv_loss": cv_loss,
-               "halving": state["halving"], "seconds": secs, "frames_per_s": nfr / max(secs, 1e-9)}
+               "halving": state["halving"], "seconds": secs, "cpu_seconds": cpu_secs,
+               "frames_per_s": nfr / max(secs, 1e-9)}
         accepted, rel_impr = newbob_update(state, epoch, cv_loss, cfg)
         if not accepted:
             model.load_state_dict(good_model)
