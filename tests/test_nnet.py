@@ -310,3 +310,33 @@ def test_dbn_seed_reaches_initial_weights_and_upper_layers_reuse_lower_outputs(m
     cfg = PretrainConfig(hidden=(8, 6), epochs=2, batch_size=16, seed=1)
     pretrain_dbn_on_frames(fd, mean, var, cfg)
     assert calls == []
+
+
+@pytest.mark.parametrize("cache_bytes", [2 ** 31, 1])      # inputs in memory / streamed
+def test_dbn_pretraining_resumes_after_the_last_finished_rbm(tmp_path, cache_bytes):
+    from asr.nnet.pretrain import PretrainConfig, pretrain_dbn_on_frames
+
+    feats, _ = synth_corpus(10, 4, 3, seed=0)
+    fd = build_frame_data(feats, None, 1, 1)
+    mean, var = fd.spliced_moments()
+    cfg = PretrainConfig(hidden=(8, 6, 5), epochs=2, batch_size=16, seed=3, cache_bytes=cache_bytes)
+    full = pretrain_dbn_on_frames(fd, mean, var, cfg, ckpt_dir=tmp_path / "a", log=lambda s: None)
+
+    class Killed(Exception):
+        pass
+
+    def kill(layer, epoch, m, rbm):
+        if layer == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        pretrain_dbn_on_frames(fd, mean, var, cfg, callback=kill, ckpt_dir=tmp_path / "b", log=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["rbm01.pt", "rbm02.pt"]
+    msgs = []
+    resumed = pretrain_dbn_on_frames(fd, mean, var, cfg, ckpt_dir=tmp_path / "b", log=msgs.append)
+    assert any("resuming after RBM 2" in m for m in msgs)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="another pretraining run"):
+        pretrain_dbn_on_frames(fd, mean, var, PretrainConfig(hidden=(8, 6, 5), seed=4, cache_bytes=cache_bytes),
+                               ckpt_dir=tmp_path / "b")

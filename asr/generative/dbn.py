@@ -185,7 +185,7 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
                  cfgs: RBMTrainConfig | Sequence[RBMTrainConfig] | None = None,
                  generator: torch.Generator | None = None,
                  callback: Callable[[int, int, dict[str, float], RBM], None] | None = None,
-                 max_lift_bytes: int = 2 ** 31) -> list[list[dict[str, float]]]:
+                 max_lift_bytes: int = 2 ** 31, start_layer: int = 0) -> list[list[dict[str, float]]]:
     """Greedy layer-wise pretraining: RBM i is trained (CD-k / PCD, see :func:`train_rbm`)
     on the hidden probabilities of RBM i-1 (Hinton et al. 2006, section 4).
 
@@ -198,8 +198,10 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
             on the fly.
         cfgs: one config for all layers or one per layer.
         callback: ``callback(layer (1-based), epoch, metrics, rbm)`` after every epoch.
+        start_layer: the first ``start_layer`` RBMs are taken as trained (resuming a stack):
+            they only lift the data for the RBMs above.
     Returns:
-        One history list per layer.
+        One history list per layer (empty for the layers below ``start_layer``).
     Raises:
         TrainingDiverged: from :func:`train_rbm`; the message names the layer.
     """
@@ -218,7 +220,7 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
     lifted: DataSource = data
     for i, (rbm, cfg) in enumerate(zip(dbn.rbms, cfg_list)):
         if i > 0:
-            if isinstance(data, Tensor) and data.shape[0] * dbn.sizes[i] * 4 <= max_lift_bytes:
+            if isinstance(lifted, Tensor) and data.shape[0] * dbn.sizes[i] * 4 <= max_lift_bytes:
                 prev = lifted
                 assert isinstance(prev, Tensor)
                 with torch.no_grad():
@@ -236,6 +238,9 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
                 lifted = stream
             else:
                 lifted = _lift(data, dbn, i, dev)
+        if i < start_layer:
+            histories.append([])
+            continue
         cb = None if callback is None else (lambda e, m, r, layer=i + 1: callback(layer, e, m, r))
         try:
             histories.append(train_rbm(rbm, lifted, cfg, generator, cb))

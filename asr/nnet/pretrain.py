@@ -21,12 +21,14 @@ tensor layer by layer), so every RBM costs the same CD-1 work per frame whatever
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from asr.nnet.frames import FrameData
+from asr.nnet.model import atomic_torch_save, load_data_file
 
 
 @dataclass
@@ -65,16 +67,15 @@ class PretrainConfig:
                 for i in range(len(self.hidden))]
 
 
-def normalised_batches(data: FrameData, mean: Tensor, istd: Tensor, batch_size: int, seed: int,
+def normalised_batches(data: FrameData, mean: Tensor, istd: Tensor, batch_size: int, generator: torch.Generator,
                        limit: int | None = None, device: torch.device | str = "cpu") -> Callable[[], Iterator[Tensor]]:
     """A callable returning a fresh iterator of shuffled, normalised spliced minibatches (B, K·D);
-    each call reshuffles with the next seed of a private generator (deterministic overall).
-    Used when the spliced inputs do not fit in memory."""
-    g = torch.Generator().manual_seed(seed)
+    each call reshuffles with ``generator`` (CPU; deterministic overall). Used when the spliced
+    inputs do not fit in memory."""
     mean, istd = mean.to(device), istd.to(device)
 
     def batches() -> Iterator[Tensor]:
-        perm = torch.randperm(data.num_frames, generator=g)
+        perm = torch.randperm(data.num_frames, generator=generator)
         if limit:
             perm = perm[:limit]
         for s in range(0, len(perm), batch_size):
@@ -102,22 +103,51 @@ def build_dbn(input_dim: int, cfg: PretrainConfig) -> nn.Module:
 
 
 def pretrain_dbn_on_frames(data: FrameData, mean: Tensor, var: Tensor, cfg: PretrainConfig,
-                           device: torch.device | str = "cpu", callback=None) -> nn.Module:
+                           device: torch.device | str = "cpu", callback=None,
+                           ckpt_dir: str | Path | None = None, log: Callable[[str], None] = print) -> nn.Module:
     """Greedy layer-wise DBN pretraining on normalised spliced frames; returns the
     ``asr.generative.DBN`` (save it with ``asr.generative.save``).
 
-    Raises ``asr.generative.TrainingDiverged`` (its message names the layer and epoch)."""
+    With ``ckpt_dir`` the stack and the random generators' states are saved after every RBM
+    (``ckpt_dir/rbmK.pt``) and a rerun resumes after the last finished RBM, giving the same DBN
+    as an uninterrupted run. Raises ``asr.generative.TrainingDiverged`` (its message names the
+    layer and epoch)."""
     from asr.generative import pretrain_dbn
 
     dim = data.index.shape[1] * data.feats.shape[1]
     dbn = build_dbn(dim, cfg).to(device)
     istd = var.clamp_min(1e-4).rsqrt()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    feed = torch.Generator().manual_seed(cfg.seed + 1)          # minibatch order of the streamed input
     if data.num_frames * dim * 4 <= cfg.cache_bytes:
         source = normalised_inputs(data, mean, istd)
     else:
-        source = normalised_batches(data, mean, istd, cfg.batch_size, cfg.seed, cfg.frames_per_epoch, device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    pretrain_dbn(dbn, source, cfg.rbm_configs(), gen, callback=callback, max_lift_bytes=cfg.cache_bytes)
+        source = normalised_batches(data, mean, istd, cfg.batch_size, feed, cfg.frames_per_epoch, device)
+    configs = cfg.rbm_configs()
+    start = 0
+    if ckpt_dir is not None:
+        ckpt_dir = Path(ckpt_dir)
+        done = sorted(ckpt_dir.glob("rbm*.pt"))
+        if done:
+            ck = load_data_file(done[-1], "DBN pretraining checkpoint")
+            if not isinstance(ck, dict) or ck.get("config") != asdict(cfg) or ck.get("frames") != data.num_frames:
+                raise ValueError(f"{done[-1]} was written by another pretraining run (config or data differ); "
+                                 f"remove {ckpt_dir} or use a new output dir")
+            dbn.load_state_dict(ck["dbn"])
+            gen.set_state(ck["gen"])
+            feed.set_state(ck["feed"])
+            start = int(ck["layers_done"])
+            log(f"resuming after RBM {start} from {done[-1]}")
+
+    def on_epoch(layer: int, epoch: int, m: dict, rbm) -> None:
+        if callback is not None:
+            callback(layer, epoch, m, rbm)
+        if ckpt_dir is not None and epoch == configs[layer - 1].epochs:
+            atomic_torch_save({"dbn": dbn.state_dict(), "gen": gen.get_state(), "feed": feed.get_state(),
+                               "layers_done": layer, "config": asdict(cfg), "frames": data.num_frames},
+                              ckpt_dir / f"rbm{layer:02d}.pt")
+
+    pretrain_dbn(dbn, source, configs, gen, callback=on_epoch, max_lift_bytes=cfg.cache_bytes, start_layer=start)
     return dbn
 
 

@@ -111,8 +111,9 @@ def run_pretrain(data_dir: str | Path, out_dir: str | Path, cfg: PretrainConfig,
     t0 = time.time()
     dbn = pretrain_dbn_on_frames(
         fd, mean, var, cfg, device,
-        callback=lambda layer, ep, m, r: log(f"  RBM {layer} epoch {ep}: " +
-                                             " ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float))))
+        callback=lambda layer, ep, m, r: log(
+            f"  RBM {layer} epoch {ep}: " + " ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "epoch")),
+        ckpt_dir=out / "ckpt", log=log)
     path = save(dbn.cpu(), out / "dbn.pt", meta={"left": left, "right": right, "input_dim": fd.feats.shape[1],
                                                  "in_mean": mean, "in_var": var, "config": asdict(cfg),
                                                  "frames": fd.num_frames, "seconds": time.time() - t0})
