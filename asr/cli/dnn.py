@@ -197,8 +197,9 @@ def _train(args: argparse.Namespace) -> int:
                   device=device, log=log)
     except CETrainingError as e:
         if rank == 0:
-            print(f"asr dnn train: error: {e} (see {args.out}/log/train_curve.json; no .done written)",
-                  file=sys.stderr)
+            msg = f"asr dnn train: error: {e} (see {args.out}/log/train_curve.json; no .done written)"
+            log(msg)
+            print(msg, file=sys.stderr)
         return 1
     finally:
         if dist.is_initialized():
