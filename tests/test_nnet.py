@@ -340,3 +340,15 @@ def test_dbn_pretraining_resumes_after_the_last_finished_rbm(tmp_path, cache_byt
     with pytest.raises(ValueError, match="another pretraining run"):
         pretrain_dbn_on_frames(fd, mean, var, PretrainConfig(hidden=(8, 6, 5), seed=4, cache_bytes=cache_bytes),
                                ckpt_dir=tmp_path / "b")
+
+
+def test_write_matrices_leaves_nothing_when_the_source_fails(tmp_path):
+    from asr.nnet.io import write_matrices
+
+    def items():
+        yield "u1", torch.zeros(2, 3)
+        raise ValueError("model file broken")
+
+    with pytest.raises(ValueError, match="broken"):
+        write_matrices(items(), tmp_path / "out.ark")
+    assert list(tmp_path.iterdir()) == []
