@@ -76,7 +76,7 @@ def test_cli_pretrain_train_export_seq(tmp_path, capsys):
         curve = (tmp_path / name / "log" / "train_curve.json").read_text()
         import json
 
-        best = max(h["cv_frame_acc"] for h in json.loads(curve))
+        best = max(h["cv_frame_acc"] for h in json.loads(curve)["epochs"])
         assert best > 2.0 / NUM_PDFS, (name, best)       # well above chance (0.2)
     ark = tmp_path / "ll.ark"
     assert main(["dnn", "export", "--model", str(tmp_path / "dnn"), "--data", str(data), "--out", str(ark)]) == 0
@@ -103,3 +103,102 @@ def test_cli_pretrain_train_export_seq(tmp_path, capsys):
     curve = json.loads((tmp_path / "mmi" / "log" / "train_curve.json").read_text())
     # log p(reference | x) is < 0 for any model; training must raise it
     assert curve[1]["no_num_path"] == 0 and curve[1]["objective"] < curve[2]["objective"] < 0
+
+
+def _write_mats(d, feats):
+    kio = _kaldi_io()
+    lines = []
+    for u in sorted(feats):
+        p = d / "mats" / f"{u}.mat"
+        with open(p, "wb") as f:
+            kio.write_mat(f, feats[u].numpy().astype(np.float32))
+        lines.append(f"{u} {p}\n")
+    (d / "feats.scp").write_text("".join(lines))
+
+
+def test_cli_train_fails_loudly(tmp_path, capsys):
+    """NaN features are refused naming the utterance; a diverging run exits 1 naming the epoch,
+    keeps the last good model and writes no .done (issue 13 "Bad input", issue 14 item 1)."""
+    import json
+
+    from asr.nnet.io import read_matrices
+
+    data, _ = make_data(tmp_path)
+    ali = str(tmp_path / "ali.ark")
+    common = ["--data", str(data), "--ali", ali, "--device", "cpu", "--batch-size", "64", "--random-init",
+              "--layers", "1", "--units", "8", "--context", "1"]
+    # diverging: an absurd learning rate makes the loss non-finite in epoch 1
+    out = tmp_path / "div"
+    assert main(["dnn", "train", *common, "--out", str(out), "--lr", "1e38", "--epochs", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 1" in err and not (out / ".done").exists()
+    curve = json.loads((out / "log" / "train_curve.json").read_text())
+    assert curve["stop_reason"] == "diverged"
+    kept = load_model(out)
+    assert all(torch.isfinite(v).all() for v in kept.state_dict().values() if v.is_floating_point())
+    # NaN in one utterance's features: refused when read, naming it
+    feats = read_matrices_from_scp(data)
+    u = sorted(feats)[3]
+    feats[u][2, 1] = float("nan")
+    _write_mats(data, feats)
+    out = tmp_path / "nan"
+    assert main(["dnn", "train", *common, "--out", str(out), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert u in err and "non-finite" in err and not (out / ".done").exists()
+    assert not (out / "final.pt").exists()
+    del read_matrices
+
+
+def read_matrices_from_scp(data):
+    kio = _kaldi_io()
+    out = {}
+    for line in (data / "feats.scp").read_text().splitlines():
+        u, p = line.split()
+        out[u] = torch.from_numpy(np.array(kio.read_mat(p)))
+    return out
+
+
+class _Payload:
+    """Unpickling this creates a file: the proof that a model file ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_model_and_checkpoint_files_are_loaded_as_data(tmp_path, capsys):
+    """A crafted final.pt / training checkpoint runs nothing, fails naming the file and leaves
+    no temporary (issue 14 item 12)."""
+    from asr.nnet import CETrainConfig, train_ce
+    from asr.nnet.model import HybridDNN, NetConfig, save_model
+
+    data, _ = make_data(tmp_path)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    torch.save({"type": "HybridDNN", "config": _Payload(marker)}, evil / "final.pt")
+    ark = tmp_path / "out.ark"
+    assert main(["dnn", "export", "--model", str(evil), "--data", str(data), "--out", str(ark)]) == 1
+    err = capsys.readouterr().err
+    assert str(evil / "final.pt") in err and not marker.exists()
+    assert not ark.exists() and not (tmp_path / "out.ark.tmp").exists()
+    # a genuine model still loads with weights_only=True, and so does a training checkpoint
+    good = HybridDNN(NetConfig(input_dim=6, num_pdfs=NUM_PDFS, hidden=(4,), left=1, right=1))
+    save_model(good, tmp_path / "good" / "final.pt", extra={"history": [{"epoch": 0, "x": None}]})
+    assert main(["dnn", "export", "--model", str(tmp_path / "good"), "--data", str(data), "--out", str(ark)]) == 0
+    # resuming from a crafted checkpoint
+    from asr.nnet.synthetic import synth_corpus
+    from asr.nnet import build_frame_data
+
+    f, a = synth_corpus(6, NUM_PDFS, 6, seed=0)
+    fd = build_frame_data(f, a, 1, 1, NUM_PDFS)
+    ck = tmp_path / "run" / "ckpt" / "epoch001.pt"
+    ck.parent.mkdir(parents=True)
+    torch.save({"model": _Payload(marker)}, ck)
+    import pytest
+
+    with pytest.raises(ValueError, match="epoch001.pt"):
+        train_ce(good, fd, fd, CETrainConfig(max_epochs=1), tmp_path / "run", log=lambda s: None)
+    assert not marker.exists()

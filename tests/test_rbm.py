@@ -244,3 +244,42 @@ def test_save_load_roundtrip_and_errors(tmp_path):
         load(tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing.pt")
+
+
+def test_kaldi_schedule_scales_lr_by_ramped_momentum():
+    """rbm-train-cd1-frmshuff: lr (1 - m_t), m_t = 0.5 + n * 0.4 / 40 every 500k frames (capped),
+    velocity momentum 0.9 from the start (--with-bug=true)."""
+    cfg = RBMTrainConfig(lr=0.4, schedule="kaldi")
+    assert cfg.step_settings(1, 0) == (0.5, 0.9, 0)
+    f, m, n = cfg.step_settings(1, 1_000_000)
+    assert n == 2 and abs(f - (1 - 0.52)) < 1e-12 and m == 0.9
+    f, _, n = cfg.step_settings(3, 10 ** 9)
+    assert n == 40 and abs(f - 0.1) < 1e-12
+    hist = train_rbm(RBM(8, 6), _toy_data(), RBMTrainConfig(epochs=2, lr=0.4, schedule="kaldi"),
+                     torch.Generator().manual_seed(0))
+    assert [(h["lr"], h["momentum"]) for h in hist] == [(0.2, 0.9), (0.2, 0.9)] and hist[0]["frames"] == 400
+    with pytest.raises(ValueError, match="schedule"):
+        train_rbm(RBM(8, 6), _toy_data(), RBMTrainConfig(epochs=1, schedule="newbob"))
+
+
+def test_variance_guard_rescales_an_exploding_gaussian_rbm():
+    """Kaldi's anti-weight-explosion check: reconstruction std > 2x data std -> scale the
+    parameters by the ratio, lr x 0.9, reset momentum, skip the update."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(400, 8, generator=g)
+    rbm = RBM(8, 16, "gaussian", init_std=2.0, generator=torch.Generator().manual_seed(1))
+    W0 = rbm.W.detach().clone()
+    cfg = RBMTrainConfig(epochs=1, batch_size=400, lr=0.0, variance_guard=True, init_visible_bias=False)
+    with torch.no_grad():
+        ph = rbm.hidden_probs(data)
+        recon = torch.bernoulli(ph, generator=torch.Generator().manual_seed(0)) @ rbm.W.t()
+    assert 2 * data.std() < recon.std()                 # the guard's condition holds
+    hist = train_rbm(rbm, data, cfg, torch.Generator().manual_seed(0))
+    assert hist[0]["guard"] == 1
+    ratio = (rbm.W / W0).flatten()
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio)) and 0 < ratio[0] < 0.5
+    # without the guard the same (lr 0) step leaves the weights alone
+    rbm2 = RBM(8, 16, "gaussian", init_std=2.0, generator=torch.Generator().manual_seed(1))
+    h2 = train_rbm(rbm2, data, RBMTrainConfig(epochs=1, batch_size=400, lr=0.0, init_visible_bias=False),
+                   torch.Generator().manual_seed(0))
+    assert h2[0]["guard"] == 0 and torch.equal(rbm2.W, W0)

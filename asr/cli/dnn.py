@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 from asr.cli.decode import add_scoring_args, scoring_kwargs
+from asr.nnet.train import CETrainConfig
+
+CE_DEFAULTS = CETrainConfig()
 
 
 class StageLog:
@@ -41,38 +44,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("dnn", help="hybrid DNN-HMM: DBN pretraining, CE training, decoding, export")
     sub = p.add_subparsers(dest="dnn_command", metavar="COMMAND")
 
-    a = sub.add_parser("pretrain", help="DBN pretraining (GB-RBM then BB-RBMs, CD-1 + momentum)")
-    a.add_argument("--data", required=True, help="fbank data dir (feats.scp, cmvn.scp)")
+    a = sub.add_parser("pretrain", help="DBN pretraining as Kaldi pretrain_dbn.sh (GB-RBM then BB-RBMs, CD-1)")
+    a.add_argument("--data", required=True, help="feature data dir (feats.scp, cmvn.scp)")
     a.add_argument("--out", required=True, help="output dir (writes dbn.pt)")
-    a.add_argument("--layers", type=int, default=3, help="number of hidden layers (default 3)")
-    a.add_argument("--units", type=int, default=512, help="units per hidden layer (default 512)")
-    a.add_argument("--epochs", type=int, default=1, help="CD-1 epochs per RBM (default 1)")
+    a.add_argument("--layers", type=int, default=6, help="number of hidden layers (default 6)")
+    a.add_argument("--units", type=int, default=1024, help="units per hidden layer (default 1024)")
+    a.add_argument("--epochs", type=int, default=1,
+                   help="CD-1 epochs per Bernoulli RBM; the Gaussian RBM gets twice as many (Kaldi --rbm-iter, default 1)")
     a.add_argument("--frames-per-epoch", type=int, default=None, help="subsample frames per epoch")
-    a.add_argument("--batch-size", type=int, default=128)
-    a.add_argument("--lr-gaussian", type=float, default=0.01)
-    a.add_argument("--lr-bernoulli", type=float, default=0.1)
+    a.add_argument("--batch-size", type=int, default=100)
+    a.add_argument("--lr-gaussian", type=float, default=0.01, help="Gaussian RBM learning rate (default 0.01)")
+    a.add_argument("--lr-bernoulli", type=float, default=0.4, help="Bernoulli RBM learning rate (default 0.4)")
+    a.add_argument("--l2-penalty", type=float, default=2e-4, help="L2 penalty on RBM weights (default 2e-4)")
     a.add_argument("--context", type=int, default=5, help="splice ±N frames (default 5)")
-    a.add_argument("--seed", type=int, default=777)
+    a.add_argument("--seed", type=int, default=777, help="initial weights, shuffling and sampling (default 777)")
     a.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     a.set_defaults(func=_pretrain)
 
-    t = sub.add_parser("train", help="frame cross-entropy fine-tuning with newbob")
-    t.add_argument("--data", required=True, help="fbank training data dir")
+    ce = CE_DEFAULTS
+    t = sub.add_parser("train", help="frame cross-entropy fine-tuning with newbob (Kaldi train.sh)")
+    t.add_argument("--data", required=True, help="feature training data dir")
     t.add_argument("--ali", required=True, help="GMM exp dir with ali_pdf.ark (e.g. exp/tri3) or a Kaldi pdf ark")
     t.add_argument("--out", required=True)
     init = t.add_mutually_exclusive_group()
     init.add_argument("--dbn", default=None, help="pretrained DBN dir/checkpoint (exp/dbn)")
     init.add_argument("--init-dbn", dest="dbn", default=None, help="alias of --dbn (a DBN from another run)")
-    init.add_argument("--random-init", action="store_true", help="no pretraining (ablation dnn_rand)")
+    init.add_argument("--random-init", action="store_true",
+                      help="no pretraining: Kaldi make_nnet_proto.py initialisation (ablation dnn_rand)")
     t.add_argument("--layers", type=int, default=None,
-                   help="hidden layers (default 3; with --dbn must match the DBN, which defines it)")
-    t.add_argument("--units", type=int, default=None, help="units per layer (default 512; checked against --dbn)")
+                   help="hidden layers (default 6; with --dbn must match the DBN, which defines it)")
+    t.add_argument("--units", type=int, default=None, help="units per layer (default 1024; checked against --dbn)")
     t.add_argument("--context", type=int, default=None, help="splice ±N frames (default 5; checked against --dbn)")
-    t.add_argument("--epochs", "--max-epochs", dest="epochs", type=int, default=8,
-                   help="max epochs (newbob may stop earlier)")
-    t.add_argument("--lr", type=float, default=0.2, help="SGD step on the mean frame loss (default 0.2)")
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--epochs", "--max-epochs", dest="epochs", type=int, default=ce.max_epochs,
+                   help=f"max epochs; newbob usually stops earlier (default {ce.max_epochs})")
+    t.add_argument("--min-epochs", type=int, default=ce.min_epochs,
+                   help="epochs accepted whatever their CV loss, before newbob may stop (default 0)")
+    t.add_argument("--keep-lr-epochs", type=int, default=ce.keep_lr_epochs,
+                   help="initial epochs at a fixed learning rate, never rejected (default 0)")
+    t.add_argument("--lr", type=float, default=ce.lr,
+                   help=f"SGD step on the minibatch-mean loss (default {ce.lr:g} = Kaldi's 0.008 per frame x 256)")
+    t.add_argument("--momentum", type=float, default=ce.momentum)
+    t.add_argument("--start-halving-impr", type=float, default=ce.start_halving_impr,
+                   help="relative CV-loss improvement below which the lr starts halving (default 0.01)")
+    t.add_argument("--end-halving-impr", type=float, default=ce.end_halving_impr,
+                   help="relative CV-loss improvement below which training stops while halving (default 0.001)")
+    t.add_argument("--halving-factor", type=float, default=ce.halving_factor)
+    t.add_argument("--batch-size", type=int, default=ce.batch_size)
     t.add_argument("--frames-per-epoch", type=int, default=None)
     t.add_argument("--cv-fraction", type=float, default=0.1)
     t.add_argument("--seed", type=int, default=777)
@@ -128,6 +145,7 @@ def _dist_setup(device_name: str):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from asr.generative import TrainingDiverged
     from asr.jobs.stage import clear_done, mark_done
     from asr.nnet.pretrain import PretrainConfig
     from asr.nnet.stages import run_pretrain
@@ -137,9 +155,14 @@ def _pretrain(args: argparse.Namespace) -> int:
     clear_done(args.out)
     cfg = PretrainConfig(hidden=(args.units,) * args.layers, epochs=args.epochs, batch_size=args.batch_size,
                          lr_gaussian=args.lr_gaussian, lr_bernoulli=args.lr_bernoulli,
-                         frames_per_epoch=args.frames_per_epoch, seed=args.seed)
-    run_pretrain(args.data, args.out, cfg, args.context, args.context, resolve_device(args.device),
-                 StageLog(args.out, "pretrain"))
+                         weight_decay=args.l2_penalty, frames_per_epoch=args.frames_per_epoch, seed=args.seed)
+    log = StageLog(args.out, "pretrain")
+    try:
+        run_pretrain(args.data, args.out, cfg, args.context, args.context, resolve_device(args.device), log)
+    except TrainingDiverged as e:
+        log(f"asr dnn pretrain: {e}")
+        print(f"asr dnn pretrain: error: {e}", file=sys.stderr)
+        return 1
     mark_done(args.out, {"cmd": "dnn pretrain", **vars_cfg(args)})
     return 0
 
@@ -153,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from asr.jobs.stage import clear_done, mark_done
     from asr.nnet.stages import DnnTrainConfig, run_train
-    from asr.nnet.train import CETrainConfig
+    from asr.nnet.train import CETrainingError
 
     if not args.random_init and args.dbn is None:
         raise ValueError("give --dbn DIR (pretrained) or --random-init")
@@ -164,18 +187,25 @@ def _train(args: argparse.Namespace) -> int:
     if args.dbn is not None:
         _check_against_dbn(args)
     ce = CETrainConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, max_epochs=args.epochs,
-                       seed=args.seed, frames_per_epoch=args.frames_per_epoch)
-    layers, units, context = args.layers or 3, args.units or 512, 5 if args.context is None else args.context
+                       min_epochs=args.min_epochs, keep_lr_epochs=args.keep_lr_epochs,
+                       start_halving_impr=args.start_halving_impr, end_halving_impr=args.end_halving_impr,
+                       halving_factor=args.halving_factor, seed=args.seed, frames_per_epoch=args.frames_per_epoch)
+    layers, units, context = args.layers or 6, args.units or 1024, 5 if args.context is None else args.context
     cfg = DnnTrainConfig(hidden=(units,) * layers, left=context, right=context,
                          cv_fraction=args.cv_fraction, seed=args.seed, ce=ce)
+    log = StageLog(args.out, "train", rank == 0)
     try:
-        res = run_train(args.data, args.ali, args.out, cfg, dbn=None if args.random_init else args.dbn,
-                        device=device, log=StageLog(args.out, "train", rank == 0))
+        run_train(args.data, args.ali, args.out, cfg, dbn=None if args.random_init else args.dbn,
+                  device=device, log=log)
+    except CETrainingError as e:
+        if rank == 0:
+            msg = f"asr dnn train: error: {e} (see {args.out}/log/train_curve.json; no .done written)"
+            log(msg)
+            print(msg, file=sys.stderr)
+        return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if res.diverged:
-        print(f"asr dnn train: {res.message}", file=sys.stderr)
     if rank == 0:
         mark_done(args.out, {"cmd": "dnn train", **vars_cfg(args)})
     return 0

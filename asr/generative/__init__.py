@@ -18,7 +18,10 @@ Gaussian-Bernoulli RBMs assume unit-variance visible units: normalise every inpu
 zero mean and unit variance first (per-speaker CMVN + global normalisation for speech). Their
 default learning rate is 0.01 (Hinton 2010, section 13.2); on uncorrelated inputs with many
 hidden units this can still diverge, which raises :class:`TrainingDiverged` (step, last good
-state restored): retry with ``lr=0.005``.
+state restored): retry with ``lr=0.005``, or enable Kaldi's guard
+(``RBMTrainConfig(variance_guard=True)``), which shrinks the weights whenever the reconstruction's
+spread exceeds twice the data's. ``RBMTrainConfig(schedule="kaldi")`` reproduces nnet1's
+``rbm-train-cd1-frmshuff`` learning-rate/momentum schedule.
 """
 from asr.generative.checkpoint import load, load_checkpoint, register_module, save
 from asr.generative.dbn import DBN, pretrain_dbn

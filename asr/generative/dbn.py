@@ -185,7 +185,7 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
                  cfgs: RBMTrainConfig | Sequence[RBMTrainConfig] | None = None,
                  generator: torch.Generator | None = None,
                  callback: Callable[[int, int, dict[str, float], RBM], None] | None = None,
-                 max_lift_bytes: int = 2 ** 31) -> list[list[dict[str, float]]]:
+                 max_lift_bytes: int = 2 ** 31, start_layer: int = 0) -> list[list[dict[str, float]]]:
     """Greedy layer-wise pretraining: RBM i is trained (CD-k / PCD, see :func:`train_rbm`)
     on the hidden probabilities of RBM i-1 (Hinton et al. 2006, section 4).
 
@@ -193,11 +193,15 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
         data: ``Tensor (N, D)`` or a callable returning an iterable of ``(B, D)`` batches
             (called once per epoch; for streaming data larger than memory).
             A tensor is propagated up once per layer when the result fits in
-            ``max_lift_bytes``; otherwise batches are propagated on the fly.
+            ``max_lift_bytes`` (so every RBM costs the same per frame, whatever its depth);
+            otherwise, and for callables, every batch is propagated through all lower layers
+            on the fly.
         cfgs: one config for all layers or one per layer.
         callback: ``callback(layer (1-based), epoch, metrics, rbm)`` after every epoch.
+        start_layer: the first ``start_layer`` RBMs are taken as trained (resuming a stack):
+            they only lift the data for the RBMs above.
     Returns:
-        One history list per layer.
+        One history list per layer (empty for the layers below ``start_layer``).
     Raises:
         TrainingDiverged: from :func:`train_rbm`; the message names the layer.
     """
@@ -216,7 +220,7 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
     lifted: DataSource = data
     for i, (rbm, cfg) in enumerate(zip(dbn.rbms, cfg_list)):
         if i > 0:
-            if isinstance(data, Tensor) and data.shape[0] * dbn.sizes[i] * 4 <= max_lift_bytes:
+            if isinstance(lifted, Tensor) and data.shape[0] * dbn.sizes[i] * 4 <= max_lift_bytes:
                 prev = lifted
                 assert isinstance(prev, Tensor)
                 with torch.no_grad():
@@ -225,14 +229,18 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
             elif isinstance(data, Tensor):
                 full = data
 
-                def stream(full: Tensor = full, layer: int = i, bs: int = cfg.batch_size):
+                def stream(full: Tensor = full, layer: int = i, bs: int = cfg.batch_size,
+                           rows: int | None = cfg.rows_per_epoch):
                     perm = torch.randperm(full.shape[0], generator=generator,
-                                          device=generator.device)
-                    for j in range(0, full.shape[0], bs):
+                                          device=generator.device)[:rows]
+                    for j in range(0, len(perm), bs):
                         yield dbn.up(full[perm[j:j + bs].to(full.device)].to(dev), layer)
                 lifted = stream
             else:
                 lifted = _lift(data, dbn, i, dev)
+        if i < start_layer:
+            histories.append([])
+            continue
         cb = None if callback is None else (lambda e, m, r, layer=i + 1: callback(layer, e, m, r))
         try:
             histories.append(train_rbm(rbm, lifted, cfg, generator, cb))

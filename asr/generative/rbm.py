@@ -355,17 +355,36 @@ class RBMTrainConfig:
     Attributes:
         epochs: passes over the data.
         batch_size: minibatch size when ``data`` is a tensor (guide section 4: 10-100).
-        lr: learning rate; ``None`` means 0.1 for Bernoulli and 0.01 for Gaussian visible units.
+        lr: learning rate on the batch-mean gradient; ``None`` means 0.1 for Bernoulli and
+            0.01 for Gaussian visible units.
         momentum: final momentum (guide section 9: 0.9).
-        initial_momentum: momentum for the first ``momentum_epochs`` epochs (0.5).
-        momentum_epochs: number of epochs at ``initial_momentum``.
+        initial_momentum: momentum for the first ``momentum_epochs`` epochs (0.5); with the
+            ``"kaldi"`` schedule the start of the linear ramp.
+        momentum_epochs: number of epochs at ``initial_momentum`` (``"epochs"`` schedule).
+        schedule: ``"epochs"`` (the guide: ``initial_momentum`` then ``momentum``, constant lr)
+            or ``"kaldi"`` (nnet1 ``rbm-train-cd1-frmshuff``: the ramped momentum
+            m_t = initial_momentum + n (momentum - initial_momentum) / momentum_steps, with
+            n = frames seen / momentum_step_frames capped at momentum_steps, scales the learning
+            rate to ``lr (1 - m_t)`` "to keep the effective learning rate constant", while the
+            velocity uses ``momentum`` from the start, as Kaldi's default ``--with-bug=true``
+            does; e.g. Kaldi's Bernoulli lr 0.4 is applied as 0.2 with momentum 0.9 for the
+            first 500k frames).
+        momentum_steps, momentum_step_frames: the ramp of the ``"kaldi"`` schedule (Kaldi: 40
+            steps of 500 000 frames).
         weight_decay: L2 penalty coefficient on W (guide section 10 suggests 1e-2 .. 1e-5).
         k: number of Gibbs steps in the negative phase (CD-k).
         persistent: persistent CD (Tieleman 2008): negative chains carry over between updates.
         sample_visible: negative statistics from sampled (not mean) visible states.
-        init_visible_bias: set b from the data marginals of the first minibatch
-            (``log p/(1-p)`` / mean) before training; set False to continue training an
-            already trained RBM.
+        init_visible_bias: set b from the data marginals before training (``log p/(1-p)`` /
+            mean; of the whole tensor when ``data`` is a tensor, else of the first minibatch);
+            set False to continue training an already trained RBM.
+        variance_guard: Gaussian visible units only: Kaldi's anti-weight-explosion check
+            (``nnet-rbm.h``): when the reconstruction's standard deviation exceeds twice the
+            data's, W, b and c are scaled by their ratio, the learning rate by 0.9 (restored at
+            the next momentum step of the ``"kaldi"`` schedule), the velocities are reset and
+            the minibatch's update is skipped.
+        rows_per_epoch: with a tensor source, train each epoch on this many rows of its
+            shuffle (subsampling large data); None = all rows.
         check_input: verify every minibatch is finite and, for Bernoulli units, in [0, 1].
     """
 
@@ -375,18 +394,34 @@ class RBMTrainConfig:
     momentum: float = 0.9
     initial_momentum: float = 0.5
     momentum_epochs: int = 5
+    schedule: str = "epochs"
+    momentum_steps: int = 40
+    momentum_step_frames: int = 500_000
     weight_decay: float = 2e-4
     k: int = 1
     persistent: bool = False
     sample_visible: bool = False
     init_visible_bias: bool = True
+    variance_guard: bool = False
+    rows_per_epoch: int | None = None
     check_input: bool = True
 
     def learning_rate(self, visible: str) -> float:
-        """The effective learning rate for an RBM with ``visible`` units."""
+        """The base learning rate for an RBM with ``visible`` units."""
         if self.lr is not None:
             return self.lr
         return 0.1 if visible == "bernoulli" else 0.01
+
+    def step_settings(self, epoch: int, frames_seen: int) -> tuple[float, float, int]:
+        """(learning-rate factor, momentum, ramp step) for a minibatch of ``epoch`` (1-based)
+        after ``frames_seen`` training frames of this RBM."""
+        if self.schedule == "epochs":
+            return 1.0, (self.initial_momentum if epoch <= self.momentum_epochs else self.momentum), 0
+        if self.schedule != "kaldi":
+            raise ValueError(f"schedule must be 'epochs' or 'kaldi', got {self.schedule!r}")
+        n = min(frames_seen // max(1, self.momentum_step_frames), self.momentum_steps)
+        ramp = self.initial_momentum + n * (self.momentum - self.initial_momentum) / max(1, self.momentum_steps)
+        return 1.0 - ramp, self.momentum, n
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -395,16 +430,19 @@ class RBMTrainConfig:
 DataSource = Tensor | Callable[[], Iterable[Tensor]] | Iterable[Tensor]
 
 
-def iter_minibatches(data: DataSource, batch_size: int, generator: torch.Generator | None
-                     ) -> Iterator[Tensor]:
-    """One epoch of minibatches from a tensor (shuffled with ``generator``), a callable
-    returning an iterable of batches, or a re-iterable of batches."""
+def iter_minibatches(data: DataSource, batch_size: int, generator: torch.Generator | None,
+                     rows: int | None = None) -> Iterator[Tensor]:
+    """One epoch of minibatches from a tensor (shuffled with ``generator``; the first ``rows``
+    of the shuffle when given), a callable returning an iterable of batches, or a re-iterable
+    of batches."""
     if isinstance(data, Tensor):
         if data.dim() != 2:
             raise ValueError(f"data must be a 2-D tensor (N, D), got shape {tuple(data.shape)}")
         perm = torch.randperm(data.shape[0], generator=generator,
                               device=generator.device if generator is not None else "cpu")
-        for i in range(0, data.shape[0], batch_size):
+        if rows is not None:
+            perm = perm[:rows]
+        for i in range(0, len(perm), batch_size):
             yield data[perm[i:i + batch_size].to(data.device)]
     elif callable(data):
         yield from data()
@@ -428,6 +466,38 @@ def check_batch(rbm: RBM, v: Tensor, where: str = "data") -> None:
                              f"visible='gaussian' for real-valued features)")
 
 
+@dataclass
+class _CDStep:
+    grads: tuple[Tensor, Tensor, Tensor]   # dW (D, H), db (D,), dc (H,), batch means
+    chain_end: Tensor                      # sampled visible state of the chain, (B, D)
+    recon: Tensor                          # visible state the negative statistics used, (B, D)
+    pre0: Tensor                           # positive hidden pre-activations v0 W + c, (B, H)
+
+
+@torch.no_grad()
+def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
+             chain: Tensor | None, sample_visible: bool) -> _CDStep:
+    pre0 = torch.addmm(rbm.c, v0, rbm.W)
+    ph0 = torch.sigmoid(pre0)
+    v = v0 if chain is None else chain
+    vs = v
+    vm = v
+    h = torch.bernoulli(ph0, generator=generator) if chain is None else \
+        torch.bernoulli(rbm.hidden_probs(v), generator=generator)
+    for step in range(k):
+        vm, vs = rbm.sample_visible(h, generator)
+        if step < k - 1:
+            h = torch.bernoulli(rbm.hidden_probs(vs), generator=generator)
+    if sample_visible:
+        vm = vs
+    phk = rbm.hidden_probs(vm)
+    n = v0.shape[0]
+    dW = torch.addmm(v0.t() @ ph0, vm.t(), phk, alpha=-1.0).div_(n)
+    db = (v0 - vm).mean(0)
+    dc = (ph0 - phk).mean(0)
+    return _CDStep((dW, db, dc), vs, vm, pre0)
+
+
 @torch.no_grad()
 def cd_gradient(rbm: RBM, v0: Tensor, k: int = 1, generator: torch.Generator | None = None,
                 chain: Tensor | None = None, sample_visible: bool = False
@@ -443,24 +513,15 @@ def cd_gradient(rbm: RBM, v0: Tensor, k: int = 1, generator: torch.Generator | N
     Returns ``((dW (D, H), db (D,), dc (H,)), v_k)`` where the gradient is averaged over the
     batch and ``v_k`` is the sampled chain end (to carry for PCD).
     """
-    ph0 = rbm.hidden_probs(v0)
-    v = v0 if chain is None else chain
-    vs = v
-    vm = v
-    h = torch.bernoulli(ph0, generator=generator) if chain is None else \
-        torch.bernoulli(rbm.hidden_probs(v), generator=generator)
-    for step in range(k):
-        vm, vs = rbm.sample_visible(h, generator)
-        if step < k - 1:
-            h = torch.bernoulli(rbm.hidden_probs(vs), generator=generator)
-    if sample_visible:
-        vm = vs
-    phk = rbm.hidden_probs(vm)
-    n = v0.shape[0]
-    dW = (v0.t() @ ph0 - vm.t() @ phk) / n
-    db = (v0 - vm).mean(0)
-    dc = (ph0 - phk).mean(0)
-    return (dW, db, dc), vs
+    st = _cd_step(rbm, v0, k, generator, chain, sample_visible)
+    return st.grads, st.chain_end
+
+
+def _free_energy_from_pre(rbm: RBM, v: Tensor, pre: Tensor) -> Tensor:
+    """Mean free energy of ``v`` given its hidden pre-activations ``pre = v W + c`` (no GEMM)."""
+    hid = F.softplus(pre).sum(1)
+    vis = -(v @ rbm.b) if rbm.visible == "bernoulli" else 0.5 * ((v - rbm.b) ** 2).sum(1)
+    return (vis - hid).mean()
 
 
 def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
@@ -469,8 +530,13 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
               ) -> list[dict[str, float]]:
     """Train ``rbm`` in place by CD-k or persistent CD with momentum and weight decay.
 
-    Update (guide sections 9-10): ``vel = m * vel + lr * (grad - wd * W)``, ``theta += vel``
-    (weight decay on W only). Minibatches are moved to the model's device.
+    Update (guide sections 9-10; Kaldi ``nnet-rbm.h`` ``RbmUpdate``):
+    ``vel = m * vel + lr_t * (grad - wd * W)``, ``theta += vel`` (weight decay on W only),
+    with ``grad`` the batch mean and ``lr_t``/``m`` from :meth:`RBMTrainConfig.step_settings`.
+    Minibatches are moved to the model's device. The monitoring costs no extra matrix
+    product: the reconstruction error is that of the negative phase (as Kaldi's
+    ``rbm-train-cd1-frmshuff`` reports) and the free energy comes from the positive
+    pre-activations, both under the parameters before the minibatch's update.
 
     Args:
         data: ``Tensor (N, D)`` (shuffled each epoch with ``generator``), a callable
@@ -481,8 +547,9 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
         callback: called after every epoch as ``callback(epoch, metrics, rbm)``.
     Returns:
         One dict per epoch: ``epoch``, ``recon_error`` (mean over batches of the mean squared
-        reconstruction error), ``free_energy`` (mean F(v) of the data), ``lr``, ``momentum``,
-        ``batches``, ``seconds``.
+        error between the data and its CD reconstruction), ``free_energy`` (mean F(v) of the
+        data), ``lr`` and ``momentum`` (of the epoch's last update), ``guard`` (variance-guard
+        interventions), ``batches``, ``frames``, ``seconds`` (wall), ``cpu_seconds`` (process).
     Raises:
         ValueError: bad input (shape, NaN, Bernoulli data outside [0, 1]).
         TrainingDiverged: NaN/Inf parameters; the last good state is restored in ``rbm``.
@@ -491,42 +558,60 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
     dev = rbm.W.device
     if generator is None:
         generator = torch.Generator(device=dev).manual_seed(0)
-    lr = cfg.learning_rate(rbm.visible)
+    base_lr = cfg.learning_rate(rbm.visible)
+    cfg.step_settings(1, 0)  # validates the schedule name
+    guard = cfg.variance_guard and rbm.visible == "gaussian"
     params = (rbm.W, rbm.b, rbm.c)
     vel = [torch.zeros_like(p) for p in params]
     chain: Tensor | None = None
     history: list[dict[str, float]] = []
-    step = 0
-    first = True
+    step = frames_seen = 0
+    guard_scale, ramp_step = 1.0, -1
+    first = cfg.init_visible_bias
     with torch.no_grad():
         for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            mom = cfg.initial_momentum if epoch <= cfg.momentum_epochs else cfg.momentum
+            t0, c0 = time.perf_counter(), time.process_time()
             rec_sum: Tensor | float = 0.0
             fe_sum: Tensor | float = 0.0
-            nb = 0
-            for v0 in iter_minibatches(data, cfg.batch_size, generator):
+            nb = frames = n_guard = 0
+            lr = mom = 0.0
+            for v0 in iter_minibatches(data, cfg.batch_size, generator, cfg.rows_per_epoch):
                 v0 = v0.to(dev, rbm.W.dtype)
                 if cfg.check_input:
                     check_batch(rbm, v0, where=f"epoch {epoch} batch {nb + 1}")
-                if first and cfg.init_visible_bias:
-                    rbm.b.copy_(base_rate_bias(v0, rbm.visible).to(rbm.b.dtype))
-                first = False
+                if first:  # after the first batch passed the checks
+                    marg = v0 if not isinstance(data, Tensor) else torch.stack(
+                        [c.to(dev, torch.float64).sum(0) for c in data.split(65536)]).sum(0, keepdim=True) / len(data)
+                    rbm.b.copy_(base_rate_bias(marg, rbm.visible).to(rbm.b.dtype))
+                    first = False
                 step += 1
+                lr_factor, mom, n_ramp = cfg.step_settings(epoch, frames_seen)
+                if n_ramp != ramp_step:          # Kaldi restores the guard-lowered lr at each ramp step
+                    ramp_step, guard_scale = n_ramp, 1.0
+                lr = base_lr * lr_factor * guard_scale
                 good = [p.detach().clone() for p in params]
                 if cfg.persistent and (chain is None or chain.shape[0] != v0.shape[0]):
                     chain = v0.clone()
-                grads, vk = cd_gradient(rbm, v0, cfg.k, generator,
-                                        chain if cfg.persistent else None, cfg.sample_visible)
+                st = _cd_step(rbm, v0, cfg.k, generator, chain if cfg.persistent else None,
+                              cfg.sample_visible)
                 if cfg.persistent:
-                    chain = vk
-                for p, g, u in zip(params, grads, vel):
-                    if p is rbm.W and cfg.weight_decay:
-                        g = g - cfg.weight_decay * p
-                    u.mul_(mom).add_(g, alpha=lr)
-                    p.add_(u)
-                rec_t = rbm.reconstruction_error(v0)
-                fe_t = rbm.free_energy(v0).mean()
+                    chain = st.chain_end
+                rec_t = ((st.recon - v0) ** 2).mean()
+                fe_t = _free_energy_from_pre(rbm, v0, st.pre0)
+                pos_std, neg_std = (v0.std(unbiased=False), st.recon.std(unbiased=False)) if guard else (None, None)
+                if guard and bool(2 * pos_std < neg_std):
+                    scale = pos_std / neg_std
+                    for p, u in zip(params, vel):
+                        p.mul_(scale)
+                        u.zero_()
+                    guard_scale *= 0.9
+                    n_guard += 1
+                else:
+                    for p, g, u in zip(params, st.grads, vel):
+                        if p is rbm.W and cfg.weight_decay:
+                            g = g - cfg.weight_decay * p
+                        u.mul_(mom).add_(g, alpha=lr)
+                        p.add_(u)
                 # one host sync per step: NaN/Inf anywhere in the parameters propagates here
                 check = rec_t + fe_t + sum(p.sum() for p in params)
                 if not torch.isfinite(check).item():
@@ -535,17 +620,19 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                     state = {k: t.detach().clone() for k, t in rbm.state_dict().items()}
                     raise TrainingDiverged(
                         f"RBM training diverged at step {step} (epoch {epoch}): non-finite "
-                        f"parameters or reconstruction error (lr={lr}); last good state restored",
+                        f"parameters or reconstruction error (lr={lr:.4g}); last good state restored",
                         step=step, epoch=epoch, state_dict=state, history=history)
                 rec_sum = rec_sum + rec_t
                 fe_sum = fe_sum + fe_t
                 nb += 1
+                frames += v0.shape[0]
+                frames_seen += v0.shape[0]
             if nb == 0:
                 raise ValueError(f"epoch {epoch}: the data source yielded no batches "
                                  "(pass a tensor or a callable that returns a fresh iterable)")
             m = {"epoch": epoch, "recon_error": float(rec_sum) / nb, "free_energy": float(fe_sum) / nb,
-                 "lr": lr, "momentum": mom, "batches": nb,
-                 "seconds": time.perf_counter() - t0}
+                 "lr": lr, "momentum": mom, "guard": n_guard, "batches": nb, "frames": frames,
+                 "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
             history.append(m)
             if callback is not None:
                 callback(epoch, m, rbm)

@@ -7,6 +7,7 @@ the ``(N, (2c+1)·D)`` spliced matrix is never materialised (360k x 440 floats w
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -152,10 +153,24 @@ def split_cv_speakers(utt2spk: dict[str, str], fraction: float, seed: int) -> tu
     return train, cv
 
 
-def pdf_log_priors(targets: Tensor, num_pdfs: int, floor: float = 1e-8) -> Tensor:
-    """log p(s) from alignment counts: (N,) pdf ids -> (num_pdfs,) natural-log priors.
-    Unseen pdfs get ``floor`` probability (renormalised) so their scaled likelihood stays finite."""
+# Kaldi ``PdfPrior`` (src/nnet/nnet-pdf-prior.cc) hard-sets the log-prior of a pdf whose relative
+# frequency is below ``--prior-floor`` to sqrt(FLT_MAX): subtracting it disables the pdf's output
+# (a scaled log-likelihood of about -1.8e19, finite so no NaN appears downstream).
+DISABLED_LOG_PRIOR = math.sqrt(torch.finfo(torch.float32).max)
+
+
+def pdf_log_priors(targets: Tensor, num_pdfs: int, floor: float = 1e-10) -> Tensor:
+    """log p(s) from alignment counts, as Kaldi ``nnet-forward --class-frame-counts``:
+    (N,) pdf ids -> (num_pdfs,) natural-log relative frequencies, ``log(c / N + 1e-20)``.
+
+    A pdf whose relative frequency is below ``floor`` (Kaldi ``--prior-floor`` 1e-10, i.e. every
+    pdf never seen in the alignment) gets ``DISABLED_LOG_PRIOR`` so that its scaled
+    log-likelihood ``log p(s|x) - log p(s)`` is about -1.8e19 and the decoder never uses it
+    (flooring the prior instead would *raise* such a pdf's score by ``-log floor`` nats)."""
     counts = torch.bincount(targets.long(), minlength=num_pdfs).double()
-    p = counts / counts.sum()
-    p = p.clamp_min(floor)
-    return (p / p.sum()).log().float()
+    if counts.numel() != num_pdfs:
+        raise ValueError(f"pdf ids up to {counts.numel() - 1} but only {num_pdfs} pdfs")
+    rel = counts / counts.sum().clamp_min(1.0)
+    log_p = (rel + 1e-20).log()
+    log_p[rel < floor] = DISABLED_LOG_PRIOR
+    return log_p.float()

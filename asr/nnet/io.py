@@ -37,25 +37,32 @@ def write_alignments(alis: dict[str, Tensor], path: str | Path) -> None:
     kio = _kaldi_io()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        for k in sorted(alis):
-            kio.write_vec_int(f, alis[k].numpy().astype(np.int32), key=k)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            for k in sorted(alis):
+                kio.write_vec_int(f, alis[k].numpy().astype(np.int32), key=k)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_matrices(items: Iterable[tuple[str, Tensor]], path: str | Path) -> int:
     """(utt, (T, D) float) pairs to a binary Kaldi matrix ark (readable by Kaldi's
-    ``latgen-faster-mapped`` / ``copy-feats``); atomic; returns the count written."""
+    ``latgen-faster-mapped`` / ``copy-feats``); atomic (no temporary left when ``items`` or the
+    write fails); returns the count written."""
     kio = _kaldi_io()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "wb") as f:
-        for k, m in items:
-            kio.write_mat(f, m.numpy().astype(np.float32), key=k)
-            n += 1
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            for k, m in items:
+                kio.write_mat(f, m.numpy().astype(np.float32), key=k)
+                n += 1
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return n
 
 
@@ -65,7 +72,9 @@ def read_matrices(path: str | Path) -> dict[str, Tensor]:
 
 
 def load_features(data_dir: str | Path, utts: list[str] | None = None) -> dict[str, Tensor]:
-    """Per-speaker-CMN features of a data dir (``asr.features.load_feats``), optionally a subset."""
+    """Per-speaker-CMN features of a data dir (``asr.features.load_feats``), optionally a subset.
+    Non-finite values are refused here, naming the utterances (a NaN would otherwise surface as a
+    diverged training epoch far from its cause)."""
     from asr.features import load_feats
 
     feats = load_feats(data_dir, cmvn=True)
@@ -74,6 +83,10 @@ def load_features(data_dir: str | Path, utts: list[str] | None = None) -> dict[s
         if missing:
             raise ValueError(f"{data_dir}: no features for {len(missing)} utterance(s), e.g. {missing[0]}")
         feats = {u: feats[u] for u in utts}
+    bad = [u for u, x in feats.items() if not bool(torch.isfinite(x).all())]
+    if bad:
+        raise ValueError(f"{data_dir}: non-finite feature values (NaN/Inf) in {len(bad)} utterance(s): "
+                         f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
     return feats
 
 

@@ -96,29 +96,81 @@ class HybridDNN(nn.Module):
         return self.log_posteriors(feats) - self.log_priors.cpu()
 
 
-def save_model(model: HybridDNN, path: str | Path, extra: dict | None = None) -> None:
-    """Atomic save (``path.tmp`` then rename) of config + state (+ JSON-able ``extra``)."""
+def init_kaldi_proto(model: HybridDNN, generator: torch.Generator, hidden: bool = True) -> None:
+    """Random initialisation of Kaldi nnet1 ``utils/nnet/make_nnet_proto.py`` (defaults), in place.
+
+    Every affine layer: weights N(0, σ²) with σ = 0.1 · 35 · sqrt(2 / (fan_in + fan_out))
+    (``--param-stddev-factor`` 0.1 times the script's Glorot-style scale); the first hidden layer's
+    σ further × sqrt(1/12) (``--smaller-input-weights``: the N(0,1) input vs U[0,1] sigmoid range);
+    hidden biases U[-4, 0] (``--hid-bias-mean -2 --hid-bias-range 4``); output bias 0. With
+    ``hidden=False`` only the output layer is initialised (the DBN provides the hidden ones, as
+    ``train.sh --dbn ... --hid-layers 0``).
+    """
+    linears = [m for m in model.body if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for i, m in enumerate(linears):
+            last = i == len(linears) - 1
+            if not (hidden or last):
+                continue
+            std = 0.1 * 35.0 * math.sqrt(2.0 / (m.in_features + m.out_features))
+            if i == 0 and not last:
+                std *= math.sqrt(1.0 / 12.0)
+            m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * std)
+            if last:
+                m.bias.zero_()
+            else:
+                m.bias.copy_(torch.rand(m.bias.shape, generator=generator) * 4.0 - 4.0)
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` to ``path.tmp`` then rename: a reader never sees a half-written file, and
+    the temporary is removed when saving fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_model(model: HybridDNN, path: str | Path, extra: dict | None = None) -> None:
+    """Atomic save of config + state (+ JSON-able ``extra``): tensors and plain containers only,
+    so ``load_model`` can read it with ``weights_only=True``."""
     cfg = asdict(model.cfg)
-    torch.save({"type": "HybridDNN", "config": cfg, "state": model.state_dict(),
-                "extra": extra or {}}, tmp)
-    os.replace(tmp, path)
+    cfg["hidden"] = list(cfg["hidden"])
+    atomic_torch_save({"type": "HybridDNN", "config": cfg, "state": model.state_dict(), "extra": extra or {}}, path)
+
+
+def load_data_file(path: str | Path, what: str, map_location: str | torch.device = "cpu"):
+    """``torch.load`` of a file that must hold data only (tensors, dicts, lists, numbers,
+    strings): ``weights_only=True``, so a file carrying code is refused before anything runs.
+    Any failure is a ValueError naming the file and ``what`` it should have been."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError for code or foreign objects, RuntimeError for junk
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a {what} (only tensors and plain containers are loaded; {first})") from None
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HybridDNN:
-    """Rebuild a ``HybridDNN`` saved by ``save_model`` (ValueError on another checkpoint type)."""
+    """Rebuild a ``HybridDNN`` saved by ``save_model`` (``path`` or ``path/final.pt``); the file
+    is read as data only (see ``load_data_file``); ValueError naming the file otherwise."""
     path = Path(path)
     if path.is_dir():
         path = path / "final.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no DNN model at {path}")
-    ck = torch.load(path, map_location=map_location, weights_only=False)
+    ck = load_data_file(path, "HybridDNN checkpoint", map_location)
     if not isinstance(ck, dict) or ck.get("type") != "HybridDNN":
         raise ValueError(f"{path}: not a HybridDNN checkpoint")
-    c = ck["config"]
-    c["hidden"] = tuple(c["hidden"])
-    model = HybridDNN(NetConfig(**c))
-    model.load_state_dict(ck["state"])
+    try:
+        c = dict(ck["config"])
+        c["hidden"] = tuple(c["hidden"])
+        model = HybridDNN(NetConfig(**c))
+        model.load_state_dict(ck["state"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(f"{path}: malformed HybridDNN checkpoint ({e})") from None
     return model

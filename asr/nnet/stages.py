@@ -7,15 +7,16 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from asr.nnet.frames import FrameData, build_frame_data, pdf_log_priors, split_cv_speakers
+from asr.nnet.frames import (DISABLED_LOG_PRIOR, FrameData, build_frame_data, pdf_log_priors,
+                             split_cv_speakers)
 from asr.nnet.io import load_features, loglike_job, read_alignments, write_alignments, write_matrices
-from asr.nnet.model import HybridDNN, NetConfig, load_model, save_model
+from asr.nnet.model import HybridDNN, NetConfig, atomic_torch_save, init_kaldi_proto, load_model
 from asr.nnet.pretrain import PretrainConfig, dbn_linears, pretrain_dbn_on_frames
 from asr.nnet.train import CEResult, CETrainConfig, train_ce
 
@@ -110,8 +111,9 @@ def run_pretrain(data_dir: str | Path, out_dir: str | Path, cfg: PretrainConfig,
     t0 = time.time()
     dbn = pretrain_dbn_on_frames(
         fd, mean, var, cfg, device,
-        callback=lambda layer, ep, m, r: log(f"  RBM {layer} epoch {ep}: " +
-                                             " ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float))))
+        callback=lambda layer, ep, m, r: log(
+            f"  RBM {layer} epoch {ep}: " + " ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "epoch")),
+        ckpt_dir=out / "ckpt", log=log)
     path = save(dbn.cpu(), out / "dbn.pt", meta={"left": left, "right": right, "input_dim": fd.feats.shape[1],
                                                  "in_mean": mean, "in_var": var, "config": asdict(cfg),
                                                  "frames": fd.num_frames, "seconds": time.time() - t0})
@@ -121,14 +123,16 @@ def run_pretrain(data_dir: str | Path, out_dir: str | Path, cfg: PretrainConfig,
 
 @dataclass
 class DnnTrainConfig:
-    """``asr dnn train`` settings: architecture (ignored parts come from the DBN when given),
-    CV split, CE schedule."""
+    """``asr dnn train`` settings: architecture (with a DBN, the DBN defines it), CV split, CE
+    schedule. ``output_bias_lr_coef`` None = Kaldi's prototype: 0.1 for a randomly initialised
+    network (``make_nnet_proto.py`` with hidden layers), 1.0 on a DBN (``--hid-layers 0``)."""
 
-    hidden: tuple[int, ...] = (512, 512, 512)
+    hidden: tuple[int, ...] = (1024,) * 6
     left: int = 5
     right: int = 5
     cv_fraction: float = 0.1
     seed: int = 777
+    output_bias_lr_coef: float | None = None
     ce: CETrainConfig = field(default_factory=CETrainConfig)
 
 
@@ -145,12 +149,23 @@ def _dbn_path(p: str | Path) -> Path:
     return p
 
 
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: DnnTrainConfig,
               dbn: str | Path | None = None, device: torch.device | str = "cpu", log: Log = print) -> CEResult:
-    """Frame-CE fine-tuning of a DBN-initialised (``dbn``) or randomly initialised DNN on the pdf
-    alignments ``ali``; 10 % of speakers held out for newbob. Writes ``out_dir/final.pt`` (model
-    with normalisation and priors), ``ckpt/``, ``log/train_curve.json``, ``config.json``."""
+    """Frame-CE fine-tuning of a DBN-initialised (``dbn``) or randomly initialised (Kaldi prototype,
+    ``init_kaldi_proto``) DNN on the pdf alignments ``ali``; ``cv_fraction`` of the speakers held
+    out for newbob (Kaldi ``subset_data_dir_tr_cv.sh``). Priors are the pdf frequencies of all
+    aligned frames (train and CV, as Kaldi's ``analyze-counts`` over the alignment dir); pdfs never
+    seen are disabled (``pdf_log_priors``). Writes (rank 0 only under DDP) ``out_dir/final.pt``
+    (model with normalisation and priors), ``ckpt/``, ``log/train_curve.json``, ``config.json``,
+    ``pdf2phone.pt``. Raises ``CETrainingError`` when training diverges or never improves."""
     out = Path(out_dir)
+    rank = _rank()
     tg = load_targets(ali)
     feats = load_features(data_dir)
     utt2spk = read_utt2spk(data_dir)
@@ -179,31 +194,34 @@ def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: D
     if norm is not None and norm[0].numel() != (left + right + 1) * input_dim:
         raise ValueError(f"DBN {dbn} expects {norm[0].numel()}-dim spliced input, data {data_dir} gives "
                          f"{(left + right + 1) * input_dim}")
+    coef = cfg.output_bias_lr_coef
+    if coef is None:
+        coef = 1.0 if linears is not None else 0.1
+    ce = replace(cfg.ce, output_bias_lr_coef=coef)
     g = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     model = HybridDNN(NetConfig(input_dim=input_dim, num_pdfs=tg.num_pdfs, hidden=hidden, left=left, right=right))
-    with torch.no_grad():  # explicit seeded init of every layer
-        for m in model.body:
-            if isinstance(m, torch.nn.Linear):
-                bound = 1.0 / m.in_features ** 0.5
-                m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
-                m.bias.zero_()
+    init_kaldi_proto(model, g, hidden=linears is None)
     if linears is not None:
         model.init_from_linears(linears)
     model.set_normalisation(*(norm if norm is not None else train.spliced_moments()))
-    model.log_priors.copy_(pdf_log_priors(train.targets, tg.num_pdfs))
+    priors = pdf_log_priors(torch.cat([train.targets, cvd.targets]), tg.num_pdfs)
+    model.log_priors.copy_(priors)
+    unseen = [int(i) for i in torch.nonzero(priors == DISABLED_LOG_PRIOR).flatten()]
     log(f"train: {train.num_frames} frames / {len(train.utts)} utts; cv: {cvd.num_frames} frames / "
-        f"{len(cvd.utts)} utts ({len(set(utt2spk[u] for u in cvd.utts))} speakers); {tg.num_pdfs} pdfs")
-    _write_json(out / "config.json", {"data": str(data_dir), "ali": str(ali), "dbn": str(dbn) if dbn else None,
-                                      "config": asdict(cfg), "num_pdfs": tg.num_pdfs,
-                                      "skipped": {**train.skipped, **cvd.skipped}})
+        f"{len(cvd.utts)} utts ({len(set(utt2spk[u] for u in cvd.utts))} speakers); {tg.num_pdfs} pdfs, "
+        f"{len(unseen)} never aligned (disabled){': ' + ' '.join(map(str, unseen[:10])) if unseen else ''}"
+        f"{' ...' if len(unseen) > 10 else ''}")
+    if rank == 0:
+        _write_json(out / "config.json", {"data": str(data_dir), "ali": str(ali), "dbn": str(dbn) if dbn else None,
+                                          "config": asdict(replace(cfg, output_bias_lr_coef=coef, ce=ce)),
+                                          "num_pdfs": tg.num_pdfs, "disabled_pdfs": unseen,
+                                          "skipped": {**train.skipped, **cvd.skipped}})
     t0 = time.time()
-    res = train_ce(model, train, cvd, cfg.ce, out, device=device, log=log)
-    secs = time.time() - t0
-    log(f"CE training done in {secs:.1f} s" + (f" ({res.message})" if res.diverged else ""))
-    if tg.pdf2phone is not None:
-        torch.save({"pdf2phone": tg.pdf2phone, "silence": tg.silence}, out / "pdf2phone.pt.tmp")
-        os.replace(out / "pdf2phone.pt.tmp", out / "pdf2phone.pt")
+    res = train_ce(model, train, cvd, ce, out, device=device, log=log)
+    log(f"CE training done in {time.time() - t0:.1f} s ({res.stop_reason} after {res.summary['epochs_run']} "
+        f"epoch(s); best cv loss {res.summary['best_cv_loss']:.4f}, frame acc {res.summary['best_cv_frame_acc']:.4f})")
+    if tg.pdf2phone is not None and rank == 0:
+        atomic_torch_save({"pdf2phone": tg.pdf2phone, "silence": tg.silence}, out / "pdf2phone.pt")
     return res
 
 
@@ -223,6 +241,7 @@ def run_decode(model_dir: str | Path, graph_dir: str | Path, data_dir: str | Pat
 
 def run_export(model: str | Path, data_dir: str | Path, out_ark: str | Path, logposts: bool = False) -> int:
     """Write per-utterance (T, num_pdfs) scaled log-likelihoods (or log-posteriors) as a Kaldi ark."""
+    load_model(model)  # a bad model file fails here, before the output is opened
     feats = load_features(data_dir)
     return write_matrices(loglike_job(str(model), str(data_dir), sorted(feats), logposts=logposts), out_ark)
 
