@@ -178,3 +178,21 @@ def test_seq_objective_units(tmp_path):
     assert 0.05 * f == pytest.approx(100.0)  # 0.05 phones/frame = every reference phone right
     assert "% of reference phones" in label
     assert seq_scale("smbr", None)[0] == 100.0 and "nats" in seq_scale("mmi", None)[1]
+
+
+def test_set_gap_separates_planted_gap_from_speaker_sampling():
+    rng = np.random.default_rng(5)
+    same = rng.integers(10, 30, size=30)
+    dev_r, _, dev_u2s = _speaker_result(same[:15].tolist(), same[:15].tolist(), n=20)
+    test_r, _, test_u2s = _speaker_result(same[15:].tolist(), same[15:].tolist(), n=20)
+    test_r.utts = [u.replace("s", "t", 1) for u in test_r.utts]
+    test_u2s = {u.replace("s", "t", 1): s.replace("s", "t", 1) for u, s in test_u2s.items()}
+    g = C.set_gap(dev_r, test_r, dev_u2s, test_u2s, n_boot=2000, n_perm=2000)
+    assert g.p > 0.05 and g.ci[0] < g.diff < g.ci[1]
+    assert g.diff == pytest.approx(g.test - g.dev)
+    worse, _, _ = _speaker_result((same[15:] + 20).tolist(), same[15:].tolist(), n=20)
+    worse.utts = test_r.utts
+    g = C.set_gap(dev_r, worse, dev_u2s, test_u2s, n_boot=2000, n_perm=2000)
+    assert g.p < 0.001 and g.ci[0] > 10
+    with pytest.raises(ValueError, match="both dev and test"):
+        C.set_gap(dev_r, dev_r, dev_u2s, dev_u2s)

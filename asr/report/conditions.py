@@ -167,6 +167,45 @@ def _holm(tests: list[GainContrast]) -> None:
 
 
 @dataclass
+class SetGap:
+    """PER of one system on dev and on test, the difference (test - dev, points), its 95 %
+    speaker-bootstrap interval and the two-sided permutation p of the set labels over speakers:
+    how likely a gap this large is when dev and test speakers come from one population."""
+
+    dev: float
+    test: float
+    diff: float
+    ci: tuple[float, float]
+    p: float
+
+
+def set_gap(dev: ScoreResult, test: ScoreResult, u2s_dev: dict[str, str], u2s_test: dict[str, str],
+            n_boot: int = 10000, n_perm: int = 10000, seed: int = 0) -> SetGap:
+    """Speaker-level test of the dev -> test difference of one system (``SetGap``)."""
+    cd, ct = dev.per_speaker(u2s_dev), test.per_speaker(u2s_test)
+    both = set(cd) & set(ct)
+    if both:
+        raise ValueError(f"speaker {sorted(both)[0]} is in both dev and test")
+    e = np.array([c.errors for c in (*cd.values(), *ct.values())], dtype=np.float64)
+    n = np.array([c.nref for c in (*cd.values(), *ct.values())], dtype=np.float64)
+    nd = len(cd)
+    idx_d, idx_t = np.arange(nd), np.arange(nd, len(e))
+
+    def per(ix: np.ndarray) -> np.ndarray:
+        return 100.0 * e[ix].sum(-1) / np.maximum(n[ix].sum(-1), 1.0)
+
+    diff = float(per(idx_t) - per(idx_d))
+    rng = np.random.default_rng(seed)
+    boot = per(idx_t[rng.integers(len(idx_t), size=(n_boot, len(idx_t)))]) - \
+        per(idx_d[rng.integers(nd, size=(n_boot, nd))])
+    perm = np.argsort(rng.random((n_perm, len(e))), axis=1)
+    d_perm = per(perm[:, nd:]) - per(perm[:, :nd])
+    p = (1 + np.count_nonzero(np.abs(d_perm) >= abs(diff) - 1e-9)) / (1 + n_perm)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return SetGap(float(per(idx_d)), float(per(idx_t)), diff, (float(lo), float(hi)), float(p))
+
+
+@dataclass
 class GapFactor:
     """How much of the dev -> test difference of one system a factor's mix accounts for:
     ``test_std`` is the test PER with the levels weighted by dev's shares of reference tokens

@@ -215,29 +215,41 @@ def gap_lines(gaps: dict[str, list[C.GapFactor]], dev_all: dict[str, float], tes
     return out
 
 
-def gap_verdict(gaps: dict[str, list[C.GapFactor]], test_rows: list[C.ConditionRow]) -> str:
-    """The sentence that says, from the data, which factor's mix accounts for most of the gap,
-    and what held-out voices do."""
+def gap_verdict(gaps: dict[str, list[C.GapFactor]], tests: dict[str, C.SetGap], share: float = 0.25) -> str:
+    """The sentences that say, from the data, whether the dev -> test gap exceeds speaker
+    sampling, which factor's mix accounts for most of it (when one accounts for at least
+    ``share`` of it), and what held-out voices do."""
     parts = []
     for n, gl in gaps.items():
+        t = tests.get(n)
+        if t is not None:
+            parts.append(f"{n}: test - dev = {t.diff:+.2f} points [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}], speaker-label "
+                         f"permutation p = {_p(t.p)}"
+                         + (" (no larger than the spread between random splits of these speakers)" if t.p >= 0.05 else ""))
         ok = [g for g in gl if not math.isnan(g.explained)]
         if not ok:
             continue
         top = max(ok, key=lambda g: g.explained)
-        def shares(share: dict[str, float]) -> str:
-            return ", ".join(f"{lv} {100 * v:.0f} %" for lv, v in sorted(share.items()))
-        parts.append(f"for {n}, the factor whose mix accounts for most of the gap is **{top.factor}** "
-                     f"({100 * top.explained:.0f} % of it: test at dev's mix {top.test_std:.2f}; dev {shares(top.dev_share)}"
-                     f" vs test {shares(top.test_share)})")
+
+        def shares(sh: dict[str, float]) -> str:
+            return ", ".join(f"{lv} {100 * v:.0f} %" for lv, v in sorted(sh.items()))
+        if top.explained >= share:
+            parts.append(f"the factor whose mix accounts for most of {n}'s gap is **{top.factor}** "
+                         f"({100 * top.explained:.0f} % of it: test at dev's mix {top.test_std:.2f}; dev "
+                         f"{shares(top.dev_share)} vs test {shares(top.test_share)})")
+        else:
+            parts.append(f"no single factor's mix accounts for as much as {100 * share:.0f} % of {n}'s gap (largest: "
+                         f"{top.factor}, {100 * top.explained:.0f} %): test speakers score worse than dev speakers of the "
+                         "same condition")
         voice = next((g for g in ok if g.factor == "voice"), None)
         if voice is not None and "held out" in voice.test_per and "seen in training" in voice.test_per:
-            parts.append(f"held-out voices do not explain it for {n}: test speakers with held-out voices score "
-                         f"{voice.test_per['held out']:.2f} vs {voice.test_per['seen in training']:.2f} with voices "
-                         f"seen in training, so reweighting to dev (all seen voices) explains "
-                         f"{100 * voice.explained:+.0f} % of the gap")
+            parts.append(f"held-out voices {'do not explain' if voice.explained <= 0 else 'explain part of'} it for {n}: "
+                         f"test speakers with held-out voices score {voice.test_per['held out']:.2f} vs "
+                         f"{voice.test_per['seen in training']:.2f} with voices seen in training, so reweighting to dev "
+                         f"(seen voices only) explains {100 * voice.explained:+.0f} % of the gap")
     if not parts:
         return ""
-    return ("**Why test is harder than dev (single factors, one at a time; factors are correlated across the few "
+    return ("**What separates test from dev (single factors, one at a time; factors are correlated across the few "
             "speakers, so shares need not add up):** " + "; ".join(parts) + ".")
 
 
@@ -409,12 +421,17 @@ def _condition_sections(exp: Path, systems: list[System], info: dict | None, fig
         if all(gaps.values()):
             dev_all = {n: rows["dev"][0].results[n].wer for n in names}
             test_all = {n: rows["test"][0].results[n].wer for n in names}
+            by = {s.name: s for s in chain}
+            u2s_dev = read_utt2spk_of(exp, "dev")
+            gap_tests = {n: C.set_gap(by[n].dev.result, by[n].test.result, u2s_dev, u2s, seed=seed) for n in names}
             out += ["## Dev vs test: what the difference comes from", "",
                     "Direct standardisation, one factor at a time: the test PER recomputed with each level weighted by "
                     "its share of **dev's** reference phones (over the levels present in both sets). The share of the "
                     "gap explained is (test PER - test PER at dev's mix) / (test PER - dev PER); a negative share means "
-                    "that factor's mix makes test easier, not harder.", "",
-                    *gap_lines(gaps, dev_all, test_all), "", gap_verdict(gaps, rows["test"]), ""]
+                    "that factor's mix makes test easier, not harder. Whether the gap exceeds what the choice of "
+                    "speakers alone gives: a permutation test of the dev / test labels over all their speakers, with a "
+                    "speaker-bootstrap interval of the difference.", "",
+                    *gap_lines(gaps, dev_all, test_all), "", gap_verdict(gaps, gap_tests), ""]
     return out
 
 
