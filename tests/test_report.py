@@ -219,6 +219,10 @@ def test_robustness_test_and_gap_sections(exp, report):
     assert voice[1] == f"{held} / {len(test_spk) - held}"
     assert 0 < float(voice[5]) <= 1
     assert "**Verdict:" in text and "permutation" in text
+    pooled = _table_after(text, "### Dev and test speakers pooled")
+    n_dev = len(set(read_utt2spk_of(exp, "dev").values()))
+    voice = next(r for r in pooled if r[0].startswith("held-out voice"))
+    assert sum(map(int, voice[1].split(" / "))) == len(test_spk) + n_dev
     assert "test PER at dev's mix" in text
 
 

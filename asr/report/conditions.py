@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from asr.report.speakers import CONTRASTS, SpeakerTable
 from asr.score import ScoreResult, bootstrap_ci
@@ -35,6 +36,14 @@ def subset(result: ScoreResult, utts: list[str]) -> ScoreResult:
     keep = set(utts)
     idx = [k for k, u in enumerate(result.utts) if u in keep]
     return ScoreResult(utts=[result.utts[k] for k in idx], counts=result.counts[idx], method=result.method)
+
+
+def concat(a: ScoreResult, b: ScoreResult) -> ScoreResult:
+    """One result holding the utterances of ``a`` then ``b`` (e.g. dev and test pooled)."""
+    clash = set(a.utts) & set(b.utts)
+    if clash:
+        raise ValueError(f"utterance {sorted(clash)[0]} is in both results")
+    return ScoreResult(utts=a.utts + b.utts, counts=torch.cat([a.counts, b.counts]), method=a.method)
 
 
 def _speaker_of(utts: list[str], utt2spk: dict[str, str], table: SpeakerTable) -> dict[str, str]:

@@ -188,7 +188,7 @@ def contrast_verdict(tests: list[C.GainContrast], a: str, b: str, alpha: float =
     sig = [t for t in tests if t.p_holm < alpha and t.diff > 0]
     head = ("**Verdict: the DNN's relative gain is larger on degraded / unseen-voice speakers for "
             + ", ".join(t.contrast for t in sig) + ".** ") if sig else (
-        "**Verdict: on this test set no contrast shows a significantly larger relative gain of the DNN on degraded "
+        "**Verdict: here no contrast shows a significantly larger relative gain of the DNN on degraded "
         "or unseen-voice speakers** (the seed's robustness claim is not supported at this size). ")
     return head + "; ".join(parts) + "."
 
@@ -409,12 +409,19 @@ def _condition_sections(exp: Path, systems: list[System], info: dict | None, fig
         out += ["Not tested: needs the baseline, the DBN-DNN and a generated corpus's channel and voice description.", ""]
     else:
         tests = C.gain_contrasts(base.test.result, dnn.test.result, u2s, table, seed=seed)
-        out += [f"Test set, {base.name} -> {dnn.name}. Test: the difference between the two groups' relative error "
+        out += [f"{base.name} -> {dnn.name}. Test: the difference between the two groups' relative error "
                 "reductions (1 - errors of the DNN / errors of the baseline, pooled over each group's speakers); "
                 "speakers are the units. Interval: percentile bootstrap resampling the speakers of each group "
                 "(10 000 replicates); p: two-sided permutation test of the group labels over speakers (10 000 "
-                "permutations); Holm's adjustment over the contrasts.", "",
+                "permutations); Holm's adjustment over the contrasts of a table.", "", "### Test set", "",
                 *contrast_lines(tests, base.name, dnn.name), "", contrast_verdict(tests, base.name, dnn.name), ""]
+        u2s_dev = read_utt2spk_of(exp, "dev")
+        if base.dev is not None and dnn.dev is not None and u2s_dev is not None:
+            pooled = C.gain_contrasts(C.concat(base.dev.result, base.test.result),
+                                      C.concat(dnn.dev.result, dnn.test.result), {**u2s_dev, **u2s}, table, seed=seed)
+            out += ["### Dev and test speakers pooled (more speakers per channel condition; the LM weight was "
+                    "chosen on dev)", "", *contrast_lines(pooled, base.name, dnn.name), "",
+                    contrast_verdict(pooled, base.name, dnn.name), ""]
     if "dev" in rows:
         names = [s.name for s in chain[:2]]
         gaps = {n: C.dev_test_gap(rows["dev"], rows["test"], n) for n in names}
