@@ -55,14 +55,15 @@ def test_parse_condition():
         parse_condition("pink@loud")
 
 
-def _speaker_result(errs_a, errs_b, n=10, utts_per_spk=4):
-    """Two results over speakers s0..: speaker k's utterances hold errs_*[k] errors in total."""
+def _speaker_result(errs_a, errs_b, n=10, utts_per_spk=4, prefix="s", start=0):
+    """Two results over speakers <prefix><start>..: speaker k's utterances hold errs_*[k] errors
+    in total (n reference tokens per utterance)."""
     utts, ca, cb, u2s = [], [], [], {}
-    for k, (ea, eb) in enumerate(zip(errs_a, errs_b)):
+    for k, (ea, eb) in enumerate(zip(errs_a, errs_b), start):
         for j in range(utts_per_spk):
-            u = f"s{k}_u{j}"
+            u = f"{prefix}{k}_u{j}"
             utts.append(u)
-            u2s[u] = f"s{k}"
+            u2s[u] = f"{prefix}{k}"
             # spread the errors over the utterances; all substitutions, nref n per utterance
             pa = ea // utts_per_spk + (1 if j < ea % utts_per_spk else 0)
             pb = eb // utts_per_spk + (1 if j < eb % utts_per_spk else 0)
@@ -184,15 +185,40 @@ def test_set_gap_separates_planted_gap_from_speaker_sampling():
     rng = np.random.default_rng(5)
     same = rng.integers(10, 30, size=30)
     dev_r, _, dev_u2s = _speaker_result(same[:15].tolist(), same[:15].tolist(), n=20)
-    test_r, _, test_u2s = _speaker_result(same[15:].tolist(), same[15:].tolist(), n=20)
-    test_r.utts = [u.replace("s", "t", 1) for u in test_r.utts]
-    test_u2s = {u.replace("s", "t", 1): s.replace("s", "t", 1) for u, s in test_u2s.items()}
+    test_r, _, test_u2s = _speaker_result(same[15:].tolist(), same[15:].tolist(), n=20, prefix="t")
     g = C.set_gap(dev_r, test_r, dev_u2s, test_u2s, n_boot=2000, n_perm=2000)
     assert g.p > 0.05 and g.ci[0] < g.diff < g.ci[1]
     assert g.diff == pytest.approx(g.test - g.dev)
-    worse, _, _ = _speaker_result((same[15:] + 20).tolist(), same[15:].tolist(), n=20)
-    worse.utts = test_r.utts
+    worse, _, _ = _speaker_result((same[15:] + 20).tolist(), same[15:].tolist(), n=20, prefix="t")
     g = C.set_gap(dev_r, worse, dev_u2s, test_u2s, n_boot=2000, n_perm=2000)
     assert g.p < 0.001 and g.ci[0] > 10
     with pytest.raises(ValueError, match="both dev and test"):
         C.set_gap(dev_r, dev_r, dev_u2s, dev_u2s)
+
+
+def test_adjusted_gap_removes_a_gap_made_by_the_condition_mix():
+    """PER = 10 + 20 * reverberant (+ 10 on test in the second case); dev has 2 of 10 speakers
+    reverberant, test 8 of 10: a raw gap of 12 points that the regression attributes to
+    reverberation, and a planted test effect it recovers."""
+    rev = [k < 2 for k in range(10)] + [k < 8 for k in range(10)]
+    spk = {}
+    for k, r in enumerate(rev):
+        sid = f"s{k}" if k < 10 else f"t{k}"
+        spk[sid] = Speaker(sid, {"reverberation": "reverberant" if r else "dry"},
+                           {"reverberation": r, "voice": False})
+    table = SpeakerTable(spk, ["reverberation"], "test", generated=True)
+
+    def results(extra_test):
+        per = [10 + 20 * r + (extra_test if k >= 10 else 0) for k, r in enumerate(rev)]
+        errs = [int(round(p * 0.8)) for p in per]  # 4 utterances x 20 tokens per speaker
+        dev_r, _, dev_u2s = _speaker_result(errs[:10], errs[:10], n=20)
+        test_r, _, test_u2s = _speaker_result(errs[10:], errs[10:], n=20, prefix="t", start=10)
+        return dev_r, test_r, dev_u2s, test_u2s
+
+    g = C.adjusted_gap(*results(0), table, n_boot=300)
+    assert g.raw == pytest.approx(12.0, abs=0.3)
+    assert g.adjusted == pytest.approx(0.0, abs=0.3)
+    assert g.effects["reverberant"] == pytest.approx(20.0, abs=0.3)
+    assert g.ci[0] <= 0.0 <= g.ci[1] + 1e-9
+    g = C.adjusted_gap(*results(10), table, n_boot=300)
+    assert g.adjusted == pytest.approx(10.0, abs=0.3) and g.raw == pytest.approx(22.0, abs=0.3)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from asr.report.speakers import CONTRASTS, SpeakerTable
+
+_CONTRAST_LABEL = {name: side_a for name, side_a, _ in CONTRASTS}
 from asr.score import ScoreResult, bootstrap_ci
 
 ALL = ("all", "all speakers")
@@ -265,3 +267,85 @@ def dev_test_gap(dev_rows: list[ConditionRow], test_rows: list[ConditionRow], sy
                              std, explained, [lv for lv in dv[f] if lv not in ts[f]]))
     return out
 
+
+
+@dataclass
+class AdjustedGap:
+    """The dev -> test difference of one system before and after adjusting for the speakers'
+    conditions: ``raw`` and ``adjusted`` in PER points, the 95 % speaker-bootstrap interval of
+    the adjusted one, the covariates used, and per covariate its coefficient (PER points)."""
+
+    raw: float
+    adjusted: float
+    ci: tuple[float, float]
+    covariates: list[str]
+    effects: dict[str, float]
+
+
+def _design(spks: list[str], table: SpeakerTable, base: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """0/1 covariates per speaker: every contrast of the table (True = 1; a speaker in neither
+    group of a contrast = 0) and one indicator per non-majority level of the other factors
+    that are not derived from the contrasts (TTS engine, gender, dialect region). A column in
+    the span of ``base`` (intercept, set indicator) and the columns kept before it is left out
+    (e.g. "noise" when every noisy speaker also has low SNR, or a level only test has)."""
+    cols: dict[str, list[float]] = {}
+    names = sorted({c for s in spks for c in table.speakers[s].contrasts} - {"channel"})
+    for c in names:
+        cols[_CONTRAST_LABEL.get(c, c)] = [1.0 if table.speakers[s].contrasts.get(c) else 0.0 for s in spks]
+    for f in ("TTS engine", "gender", "dialect region"):
+        if f not in table.factors:
+            continue
+        levels = [table.speakers[s].factors[f] for s in spks]
+        major = max(set(levels), key=levels.count)
+        for lv in sorted(set(levels) - {major}):
+            cols[f"{f}: {lv}"] = [1.0 if x == lv else 0.0 for x in levels]
+    X = base
+    keep = []
+    for k, v in cols.items():
+        trial = np.column_stack([X, v])
+        if np.linalg.matrix_rank(trial) > X.shape[1]:
+            X, keep = trial, keep + [k]
+    return X[:, base.shape[1]:], keep
+
+
+def _wls(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    sw = np.sqrt(w)[:, None]
+    return np.linalg.lstsq(X * sw, y * sw[:, 0], rcond=None)[0]
+
+
+def adjusted_gap(dev: ScoreResult, test: ScoreResult, u2s_dev: dict[str, str], u2s_test: dict[str, str],
+                 table: SpeakerTable, n_boot: int = 2000, seed: int = 0) -> AdjustedGap | None:
+    """Weighted least squares over the speakers of dev and test (weights: reference tokens):
+    ``PER_s = b0 + b_test [s in test] + sum_k b_k x_sk``, the covariates ``x`` from ``_design``.
+    ``b_test`` is the test - dev difference between speakers of the same conditions; the raw
+    difference is the fit without covariates (the pooled PER difference). The interval
+    resamples the speakers of each set with replacement. None without speakers in both sets."""
+    cd, ct = dev.per_speaker(u2s_dev), test.per_speaker(u2s_test)
+    spks = list(cd) + list(ct)
+    for s in spks:
+        if s not in table.speakers:
+            raise ValueError(f"speaker {s} is not described by {table.source}")
+    counts = [*cd.values(), *ct.values()]
+    n = np.array([c.nref for c in counts], dtype=np.float64)
+    y = 100.0 * np.array([c.errors for c in counts], dtype=np.float64) / np.maximum(n, 1.0)
+    is_test = np.r_[np.zeros(len(cd)), np.ones(len(ct))]
+    base = np.column_stack([np.ones(len(spks)), is_test])
+    if np.linalg.matrix_rank(base) < 2:
+        return None
+    cov, names = _design(spks, table, base)
+    X = np.column_stack([base, cov])
+    raw = float(_wls(X[:, :2], y, n)[1])
+    beta = _wls(X, y, n)
+    rng = np.random.default_rng(seed)
+    idx_d, idx_t = np.arange(len(cd)), np.arange(len(cd), len(spks))
+    boot = []
+    others = [0] + list(range(2, X.shape[1]))
+    for _ in range(n_boot):
+        # a resample may miss every speaker of a rare level: that column is then 0 and gets the
+        # minimum-norm coefficient 0; only a set indicator no longer separable is skipped
+        ix = np.r_[rng.choice(idx_d, len(idx_d)), rng.choice(idx_t, len(idx_t))]
+        if np.linalg.matrix_rank(X[ix]) > np.linalg.matrix_rank(X[ix][:, others]):
+            boot.append(_wls(X[ix], y[ix], n[ix])[1])
+    lo, hi = np.percentile(boot, [2.5, 97.5]) if boot else (math.nan, math.nan)
+    return AdjustedGap(raw, float(beta[1]), (float(lo), float(hi)), names,
+                       {k: float(b) for k, b in zip(names, beta[2:])})

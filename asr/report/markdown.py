@@ -217,7 +217,30 @@ def gap_lines(gaps: dict[str, list[C.GapFactor]], dev_all: dict[str, float], tes
     return out
 
 
-def gap_verdict(gaps: dict[str, list[C.GapFactor]], tests: dict[str, C.SetGap], share: float = 0.25) -> str:
+def adjusted_lines(adj: dict[str, C.AdjustedGap | None]) -> list[str]:
+    """The regression table: raw and condition-adjusted gap per system, then each covariate's
+    coefficient per system."""
+    ok = {n: a for n, a in adj.items() if a is not None}
+    if not ok:
+        return []
+    out = ["| system | test - dev, raw (points) | test - dev at equal conditions [95 % speaker-bootstrap CI] "
+           "| share of the gap the conditions account for |", "|---|---|---|---|"]
+    for n, a in ok.items():
+        share = (a.raw - a.adjusted) / a.raw if a.raw else math.nan
+        out.append(f"| {n} | {a.raw:+.2f} | {a.adjusted:+.2f} [{a.ci[0]:+.2f}, {a.ci[1]:+.2f}] | "
+                   f"{'-' if math.isnan(share) else f'{100 * share:.0f} %'} |")
+    names = list(ok)
+    covs = list(dict.fromkeys(c for a in ok.values() for c in a.covariates))
+    out += ["", "| covariate (speaker has it) | " + " | ".join(f"{n}: effect on PER (points)" for n in names) + " |",
+            "|" + "---|" * (1 + len(names))]
+    for c in covs:
+        out.append(f"| {c} | " + " | ".join(f"{ok[n].effects[c]:+.1f}" if c in ok[n].effects else "-" for n in names)
+                   + " |")
+    return out
+
+
+def gap_verdict(gaps: dict[str, list[C.GapFactor]], tests: dict[str, C.SetGap],
+                adj: dict[str, C.AdjustedGap | None] | None = None, share: float = 0.25) -> str:
     """The sentences that say, from the data, whether the dev -> test gap exceeds speaker
     sampling, which factor's mix accounts for most of it (when one accounts for at least
     ``share`` of it), and what held-out voices do."""
@@ -236,13 +259,22 @@ def gap_verdict(gaps: dict[str, list[C.GapFactor]], tests: dict[str, C.SetGap], 
         def shares(sh: dict[str, float]) -> str:
             return ", ".join(f"{lv} {100 * v:.0f} %" for lv, v in sorted(sh.items()))
         if top.explained >= share:
-            parts.append(f"the factor whose mix accounts for most of {n}'s gap is **{top.factor}** "
+            parts.append(f"taken one at a time, the factor whose mix accounts for most of {n}'s gap is **{top.factor}** "
                          f"({100 * top.explained:.0f} % of it: test at dev's mix {top.test_std:.2f}; dev "
                          f"{shares(top.dev_share)} vs test {shares(top.test_share)})")
         else:
             parts.append(f"no single factor's mix accounts for as much as {100 * share:.0f} % of {n}'s gap (largest: "
                          f"{top.factor}, {100 * top.explained:.0f} %): test speakers score worse than dev speakers of the "
                          "same condition")
+        a = (adj or {}).get(n)
+        if a is not None and a.raw:
+            top_eff = sorted(a.effects.items(), key=lambda kv: -abs(kv[1]))[:3]
+            sig = a.ci[0] > 0 or a.ci[1] < 0
+            parts.append(f"at equal conditions (weighted regression over speakers) {n}'s gap is {a.adjusted:+.2f} points "
+                         f"[{a.ci[0]:+.2f}, {a.ci[1]:+.2f}] instead of {a.raw:+.2f}: the speakers' conditions account for "
+                         f"{100 * (a.raw - a.adjusted) / a.raw:.0f} % of it"
+                         + ("" if sig else " and what remains is within speaker-sampling noise")
+                         + "; largest condition effects " + ", ".join(f"{k} {v:+.1f}" for k, v in top_eff))
         voice = next((g for g in ok if g.factor == "voice"), None)
         if voice is not None and "held out" in voice.test_per and "seen in training" in voice.test_per:
             parts.append(f"held-out voices {'do not explain' if voice.explained <= 0 else 'explain part of'} it for {n}: "
@@ -251,8 +283,7 @@ def gap_verdict(gaps: dict[str, list[C.GapFactor]], tests: dict[str, C.SetGap], 
                          f"(seen voices only) explains {100 * voice.explained:+.0f} % of the gap")
     if not parts:
         return ""
-    return ("**What separates test from dev (single factors, one at a time; factors are correlated across the few "
-            "speakers, so shares need not add up):** " + "; ".join(parts) + ".")
+    return "**What separates test from dev:** " + "; ".join(parts) + "."
 
 
 # ---------------------------------------------------------------- provenance
@@ -434,6 +465,8 @@ def _condition_sections(exp: Path, systems: list[System], info: dict | None, fig
             by = {s.name: s for s in chain}
             u2s_dev = read_utt2spk_of(exp, "dev")
             gap_tests = {n: C.set_gap(by[n].dev.result, by[n].test.result, u2s_dev, u2s, seed=seed) for n in names}
+            adj = {n: C.adjusted_gap(by[n].dev.result, by[n].test.result, u2s_dev, u2s, table, seed=seed)
+                   for n in names}
             out += ["## Dev vs test: what the difference comes from", "",
                     "Direct standardisation, one factor at a time: the test PER recomputed with each level weighted by "
                     "its share of **dev's** reference phones (over the levels present in both sets). The share of the "
@@ -441,7 +474,13 @@ def _condition_sections(exp: Path, systems: list[System], info: dict | None, fig
                     "that factor's mix makes test easier, not harder. Whether the gap exceeds what the choice of "
                     "speakers alone gives: a permutation test of the dev / test labels over all their speakers, with a "
                     "speaker-bootstrap interval of the difference.", "",
-                    *gap_lines(gaps, dev_all, test_all), "", gap_verdict(gaps, gap_tests), ""]
+                    *gap_lines(gaps, dev_all, test_all), "",
+                    "All factors at once: a weighted least-squares fit over the dev and test speakers (weights: "
+                    "reference phones) of each speaker's PER on a test indicator and 0/1 condition covariates (a "
+                    "covariate that cannot be separated from the others is left out); its test coefficient is the "
+                    "test - dev difference between speakers of equal conditions. Interval: the speakers of each set "
+                    "resampled with replacement (2 000 replicates).", "",
+                    *adjusted_lines(adj), "", gap_verdict(gaps, gap_tests, adj), ""]
     return out
 
 
