@@ -224,6 +224,9 @@ def test_robustness_test_and_gap_sections(exp, report):
     voice = next(r for r in pooled if r[0].startswith("held-out voice"))
     assert sum(map(int, voice[1].split(" / "))) == len(test_spk) + n_dev
     assert "test PER at dev's mix" in text
+    adj = _table_after(text, "All factors at once")
+    assert [r[0] for r in adj] == ["tri2", "dnn"]
+    assert "**What separates test from dev:**" in text
 
 
 def test_curves_and_confusions(report):
