@@ -70,7 +70,8 @@ def comparison_lines(runs: list[Run]) -> list[str]:
         corpus = Path(i["corpus"]) if i.get("corpus") else None
         digest, _, _ = corpus_identity(r.exp, corpus)
         cfg = Path(i["config"]).name if i.get("config") else "?"
-        out.append(f"| {r.label} | `{r.exp}` | `{commit}` | {i.get('seed', '?')} | `{cfg}` | `{digest}` | {group_of[k]} |")
+        out.append(f"| {r.label} | `{r.exp}` | `{commit}` | {i.get('seed', '?')} | `{cfg}` | `{digest}` "
+                   f"| {group_of[k]} |")
     out += ["", "Runs with the same test-set letter were scored on identical test utterances and references; only "
             "they are compared by matched pairs and pooled for the spread.", ""]
     order = [n for n, _, _ in SYSTEMS] + sorted({n for r in runs for n in r.systems} - {n for n, _, _ in SYSTEMS})

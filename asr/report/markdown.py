@@ -149,7 +149,8 @@ def condition_table(rows: list[C.ConditionRow], chain: list[System]) -> list[str
         cells = [f"{_pct(r.results[n].wer)} [{_pct(r.ci[n][0])}, {_pct(r.ci[n][1])}]" for n in names]
         gains = [_signed(C.relative_error_reduction(r.results[a].wer, r.results[b].wer)) + " %" for a, b in steps]
         lab = f"**{r.level}**" if r.factor == C.ALL[0] else r.level
-        out.append(f"| {r.factor} | {lab} | {r.speakers} | {len(r.utts)} | {r.nref} | " + " | ".join(cells + gains) + " |")
+        out.append(f"| {r.factor} | {lab} | {r.speakers} | {len(r.utts)} | {r.nref} | "
+                   + " | ".join(cells + gains) + " |")
     return out
 
 
@@ -157,7 +158,8 @@ def condition_all_systems(rows: list[C.ConditionRow], systems: list[System]) -> 
     names = [s.name for s in systems]
     out = ["| factor | level | speakers | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names))]
     for r in rows:
-        out.append(f"| {r.factor} | {r.level} | {r.speakers} | " + " | ".join(_pct(r.results[n].wer) for n in names) + " |")
+        out.append(f"| {r.factor} | {r.level} | {r.speakers} | "
+                   + " | ".join(_pct(r.results[n].wer) for n in names) + " |")
     return out
 
 
@@ -314,8 +316,8 @@ def provenance_lines(exp: Path, info: dict | None, table: SpeakerTable | None) -
                 "```", ""]
     corpus = Path(info["corpus"]) if info and info.get("corpus") else None
     digest, what, facts = corpus_identity(exp, corpus)
-    out.append(f"Corpus identity: SHA-256 `{digest}` of {what}" + (f"; speakers described by {table.source}" if table else "")
-               + ".")
+    out.append(f"Corpus identity: SHA-256 `{digest}` of {what}"
+               + (f"; speakers described by {table.source}" if table else "") + ".")
     if facts:
         out += ["", "| set | speakers | utterances | hours |", "|---|---|---|---|"]
         for s, f in facts.items():
@@ -394,7 +396,8 @@ def write_report(exp: str | Path, mode: str = "phone", seed: int = 0, n_boot: in
     ]
     lines += _condition_sections(exp, systems, info, figs, seed, n_boot)
     lines += _why_sections(exp, systems, figs, mode, load_phone_map().phones39 if mode == "phone" else None)
-    lines += ["## Provenance", "", *provenance_lines(exp, info, speaker_table(exp, info.get("corpus") if info else None))]
+    table = speaker_table(exp, info.get("corpus") if info else None)
+    lines += ["## Provenance", "", *provenance_lines(exp, info, table)]
     out = exp / "report.md"
     tmp = exp / "report.md.tmp"
     tmp.write_text("\n".join(lines))
@@ -439,7 +442,8 @@ def _condition_sections(exp: Path, systems: list[System], info: dict | None, fig
     u2s = read_utt2spk_of(exp, "test")
     out += ["## Is the DNN's relative gain larger on degraded or unseen-voice speakers?", ""]
     if dnn is None or base is dnn or not table.generated:
-        out += ["Not tested: needs the baseline, the DBN-DNN and a generated corpus's channel and voice description.", ""]
+        out += ["Not tested: needs the baseline, the DBN-DNN and a generated corpus's channel and voice "
+                "description.", ""]
     else:
         tests = C.gain_contrasts(base.test.result, dnn.test.result, u2s, table, seed=seed)
         out += [f"{base.name} -> {dnn.name}. Test: the difference between the two groups' relative error "
