@@ -1,111 +1,151 @@
-"""Figures of the comparison report (matplotlib, Agg backend, PNG written atomically)."""
+"""Figures of the comparison report (matplotlib, Agg backend, PNG written atomically):
+per-phone error rates with reference counts, phone confusion matrices, per-condition PER.
+
+Per-phone errors and confusions come from ``asr.report.alignment`` — the alignment of the
+report's own PER (sclite costs) — so a row's substitutions and deletions are those counted
+in the PER.
+"""
 from __future__ import annotations
 
-import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from asr.report.alignment import confusion_counts
+
 if TYPE_CHECKING:
+    from asr.report.conditions import ConditionRow
     from asr.report.systems import System
 
 
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, tight_bbox: bool = True) -> Path:
+    """``fig`` as PNG at ``path`` (temporary name + rename). ``tight_bbox`` crops to the drawn
+    artists (single-panel figures with long labels); multi-panel figures lay themselves out
+    with ``tight_layout`` instead (doing both costs a second layout pass)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight_bbox else None)
     os.replace(tmp, path)
     return path
 
 
-def _load_curve(path: Path) -> list[dict]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
-    return data if isinstance(data, list) else data.get("epochs", [])
+def per_phone_error_rates(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From ``confusion_counts``' matrix ``(P, P + 1)``: per reference phone the occurrences
+    ``(P,)`` and the error rate (substitutions + deletions) / occurrences ``(P,)``."""
+    n = conf.sum(axis=1)
+    correct = np.diag(conf[:, :-1])
+    return n, np.where(n > 0, (n - correct) / np.maximum(n, 1), np.nan)
 
 
-def plot_training_curves(exp: Path, out: Path) -> Path | None:
-    """CV frame accuracy per epoch of the CE systems and the sequence objective per epoch,
-    from ``exp/<sys>/log/train_curve.json``. None when no curve exists."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ce = {n: _load_curve(exp / n / "log" / "train_curve.json") for n in ("dnn", "dnn_rand")}
-    seq = {n: _load_curve(exp / n / "log" / "train_curve.json") for n in ("dnn_mpe", "dnn_mpfe", "dnn_smbr", "dnn_mmi", "dnn_bmmi")}
-    ce = {k: v for k, v in ce.items() if v}
-    seq = {k: v for k, v in seq.items() if v}
-    if not ce and not seq:
+def plot_per_phone_errors(systems: list["System"], confs: list[np.ndarray], phones: list[str],
+                          out: Path) -> Path | None:
+    """Grouped bars of per-phone test error rates for ``systems`` (their ``confs`` in the same
+    order), phones ordered by the first system's error, each labelled with its reference count."""
+    if not systems:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, pts in ce.items():
-        xs = [p.get("epoch", i + 1) for i, p in enumerate(pts)]
-        ys = [p.get("cv_frame_acc") for p in pts]
-        axes[0].plot(xs, ys, marker="o", label=f"{name} (CV)")
-        if all("train_frame_acc" in p for p in pts):
-            axes[0].plot(xs, [p["train_frame_acc"] for p in pts], ls="--", label=f"{name} (train)")
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("frame accuracy")
-    axes[0].set_title("Frame cross-entropy training")
-    axes[0].legend(fontsize=8)
-    for name, pts in seq.items():
-        xs = [p.get("epoch", i + 1) for i, p in enumerate(pts)]
-        axes[1].plot(xs, [p.get("objective") for p in pts], marker="o", label=name)
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("objective per frame")
-    axes[1].set_title("Sequence training")
-    if seq:
-        axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    path = _save(fig, out)
+    plt = _plt()
+    n, first = per_phone_error_rates(confs[0])
+    order = [k for k in np.argsort(-np.nan_to_num(first, nan=-1.0)) if n[k] > 0]
+    x = np.arange(len(order))
+    w = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(max(9, len(order) * 0.3), 4.2))
+    for i, (s, c) in enumerate(zip(systems, confs)):
+        _, rate = per_phone_error_rates(c)
+        ax.bar(x + i * w, 100 * rate[order], width=w, label=s.name)
+    ax.set_xticks(x + 0.4 - w / 2)
+    ax.set_xticklabels([f"{phones[k]} ({n[k]})" for k in order], rotation=90, fontsize=7)
+    ax.set_xlabel("reference phone (occurrences in the test reference)")
+    ax.set_ylabel("error rate (%)")
+    ax.set_title("Per-phone test error: (substitutions + deletions of the reference phone) / occurrences")
+    ax.legend(fontsize=8)
+    path = save_figure(fig, out)
     plt.close(fig)
     return path
 
 
-def per_phone_error_rates(ref: dict[str, list[str]], hyp: dict[str, list[str]]) -> dict[str, float]:
-    """Per reference phone: (substitutions + deletions) / occurrences, from an edit-distance
-    alignment of every utterance (kaldialign)."""
-    import kaldialign
-
-    count: Counter[str] = Counter()
-    err: Counter[str] = Counter()
-    for utt, r in ref.items():
-        h = hyp.get(utt, [])
-        for a, b in kaldialign.align(r, h, "*"):
-            if a == "*":
-                continue
-            count[a] += 1
-            if a != b:
-                err[a] += 1
-    return {p: err[p] / count[p] for p in count}
+def row_normalised(conf: np.ndarray) -> np.ndarray:
+    """``conf (P, P + 1)`` divided by each reference phone's occurrences (rows of phones that
+    never occur stay 0); the last column is the deletion rate."""
+    n = conf.sum(axis=1, keepdims=True)
+    return conf / np.maximum(n, 1)
 
 
-def plot_per_phone_errors(systems: list["System"], out: Path) -> Path | None:
-    """Grouped bars of per-phone test error rates (39 set) for the given systems."""
-    import matplotlib
+def plot_confusions(names: tuple[str, str], confs: tuple[np.ndarray, np.ndarray], phones: list[str],
+                    out: Path) -> Path:
+    """Three panels: the row-normalised P x P confusion matrices (plus a deletion column) of two
+    systems (square-root colour scale, so that the small off-diagonal rates show) and their
+    difference (second minus first). Insertions are not in the matrices (they belong to no
+    reference phone)."""
+    plt = _plt()
+    from matplotlib.colors import PowerNorm, TwoSlopeNorm
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    a, b = row_normalised(confs[0]), row_normalised(confs[1])
+    labels = list(phones) + ["(del)"]
+    P = len(phones)
+    lim = max(0.05, float(np.abs(b - a).max()))
+    fig, axes = plt.subplots(1, 3, figsize=(21, 7.6), sharey=True)
+    fig.subplots_adjust(left=0.04, right=0.965, bottom=0.1, top=0.94, wspace=0.14)
+    for k, (ax, m, title, cmap, norm) in enumerate((
+            (axes[0], a, f"{names[0]}: P(hyp | ref), sqrt colour scale", "Greys", PowerNorm(0.5, 0.0, 1.0)),
+            (axes[1], b, f"{names[1]}: P(hyp | ref), sqrt colour scale", "Greys", PowerNorm(0.5, 0.0, 1.0)),
+            (axes[2], b - a, f"{names[1]} - {names[0]} (blue: {names[1]} more often)", "RdBu",
+             TwoSlopeNorm(0.0, -lim, lim)))):
+        im = ax.imshow(m, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(P + 1))
+        ax.set_xticklabels(labels, rotation=90, fontsize=7)
+        if k == 0:
+            ax.set_yticks(range(P))
+            ax.set_yticklabels(phones, fontsize=7)
+            ax.set_ylabel("reference phone")
+        ax.set_xlabel("hypothesis phone")
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01)
+    path = save_figure(fig, out, tight_bbox=False)
+    plt.close(fig)
+    return path
 
-    rates = [per_phone_error_rates(s.test.ref, s.test.hyp) for s in systems if s.test is not None]
-    if not rates:
+
+def confusions_of(systems: list["System"], phones: list[str]) -> list[np.ndarray]:
+    """``confusion_counts`` of each system's test set."""
+    return [confusion_counts(s.test.ref, s.test.hyp, phones)[0] for s in systems]
+
+
+def plot_conditions(rows: list["ConditionRow"], systems: list[str], out: Path, set_name: str) -> Path | None:
+    """PER per condition level (one bar per system, 95 % utterance-bootstrap interval as the
+    error bar), grouped by factor; the number of speakers is in each label."""
+    if not rows or not systems:
         return None
-    phones = sorted(rates[0], key=lambda p: -rates[0][p])
-    x = np.arange(len(phones))
-    w = 0.8 / len(rates)
-    fig, ax = plt.subplots(figsize=(max(8, len(phones) * 0.28), 3.6))
-    for i, (s, r) in enumerate(zip(systems, rates)):
-        ax.bar(x + i * w, [100 * r.get(p, 0.0) for p in phones], width=w, label=s.name)
+    plt = _plt()
+    x = np.arange(len(rows))
+    w = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(max(9, 0.42 * len(rows) + 2), 4.6))
+    for i, s in enumerate(systems):
+        per = np.array([r.results[s].wer for r in rows])
+        lo = np.array([r.ci[s][0] for r in rows])
+        hi = np.array([r.ci[s][1] for r in rows])
+        ax.bar(x + i * w, per, width=w, label=s, yerr=np.vstack([per - lo, hi - per]), capsize=2,
+               error_kw={"elinewidth": 0.8})
     ax.set_xticks(x + 0.4 - w / 2)
-    ax.set_xticklabels(phones, rotation=90, fontsize=8)
-    ax.set_ylabel("error rate (%)")
-    ax.set_title("Per-phone test error (substitutions + deletions of the reference phone)")
+    ax.set_xticklabels([f"{r.factor}: {r.level} ({r.speakers} spk)" for r in rows], rotation=90, fontsize=7)
+    prev = None
+    for k, r in enumerate(rows):
+        if prev is not None and r.factor != prev:
+            ax.axvline(k - 0.1, color="grey", lw=0.6)
+        prev = r.factor
+    ax.set_ylabel("PER (%)")
+    ax.set_title(f"PER per speaker condition, {set_name} set (bars: 95 % bootstrap interval)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = _save(fig, out)
+    path = save_figure(fig, out)
     plt.close(fig)
     return path

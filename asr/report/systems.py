@@ -51,6 +51,10 @@ class System:
     test: SetScore | None
     checkpoint: str
 
+    @property
+    def neural(self) -> bool:
+        return self.kind in ("dnn", "seq")
+
 
 def _chosen_hyp(decode_dir: Path) -> tuple[Path, str] | None:
     """The hypothesis file of the LM weight the decode dir settled on."""
@@ -113,10 +117,14 @@ def _checkpoint_of(sysdir: Path) -> str:
 
 def collect_systems(exp: str | Path, mode: str = "phone", n_boot: int = 1000,
                     seed: int = 0) -> list[System]:
-    """All systems of ``exp`` that have at least one scored decode dir, in stage order."""
+    """All systems of ``exp`` that have at least one scored decode dir, in stage order; a
+    directory not in ``SYSTEMS`` that has decode dirs is added after them (kind "other")."""
     exp = Path(exp)
     out: list[System] = []
-    for name, label, kind in SYSTEMS:
+    known = {n for n, _, _ in SYSTEMS}
+    extra = sorted(d.name for d in exp.iterdir() if d.is_dir() and d.name not in known
+                   and ((d / "decode_dev").is_dir() or (d / "decode_test").is_dir())) if exp.is_dir() else []
+    for name, label, kind in [*SYSTEMS, *((n, n, "other") for n in extra)]:
         sysdir = exp / name
         if not sysdir.is_dir():
             continue
@@ -129,10 +137,25 @@ def collect_systems(exp: str | Path, mode: str = "phone", n_boot: int = 1000,
 
 
 def best_gmm(systems: list[System]) -> System | None:
-    """The GMM baseline row: the triphone GMM system with the lowest *dev* error
-    (chosen on dev, never on test); the monophone only if no triphone system exists."""
+    """The baseline row: the maximum-likelihood triphone GMM system with the lowest *dev*
+    error (chosen on dev, never on test; discriminatively trained GMMs are not baselines);
+    the monophone only if no triphone system exists."""
     tri = [s for s in systems if s.kind == "gmm" and s.name != "mono" and s.dev is not None]
     pool = tri or [s for s in systems if s.kind == "gmm" and s.dev is not None]
     if not pool:
         return None
     return min(pool, key=lambda s: s.dev.result.wer)
+
+
+def best_of(systems: list[System], kinds: tuple[str, ...]) -> System | None:
+    """The system of one of ``kinds`` with the lowest *dev* error that has a test score."""
+    pool = [s for s in systems if s.kind in kinds and s.dev is not None and s.test is not None]
+    return min(pool, key=lambda s: s.dev.result.wer) if pool else None
+
+
+def read_utt2spk_of(exp: Path, set_name: str) -> dict[str, str] | None:
+    """``EXP/data/<set>/utt2spk`` or None."""
+    from asr.score import read_utt2spk
+
+    p = Path(exp) / "data" / set_name / "utt2spk"
+    return read_utt2spk(p) if p.is_file() else None

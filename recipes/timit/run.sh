@@ -28,6 +28,7 @@ set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here="$top/recipes/timit"
+cmdline=$(printf '%q ' "$0" "$@")
 
 corpus=""
 exp=exp
@@ -164,6 +165,9 @@ step() {
 if [ "$stage" -le 0 ]; then bash "$top/recipes/setup.sh"; fi
 asr="$top/.venv/bin/asr"
 export PYTHONHASHSEED=0
+# Provenance for the report: commit, config text, seed, corpus, command line, machine.
+"$asr" report --write-run-info --exp "$exp" --config "$config" --run-seed "$seed" \
+  --corpus "${corpus:-$exp/corpus}" --command "${cmdline% }"
 
 data=$exp/data
 fb=$exp/data/fbank
