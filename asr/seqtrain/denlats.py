@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from asr.jobs.safeio import load_data, save_data
 from asr.seqtrain.lattice import DenLattice, expand_lattice, loop_marked_graph
 
 LOOP_FST = "HCLG.loops.fst"
@@ -80,10 +81,7 @@ def _job(args: tuple) -> dict:
                                        segments=cfg.segments).to_dict()
         except ValueError as e:
             failed[utt] = str(e)
-    path = Path(out) / f"lat.{k}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(lats, tmp)
-    os.replace(tmp, path)
+    save_data(lats, Path(out) / f"lat.{k}.pt")
     return {"job": k, "utts": len(lats), "failed": failed, "raw_arcs": raw_arcs,
             "arcs": sum(int(d["src"].numel()) for d in lats.values()),
             "frames": sum(int(d["num_frames"]) for d in lats.values())}
@@ -108,7 +106,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
 
     out = Path(out_dir)
     model_path = Path(model_dir) / "final.pt" if Path(model_dir).is_dir() else Path(model_dir)
-    if "gmm" in torch.load(model_path, map_location="cpu", weights_only=False):
+    if "gmm" in load_data(model_path, what="model"):
         from asr.gmm.decode import gmm_loglike_job
 
         gsys = load_system(model_path.parent)
@@ -193,6 +191,6 @@ def load_den_lattices(lat_dir: str | Path) -> dict[str, DenLattice]:
         raise FileNotFoundError(f"{d}: lattice jobs {missing[:5]} missing (an interrupted `asr seq lattices`?)")
     out: dict[str, DenLattice] = {}
     for k in range(n_jobs):
-        for u, f in torch.load(d / f"lat.{k}.pt", weights_only=False).items():
+        for u, f in load_data(d / f"lat.{k}.pt", what="lattice job").items():
             out[u] = DenLattice(**f)
     return out

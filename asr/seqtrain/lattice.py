@@ -455,5 +455,5 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
         grad = den.grad * kappa
     bad = ~torch.isfinite(den.logz)
     obj = torch.where(bad, torch.zeros_like(obj), obj)
-    return SeqObjective(objective=obj, grad=(grad * (~bad).view(b, 1, 1)).float(), no_num_path=bad,
+    return SeqObjective(objective=obj, grad=torch.where(bad.view(b, 1, 1), 0.0, grad).float(), no_num_path=bad,
                         den_logz=den.logz, num_logz=num_logz)
