@@ -261,6 +261,15 @@ decode_dnn() {
     --out "$exp/$sys/decode_test" --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
 }
 
+# DNN size by the amount of training audio when the config says `dnn_units=auto` (conf/timit.sh):
+# Kaldi's TIMIT recipe (3.1 h) uses 6 x 1024; below 1.5 h the 1024-unit layers over-fit and cost
+# 4x the compute, so 6 x 512 (what Kaldi's nnet1 was run with on our 0.6 h held-back corpus).
+if [ "$dnn_units" = auto ]; then
+  train_hours=$(awk '{ s += $2 } END { printf "%.2f", s / 3600 }' "$data/train/utt2dur")
+  if awk -v h="$train_hours" 'BEGIN { exit !(h < 1.5) }'; then dnn_units=512; else dnn_units=1024; fi
+  log "DNN size by data: $train_hours h of training audio -> $dnn_layers x $dnn_units"
+fi
+
 # 10: DBN pretraining (stack of RBMs from asr.generative), unless --init-dbn reuses one
 dbn=$exp/dbn
 if [ -n "$init_dbn" ]; then

@@ -1,5 +1,5 @@
 # Real LDC TIMIT (run.sh --corpus /path/to/TIMIT): the sizes of Kaldi's s5 TIMIT recipe
-# (2500 leaves / 15000 Gaussians for the triphone systems, a 6 x 1024 DBN).
+# (2500 leaves / 15000 Gaussians for the triphone systems, a 6 x 1024 DBN; 6 x 512 below 1.5 h of audio).
 corpus_size=
 seed=1
 nj=$(nproc 2>/dev/null || echo 2)   # jobs = cores
@@ -9,7 +9,7 @@ tri1_leaves=2500; tri1_gauss=15000
 tri2_leaves=2500; tri2_gauss=15000
 tri3_leaves=2500; tri3_gauss=15000
 dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-mel + CMN
-dnn_layers=6; dnn_units=1024
+dnn_layers=6; dnn_units=auto   # auto: 1024 units from 1.5 h of training audio (real TIMIT), else 512 (run.sh)
 dbn_epochs=2
 dnn_max_epochs=20
 seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=2; seq_utts_per_epoch=0
