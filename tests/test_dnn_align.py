@@ -76,3 +76,9 @@ def test_realign_keeps_chain_and_agrees_with_reference(tmp_path):
     from asr.nnet.stages import load_targets
 
     assert load_targets(tmp_path / "ali").num_pdfs == p
+    t = load_targets(tmp_path / "ali")
+    assert torch.equal(t.pdf2phone, ctx.pdf2phone) and t.silence == [1]
+    # denominator lattices and sequence training take it as --ali (the tree through gmm_system)
+    from asr.nnet.stages import gmm_system_dir
+
+    assert gmm_system_dir(tmp_path / "ali") == gdir.resolve() and gmm_system_dir(gdir) == gdir

@@ -50,6 +50,15 @@ class Targets:
     source: str = ""
 
 
+def gmm_system_dir(ali: str | Path) -> Path:
+    """The GMM exp dir whose tree defines the pdfs of an alignment dir: ``ali`` itself, or for a
+    DNN realignment (``asr dnn align``) the system its ``gmm_system`` file names."""
+    ali = Path(ali)
+    if not (ali / "final.pt").is_file() and (ali / "gmm_system").is_file():
+        return Path((ali / "gmm_system").read_text().strip())
+    return ali
+
+
 def load_targets(ali: str | Path, num_pdfs: int | None = None) -> Targets:
     """``ali``: a GMM exp dir (``ali_pdf.ark`` + ``final.pt``, pdf count checked against its tree)
     or a Kaldi ``ali-to-pdf`` style int-vector ark (pdf count from ``num_pdfs`` or max id + 1)."""
@@ -58,9 +67,7 @@ def load_targets(ali: str | Path, num_pdfs: int | None = None) -> Targets:
         ark = ali / "ali_pdf.ark"
         alis = read_alignments(ark)
         pdf2phone, silence = None, []
-        gmm_dir = ali
-        if not (ali / "final.pt").is_file() and (ali / "gmm_system").is_file():  # a DNN realignment dir
-            gmm_dir = Path((ali / "gmm_system").read_text().strip())
+        gmm_dir = gmm_system_dir(ali)
         if (gmm_dir / "final.pt").is_file():
             from asr.gmm.stages import load_system
 

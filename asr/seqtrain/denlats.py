@@ -120,7 +120,9 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
 
         num_pdfs = load_model(model_path).cfg.num_pdfs
         scorer = functools.partial(loglike_job, str(model_path), str(data_dir))
-    sys_ = load_system(ali_dir)
+    from asr.nnet.stages import gmm_system_dir
+
+    sys_ = load_system(gmm_system_dir(ali_dir))   # a GMM exp dir or a DNN realignment of one
     if sys_.num_pdfs != num_pdfs:
         raise ValueError(f"model {model_path} has {num_pdfs} pdfs, the tree of {ali_dir} {sys_.num_pdfs}")
     meta_json = Path(graph_dir) / "graph.json"

@@ -293,19 +293,31 @@ run_stage 11 dnn "$exp/dnn" dnn_stage dnn "${dnn_opts[@]}" --dbn "$dbn"
 run_stage 12 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand "${dnn_opts[@]}" --random-init
 
 # 13: sequence-discriminative training from the CE model. Denominator (seq_den): lattices of the
-# training data decoded by the CE model with the phone-bigram graph (exp/dnn_denlats, made once,
-# resumable), or the lattice-free pdf-bigram HMM (criteria mpfe/smbr/mmi/bmmi only).
+# training data decoded by the CE model (exp/dnn_denlats, made once, resumable), or the
+# lattice-free pdf-bigram HMM (criteria mpfe/smbr/mmi/bmmi only). As Kaldi's train_mpe.sh /
+# make_denlats.sh: seq_realign=true realigns the training data with the CE DNN first (numerator and
+# MPE reference, exp/dnn_ali); seq_den_lm_order=1 decodes the lattices with a phone unigram LM
+# (weak LM, exp/tri3/graph_den) instead of the decoding bigram.
 seq_stage() {
-  local den=$1 lattice_beam=$2; shift 2
-  local sys=dnn_$seq_criterion
+  local den=$1 lattice_beam=$2 realign=$3 den_order=$4; shift 4
+  local sys=dnn_$seq_criterion ali=$exp/tri3 dgraph=$exp/tri3/graph
   local den_opts=(--den "$den")
+  if [ "$realign" = true ]; then
+    step align "$asr" dnn align --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" --out "$exp/dnn_ali"
+    ali=$exp/dnn_ali
+  fi
   if [ "$den" = lattice ]; then
-    step lattices "$asr" seq lattices --model "$exp/dnn" --graph "$exp/tri3/graph" --data "$dd/train" \
-      --ali "$exp/tri3" --out "$exp/dnn_denlats" --lattice-beam "$lattice_beam" --nj "$nj"
+    if [ "$den_order" != 2 ]; then
+      step lang_den "$asr" lang phones --text "$data/train/text" --order "$den_order" --out "$exp/lang_den"
+      step graph_den "$asr" lang graph --model "$exp/tri3/final.pt" --lang "$exp/lang_den" --out "$exp/tri3/graph_den"
+      dgraph=$exp/tri3/graph_den
+    fi
+    step lattices "$asr" seq lattices --model "$exp/dnn" --graph "$dgraph" --data "$dd/train" \
+      --ali "$ali" --out "$exp/dnn_denlats" --lattice-beam "$lattice_beam" --nj "$nj"
     den_opts+=(--lattices "$exp/dnn_denlats")
   fi
-  step train "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" \
-    --graph "$exp/tri3/graph" --out "$exp/$sys" "${den_opts[@]}" "$@"
+  step train "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$ali" \
+    --graph "$dgraph" --out "$exp/$sys" "${den_opts[@]}" "$@"
   decode_dnn "$sys"
   update_results
 }
@@ -313,7 +325,7 @@ seq_opts=(--epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --kappa "${seq_kappa:-0.
           --ce-smoothing "${seq_ce_smoothing:-0.1}")
 [ "${seq_utts_per_epoch:-0}" -gt 0 ] && seq_opts+=(--utts-per-epoch "$seq_utts_per_epoch")
 run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage "${seq_den:-lattice}" \
-  "${seq_lattice_beam:-6}" "${seq_opts[@]}"
+  "${seq_lattice_beam:-6}" "${seq_realign:-false}" "${seq_den_lm_order:-2}" "${seq_opts[@]}"
 
 # 15: discriminative training of the GMM baseline too (like for like): tri3 + boosted MMI by
 # extended Baum-Welch over tri3's own denominator lattices (Kaldi steps/train_mmi.sh). Numbered
