@@ -314,7 +314,7 @@ def test_mbr_rejects_bad_lm_weights():
 @pytest.mark.parametrize("graph", ["mono"], indirect=True)
 def test_decode_and_score_lmwt_grid_with_and_without_mbr(graph, tmp_path):
     """decode_and_score scores every LM weight of the grid with the MBR hypothesis of each lattice
-    (the default) or, with ``mbr=False``, its best path; ``asr decode loglikes --no-mbr`` too."""
+    (``mbr=True``) or its best path (the default); ``asr decode loglikes --mbr`` / ``--no-mbr`` too."""
     import functools
 
     import kaldiio
@@ -343,9 +343,8 @@ def test_decode_and_score_lmwt_grid_with_and_without_mbr(graph, tmp_path):
             differ += mbr and any(want[u] != lattice_best_words(lats[u], w) for u in lats)
     assert differ > 0  # the grid really was scored with MBR hypotheses
     kaldiio.save_ark(str(tmp_path / "ll.ark"), {u: x.numpy() for u, x in lls.items()})
-    for flag in ([], ["--no-mbr"]):
-        out = tmp_path / f"cli{len(flag)}"
+    for flag, ref_dir in (([], "dec_False"), (["--no-mbr"], "dec_False"), (["--mbr"], "dec_True")):
+        out = tmp_path / f"cli{'_'.join(flag)}"
         assert main(["decode", "loglikes", "--graph", str(gdir), "--data", str(data), "--loglikes",
                      str(tmp_path / "ll.ark"), "--out", str(out), "--lmwt-grid", "2,6,10", "--mode", "word"] + flag) == 0
-        ref = tmp_path / ("dec_True" if not flag else "dec_False")
-        assert (out / "hyp.6.txt").read_text() == (ref / "hyp.6.txt").read_text()
+        assert (out / "hyp.6.txt").read_text() == (tmp_path / ref_dir / "hyp.6.txt").read_text()

@@ -34,7 +34,10 @@ class DecodeConfig:
     retry_beam: when no final state survives the search, the utterance is decoded again with
         this beam (as Kaldi's aligner's ``--retry-beam``) before falling back to a partial result.
     mbr: score each lattice's minimum-Bayes-risk hypothesis (``asr.decode.mbr``, as Kaldi's
-        ``score.sh`` does with ``lattice-to-ctm-conf``) rather than its best path.
+        ``score.sh`` does with ``lattice-to-ctm-conf``) rather than its best path. Off by
+        default: on the generated default corpus (mono, phone bigram) MBR scored dev 27.94 /
+        test 41.93 against the best path's 27.72 / 41.90 and took 665 s to score dev's grid
+        where the best path took 86 s.
     mbr_beam: beam of the word lattice MBR decodes (``asr.decode.mbr.word_lattice``, at scale
         ``acwt``); None = ``lattice_beam``, Kaldi's (its lattices are determinized at that beam).
 
@@ -48,7 +51,7 @@ class DecodeConfig:
     lattice_beam: float = 6.0
     lmwt_grid: tuple[float, ...] = field(default_factory=lambda: tuple(float(x) for x in range(1, 21)))
     retry_beam: float = 40.0
-    mbr: bool = True
+    mbr: bool = False
     mbr_beam: float | None = None
 
     def __post_init__(self) -> None:
