@@ -11,4 +11,5 @@ dnn_layers=2; dnn_units=64
 dbn_epochs=1
 dnn_max_epochs=2
 seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=1; seq_utts_per_epoch=0; seq_lr=4; seq_ce_smoothing=0
+seq_realign=true; seq_den_lm_order=1   # as Kaldi train_mpe.sh: realign with the CE DNN, lattices from a unigram LM
 gmm_bmmi=true; gmm_bmmi_iters=1; gmm_bmmi_boost=0.1; gmm_bmmi_taus=100
