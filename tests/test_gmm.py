@@ -158,3 +158,23 @@ def test_gauss_posteriors_of_the_aligned_pdf_match_direct_computation():
         assert torch.equal(gauss[t, :k], gs) and bool((gauss[t, k:] == -1).all())
         torch.testing.assert_close(post[t, :k].double(), want, rtol=1e-4, atol=1e-5)
         assert float(post[t, k:].abs().sum()) == 0.0
+
+
+def test_component_loglikes_rows_match_the_dense_table():
+    """Only the requested (frame, pdf) pairs are evaluated; they equal the dense (T, P, M) table's
+    rows, padding (-inf) included, over pdfs of several component-count buckets."""
+    from asr.gmm.model import DiagGmmSet
+
+    g = torch.Generator().manual_seed(0)
+    P, D = 30, 5
+    counts = torch.randint(1, 6, (P,), generator=g)
+    g2p = torch.repeat_interleave(torch.arange(P), counts)
+    G = g2p.numel()
+    m = DiagGmmSet(torch.randn(G, D, generator=g), torch.rand(G, D, generator=g) + 0.5,
+                   torch.log_softmax(torch.randn(G, generator=g), 0), g2p, P)
+    x = torch.randn(50, D, generator=g)
+    fr, pd = torch.randint(0, 50, (300,), generator=g), torch.randint(0, P, (300,), generator=g)
+    dense, rows = m.component_loglikes(x)[fr, pd], m.component_loglikes_rows(x, fr, pd)
+    pad = torch.isinf(dense)
+    assert torch.equal(pad, torch.isinf(rows)) and pad.any()
+    torch.testing.assert_close(rows[~pad], dense[~pad], rtol=1e-5, atol=1e-5)

@@ -57,9 +57,10 @@ def soft_gauss_posteriors(gmm: DiagGmmSet, x: Tensor, frames: Tensor, pdfs: Tens
     """Sparse ``(T, G)`` Gaussian posteriors from soft pdf posteriors (Kaldi ``gmm-post-to-gpost``):
     row ``r`` gives frame ``frames[r]`` weight ``weights[r]`` on pdf ``pdfs[r]``, shared among that
     pdf's Gaussians by their posteriors under ``gmm`` for ``x[frames[r]]``."""
-    comp = gmm.component_loglikes(x)[frames.to(gmm.device), pdfs.to(gmm.device)]       # (R, M)
+    m = int(gmm.num_comp[pdfs.to(gmm.device)].max()) if pdfs.numel() else 1
+    comp = gmm.component_loglikes_rows(x, frames, pdfs)[:, :m]                          # (R, m)
     p = torch.softmax(comp, 1)
-    g = gmm.pdf_gauss[pdfs.to(gmm.device)]
+    g = gmm.pdf_gauss[pdfs.to(gmm.device), :m]
     keep = g >= 0
     rows = frames.to(g.device).unsqueeze(1).expand_as(g)[keep]
     vals = (p.double() * weights.to(p.device).double().unsqueeze(1))[keep]

@@ -190,6 +190,31 @@ class DiagGmmSet:
         x = x.to(self.device, torch.float32)
         return (self._augment(x) @ self._params).view(x.shape[0], self.num_pdfs, self.max_comp)
 
+    def component_loglikes_rows(self, x: Tensor, frames: Tensor, pdfs: Tensor) -> Tensor:
+        """``(R, M)``: row ``r`` holds ``component_loglikes(x)[frames[r], pdfs[r]]`` (``-inf`` =
+        padding). Evaluated per bucket of pdfs with similar component counts (as ``loglikes``), for
+        the frames that bucket's rows need, so a pdf with many Gaussians (silence) does not pad
+        every other pdf to its size."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
+        frames, pdfs = frames.to(self.device), pdfs.to(self.device)
+        aug = self._augment(x.to(self.device, torch.float32))
+        out = torch.full((frames.numel(), self.max_comp), -math.inf, device=self.device)
+        which = torch.empty(self.num_pdfs, dtype=torch.long, device=self.device)
+        pos = torch.empty(self.num_pdfs, dtype=torch.long, device=self.device)
+        for b, (pdfs_b, _, _) in enumerate(self._buckets):
+            which[pdfs_b] = b
+            pos[pdfs_b] = torch.arange(pdfs_b.numel(), device=self.device)
+        row_bucket = which[pdfs]
+        for b, (pdfs_b, m_b, params_b) in enumerate(self._buckets):
+            sel = torch.nonzero(row_bucket == b).flatten()
+            if sel.numel() == 0:
+                continue
+            uf, inv = torch.unique(frames[sel], return_inverse=True)
+            comp = (aug[uf] @ params_b).view(uf.numel(), pdfs_b.numel(), m_b)
+            out[sel, :m_b] = comp[inv, pos[pdfs[sel]]]
+        return out
+
     def loglikes(self, x: Tensor, chunk: int = 20000) -> Tensor:
         """``x (T, D)`` -> per-pdf log-likelihoods ``(T, num_pdfs)`` (float32): per bucket of pdfs
         with similar component counts, one product of ``[x^2, x, 1]`` with their parameters and a
