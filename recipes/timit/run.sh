@@ -233,10 +233,13 @@ gmm_stage() {
   decode_gmm "$sys"
   update_results
 }
-run_stage 5 mono "$exp/mono" gmm_stage mono --nj "$nj" --seed "$seed" --gauss "$mono_gauss"
-run_stage 6 tri1 "$exp/tri1" gmm_stage tri1 --nj "$nj" --seed "$seed" --ali "$exp/mono" --leaves "$tri1_leaves" --gauss "$tri1_gauss"
-run_stage 7 tri2 "$exp/tri2" gmm_stage tri2 --nj "$nj" --seed "$seed" --ali "$exp/tri1" --leaves "$tri2_leaves" --gauss "$tri2_gauss"
-run_stage 8 tri3 "$exp/tri3" gmm_stage tri3 --nj "$nj" --seed "$seed" --ali "$exp/tri2" --leaves "$tri3_leaves" --gauss "$tri3_gauss"
+# gmm_iters (tiny.sh only): fewer EM iterations than Kaldi's schedules, the realignments kept inside
+gmm_opts=(--nj "$nj" --seed "$seed")
+[ -n "${gmm_iters:-}" ] && gmm_opts+=(--iters "$gmm_iters")
+run_stage 5 mono "$exp/mono" gmm_stage mono "${gmm_opts[@]}" --gauss "$mono_gauss"
+run_stage 6 tri1 "$exp/tri1" gmm_stage tri1 "${gmm_opts[@]}" --ali "$exp/mono" --leaves "$tri1_leaves" --gauss "$tri1_gauss"
+run_stage 7 tri2 "$exp/tri2" gmm_stage tri2 "${gmm_opts[@]}" --ali "$exp/tri1" --leaves "$tri2_leaves" --gauss "$tri2_gauss"
+run_stage 8 tri3 "$exp/tri3" gmm_stage tri3 "${gmm_opts[@]}" --ali "$exp/tri2" --leaves "$tri3_leaves" --gauss "$tri3_gauss"
 
 # 9: DNN input features. `fmllr` (default, as Kaldi's TIMIT DNN): tri3's LDA+MLLT+fMLLR features,
 # with dev/test transforms from tri3's first decoding pass; `fbank`: 40 log-mel + per-speaker CMN.

@@ -3,6 +3,7 @@ corpus_size=tiny
 seed=1
 nj=2
 mono_gauss=100
+gmm_iters=10      # a smoke test: 10 EM iterations per GMM stage (Kaldi: 40 mono, 35 triphone)
 tri1_leaves=400; tri1_gauss=1500
 tri2_leaves=400; tri2_gauss=1500
 tri3_leaves=400; tri3_gauss=1500
