@@ -62,7 +62,8 @@ def test_tiny_recipe_end_to_end(full_run: Path):
             counts = json.loads((full_run / sys / f"decode_{part}" / "log" / "counts.json").read_text())
             assert {"retry_beam", "partial_lattice", "not_decoded"} <= set(counts), (sys, part)
     report = (full_run / "report.md").read_text()
-    assert "| system | test PER | rel. accuracy gain vs GMM |" in report
+    assert "## Headline" in report and "relative accuracy gain vs baseline" in report
+    assert "**baseline: best ML triphone GMM" in report
 
 
 @pytest.mark.slow
