@@ -16,8 +16,7 @@ dbn_epochs=1            # CD-1 epochs per RBM layer
 dnn_max_epochs=20      # Kaldi train.sh max_iters; newbob stops earlier (on dev-like CV loss)
 # sequence training: arc-level MPE (Povey & Woodland) over denominator lattices of the CE model
 seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_utts_per_epoch=0
-seq_realign=false; seq_den_lm_order=2   # Kaldi: true and 1 (realign with the CE DNN; unigram lattices); not yet measured on dev here, and
-# the tiny run's unigram lattices expanded to 7484 arcs per frame (stage peak 6.4 GB; bigram ones: 189 on the default corpus)
+seq_realign=false; seq_den_lm_order=2   # Kaldi: true and 1 (realign with the CE DNN; unigram lattices); not yet measured on dev here
 # chosen on dev (dev PER, CE model 17.16): lr 4 kappa 0.1 2 epochs 16.41; 4 epochs 16.39 (kept 2: half
 # the cost); lr 12 16.52; kappa 0.2 16.45; no CE smoothing (H=0.1 would dominate the smaller MPE gradient)
 seq_epochs=2; seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0

@@ -12,6 +12,5 @@ dnn_layers=2; dnn_units=64
 dbn_epochs=1
 dnn_max_epochs=2
 seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=1; seq_utts_per_epoch=0; seq_lr=4; seq_ce_smoothing=0
-seq_realign=true; seq_den_lm_order=2    # the smoke test runs the realignment; Kaldi: true and 1 (realign with the CE DNN; unigram lattices); not yet measured on dev here, and
-# the tiny run's unigram lattices expanded to 7484 arcs per frame (stage peak 6.4 GB; bigram ones: 189 on the default corpus)
+seq_realign=true; seq_den_lm_order=2    # the smoke test runs the realignment; Kaldi: true and 1 (realign with the CE DNN; unigram lattices); not yet measured on dev here
 gmm_bmmi=true; gmm_bmmi_iters=1; gmm_bmmi_boost=0.1; gmm_bmmi_taus=100
