@@ -171,10 +171,15 @@ class DiagGmmSet:
         # maximum: the per-pdf log-sum-exp is a dense reduction, with at most 2x padding.
         bucket = torch.ceil(torch.log2(counts.clamp_min(1).double())).long()
         self._buckets = []
+        # bucket index of every pdf and its position inside its bucket (component_loglikes_rows)
+        self._bucket_of_pdf = torch.empty(P, dtype=torch.long, device=self.device)
+        self._pos_in_bucket = torch.empty(P, dtype=torch.long, device=self.device)
         for b in torch.unique(bucket).tolist():
             pdfs_b = torch.nonzero(bucket == b).flatten()
             m_b = int(counts[pdfs_b].max())
             cols_b = (pdfs_b.view(-1, 1) * M + torch.arange(m_b, device=self.device).view(1, -1)).flatten()
+            self._bucket_of_pdf[pdfs_b] = len(self._buckets)
+            self._pos_in_bucket[pdfs_b] = torch.arange(pdfs_b.numel(), device=self.device)
             self._buckets.append((pdfs_b, m_b, self._params[:, cols_b].contiguous()))
 
     # -- likelihoods ----------------------------------------------------------------------------
@@ -200,19 +205,14 @@ class DiagGmmSet:
         frames, pdfs = frames.to(self.device), pdfs.to(self.device)
         aug = self._augment(x.to(self.device, torch.float32))
         out = torch.full((frames.numel(), self.max_comp), -math.inf, device=self.device)
-        which = torch.empty(self.num_pdfs, dtype=torch.long, device=self.device)
-        pos = torch.empty(self.num_pdfs, dtype=torch.long, device=self.device)
-        for b, (pdfs_b, _, _) in enumerate(self._buckets):
-            which[pdfs_b] = b
-            pos[pdfs_b] = torch.arange(pdfs_b.numel(), device=self.device)
-        row_bucket = which[pdfs]
+        row_bucket, row_pos = self._bucket_of_pdf[pdfs], self._pos_in_bucket[pdfs]
         for b, (pdfs_b, m_b, params_b) in enumerate(self._buckets):
             sel = torch.nonzero(row_bucket == b).flatten()
             if sel.numel() == 0:
                 continue
             uf, inv = torch.unique(frames[sel], return_inverse=True)
             comp = (aug[uf] @ params_b).view(uf.numel(), pdfs_b.numel(), m_b)
-            out[sel, :m_b] = comp[inv, pos[pdfs[sel]]]
+            out[sel, :m_b] = comp[inv, row_pos[sel]]
         return out
 
     def loglikes(self, x: Tensor, chunk: int = 20000) -> Tensor:
