@@ -118,3 +118,29 @@ def test_word_graph_path(tmp_path):
         best = kaldifst.shortest_path(kaldifst.compose(kaldifst.compile("\n".join(lines) + "\n"), hclg))
         ok, _, olabels, _ = kaldifst.get_linear_symbol_sequence(best)
         assert ok and [words.symbols[o] for o in olabels] == sent
+
+
+def test_connected_states_matches_a_fixed_point_on_graphs_with_cycles():
+    """``connected_states`` (two BFS) = the fixed point of arc-by-arc reachability, on random
+    graphs with cycles, several initial states and unreachable parts."""
+    import numpy as np
+
+    from asr.decode.lattice import connected_states
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n, e = int(rng.integers(2, 30)), int(rng.integers(0, 60))
+        src, dst = rng.integers(0, n, e), rng.integers(0, n, e)
+        initial, final = rng.random(n) < 0.15, rng.random(n) < 0.15
+
+        def fixed_point(seed, a, b):
+            r = seed.copy()
+            while True:
+                nr = r.copy()
+                nr[b[r[a]]] = True
+                if (nr == r).all():
+                    return r
+                r = nr
+
+        want = fixed_point(initial, src, dst) & fixed_point(final, dst, src)
+        assert (connected_states(n, src, dst, initial, final) == want).all()

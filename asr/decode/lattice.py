@@ -34,6 +34,29 @@ import torch
 from torch import Tensor
 
 
+
+def connected_states(n: int, src: np.ndarray, dst: np.ndarray, initial: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """States on some path from an initial to a final state (bool (n,)): OpenFst's ``Connect``
+    test, accessible and co-accessible, by two breadth-first searches from a virtual source
+    (O(arcs); graphs may have cycles). ``src``/``dst``: (E,) arc ends; ``initial``/``final``: (n,)
+    bool masks."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import breadth_first_order
+
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+
+    def reach(seed: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        seeds = np.flatnonzero(seed)
+        rows = np.concatenate([a, np.full(seeds.size, n)])
+        cols = np.concatenate([b, seeds])
+        adj = csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n + 1, n + 1))
+        out = np.zeros(n + 1, dtype=bool)
+        out[breadth_first_order(adj, n, directed=True, return_predecessors=False)] = True
+        return out[:n]
+
+    return reach(np.asarray(initial, bool), src, dst) & reach(np.asarray(final, bool), dst, src)
+
 @dataclass
 class LatticeArrays:
     num_states: int

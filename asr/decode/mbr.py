@@ -358,21 +358,6 @@ def _forward_backward(lv: _Levels, u: np.ndarray, v: np.ndarray, ll: np.ndarray,
     return alpha, beta, np.nan_to_num(post)
 
 
-def _connected(n: int, u: np.ndarray, v: np.ndarray, is_final: np.ndarray) -> np.ndarray:
-    """Nodes on some path from node 0 to a final node (bool (n,)), by repeated vectorised relaxation."""
-    def reach(seed: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        r = seed.copy()
-        while True:
-            nr = r.copy()
-            nr[b[r[a]]] = True
-            if np.array_equal(nr, r):
-                return r
-            r = nr
-    seed = np.zeros(n, dtype=bool)
-    seed[0] = True
-    return reach(seed, u, v) & reach(is_final.copy(), v, u)
-
-
 def _normalize_eps(words: Sequence[int]) -> np.ndarray:
     """Kaldi ``NormalizeEps``: epsilon (0) before, between and after the words."""
     w = np.asarray([x for x in words if x != 0], dtype=np.int64)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from asr.decode.lattice import connected_states
 from asr.seqtrain.fb import DenGraph
 
 
@@ -140,15 +141,9 @@ def trim(g: DenGraph) -> DenGraph:
 
 def trim_mask(g: DenGraph) -> Tensor:
     """(S,) bool: the states both reachable from a start state and co-reachable to a final state."""
-    def reach(seed: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        r = seed.clone()
-        while True:
-            nr = r.clone()
-            nr[b[r[a]]] = True
-            if torch.equal(nr, r):
-                return r
-            r = nr
-    return reach(torch.isfinite(g.start), g.src, g.dst) & reach(torch.isfinite(g.final), g.dst, g.src)
+    keep = connected_states(g.num_states, g.src.numpy(), g.dst.numpy(), torch.isfinite(g.start).numpy(),
+                            torch.isfinite(g.final).numpy())
+    return torch.from_numpy(keep)
 
 
 def keep_states(g: DenGraph, keep: Tensor) -> DenGraph:
