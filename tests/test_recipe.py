@@ -61,6 +61,10 @@ def test_tiny_recipe_end_to_end(full_run: Path):
             assert 0 < nref and errors < nref, (sys, part, errors, nref)
             counts = json.loads((full_run / sys / f"decode_{part}" / "log" / "counts.json").read_text())
             assert {"retry_beam", "partial_lattice", "not_decoded"} <= set(counts), (sys, part)
+    # denominator lattices at the scale Kaldi's TIMIT nnet1 recipe uses for a DNN, bMMI's at a GMM's
+    assert json.loads((full_run / "dnn_denlats" / "meta.json").read_text())["config"]["acwt"] == 0.2
+    if (full_run / "tri3_denlats").is_dir():
+        assert json.loads((full_run / "tri3_denlats" / "meta.json").read_text())["config"]["acwt"] == 0.1
     report = (full_run / "report.md").read_text()
     assert "## Headline" in report and "relative accuracy gain vs baseline" in report
     assert "**baseline: best ML triphone GMM" in report

@@ -102,7 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--data", required=True, help="fbank data dir to decode")
     d.add_argument("--out", required=True)
     d.add_argument("--lmwt-from", default=None, help="dev decode dir whose best_lmwt to use (test sets)")
-    d.add_argument("--acwt", type=float, default=0.1)
+    d.add_argument("--acwt", type=float, default=0.2,
+                   help="acoustic scale of the search (default 0.2, Kaldi's TIMIT nnet1 decoding); the LM "
+                        "weight is still chosen at scoring time")
     d.add_argument("--mode", choices=("phone", "word"), default="phone")
     d.add_argument("--nj", type=int, default=1)
     add_scoring_args(d)

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lt.add_argument("--data", required=True, help="training data dir (the model's input features)")
     lt.add_argument("--ali", required=True, help="GMM exp dir with ali_pdf.ark and the tree")
     lt.add_argument("--out", required=True, help="lattice dir (lat.<k>.pt, stats.json)")
-    lt.add_argument("--acwt", type=float, default=0.1)
+    lt.add_argument("--acwt", type=float, default=None,
+                    help="acoustic scale of the search (default: 0.2 for a DNN, 0.1 for a GMM system, as Kaldi's TIMIT recipe)")
     lt.add_argument("--beam", type=float, default=13.0)
     lt.add_argument("--lattice-beam", type=float, default=6.0)
     lt.add_argument("--nj", type=int, default=1)

@@ -20,6 +20,12 @@ from asr.nnet.model import HybridDNN, NetConfig, atomic_torch_save, init_kaldi_p
 from asr.nnet.pretrain import PretrainConfig, dbn_linears, pretrain_dbn_on_frames
 from asr.nnet.train import CEResult, CETrainConfig, train_ce
 
+# Acoustic scale of hybrid decoding and denominator lattices: Kaldi's TIMIT nnet1 recipe
+# (egs/timit/s5/local/nnet/run_dnn.sh: decode.sh and make_denlats.sh with --acwt 0.2). On the
+# default corpus's dev set the CE DNN scored 16.34 / 16.32 / 16.30 % PER at 0.1 / 0.2 / 0.4, and the
+# dev decode took 500 / 45 / 15 s: a flat DNN posterior at 0.1 leaves the 13-unit beam almost unpruned.
+DNN_ACWT = 0.2
+
 Log = Callable[[str], None]
 
 
@@ -233,7 +239,7 @@ def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: D
 
 
 def run_decode(model_dir: str | Path, graph_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
-               nj: int = 1, lmwt: float | None = None, acwt: float = 0.1, mode: str = "phone",
+               nj: int = 1, lmwt: float | None = None, acwt: float = DNN_ACWT, mode: str = "phone",
                mbr: bool = True, mbr_beam: float | None = None):
     """Hybrid decoding with ``asr.decode.decode_and_score`` (LM weight tuned when ``lmwt`` is None;
     ``mbr``, ``mbr_beam``: see ``DecodeConfig``)."""

@@ -15,24 +15,31 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from asr.jobs.safeio import load_data, save_data
+from asr.nnet.stages import DNN_ACWT
 from asr.seqtrain.lattice import DenLattice, expand_lattice, loop_marked_graph
 
 LOOP_FST = "HCLG.loops.fst"
+GMM_ACWT = 0.1   # Kaldi steps/make_denlats.sh
 
 
 @dataclass
 class DenLatConfig:
-    """Decoder settings for denominator lattices (Kaldi make_denlats.sh: acwt 0.1, beam 13;
-    lattice beam 6 here, 7 there, to bound memory on small machines)."""
+    """Decoder settings for denominator lattices (Kaldi make_denlats.sh: beam 13; lattice beam 6
+    here, 7 there, to bound memory on small machines).
 
-    acwt: float = 0.1
+    acwt: acoustic scale of the search; None = by model kind, as Kaldi's TIMIT recipe: 0.2 for a
+    hybrid DNN (``local/nnet/run_dnn.sh`` passes ``--acwt 0.2`` to make_denlats.sh), 0.1 for a GMM
+    system (``steps/make_denlats.sh``). The lattice beam is in scaled units, so at 0.2 a DNN's
+    lattices hold the paths within ``lattice_beam / 0.2`` nats of unscaled acoustic cost."""
+
+    acwt: float | None = None
     beam: float = 13.0
     lattice_beam: float = 6.0
     utts_per_job: int = 100
@@ -106,7 +113,10 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
 
     out = Path(out_dir)
     model_path = Path(model_dir) / "final.pt" if Path(model_dir).is_dir() else Path(model_dir)
-    if "gmm" in load_data(model_path, what="model"):
+    is_gmm = "gmm" in load_data(model_path, what="model")
+    if cfg.acwt is None:
+        cfg = replace(cfg, acwt=GMM_ACWT if is_gmm else DNN_ACWT)
+    if is_gmm:
         from asr.gmm.decode import gmm_loglike_job
 
         gsys = load_system(model_path.parent)
