@@ -30,11 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gt.add_argument("--data", required=True, help="training data dir (MFCC)")
     gt.add_argument("--lattices", required=True, help="lattice dir from `asr seq lattices --model <this system>`")
     gt.add_argument("--out", required=True)
-    gt.add_argument("--iters", type=int, default=4)
-    gt.add_argument("--kappa", type=float, default=0.1, help="acoustic scale")
-    gt.add_argument("--boost", type=float, default=None, help="b of boosted MMI (bmmi only; default 0.1)")
-    gt.add_argument("--E", type=float, default=2.0, help="EBW constant: D >= E x denominator occupancy")
-    gt.add_argument("--tau", type=float, default=400.0, help="I-smoothing points towards the current model")
+    # defaults live in GmmSeqConfig only (None here = its value: Kaldi train_mmi.sh's)
+    gt.add_argument("--iters", type=int, default=None, help="EBW iterations (default: GmmSeqConfig)")
+    gt.add_argument("--kappa", type=float, default=None, help="acoustic scale (default: GmmSeqConfig)")
+    gt.add_argument("--boost", type=float, default=None, help="b of boosted MMI (bmmi only; default: GmmSeqConfig)")
+    gt.add_argument("--E", type=float, default=None, help="EBW constant: D >= E x denominator occupancy")
+    gt.add_argument("--tau", type=float, default=None, help="I-smoothing points towards the current model")
     gt.add_argument("--select-taus", default=None, metavar="T1,T2,...",
                     help="choose tau and the iteration on dev: train one system per tau, decode --dev after every "
                          "iteration (with --dev-transform-dir's fMLLR), keep the fewest dev errors, the input "
@@ -60,28 +61,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--graph", default=None, help="graph dir with HCLG.fst: the denominator with --den hclg; with pdf-bigram "
                         "only checked against the model's pdf count")
     t.add_argument("--out", required=True)
-    t.add_argument("--epochs", type=int, default=2)
-    t.add_argument("--lr", type=float, default=0.02, help="SGD step on the per-frame objective")
-    t.add_argument("--momentum", type=float, default=0.0)
-    t.add_argument("--kappa", type=float, default=0.1, help="acoustic scale")
-    t.add_argument("--boost", type=float, default=None, help="b of boosted MMI (bmmi only; default 0.1)")
-    t.add_argument("--ce-smoothing", type=float, default=0.1, help="H of CE frame smoothing (0 = off)")
-    t.add_argument("--batch-utts", type=int, default=8)
+    # defaults live in SeqTrainConfig only (None here = its value)
+    t.add_argument("--epochs", type=int, default=None, help="passes over the data (default: SeqTrainConfig)")
+    t.add_argument("--lr", type=float, default=None, help="SGD step on the per-frame objective (default: SeqTrainConfig)")
+    t.add_argument("--momentum", type=float, default=None)
+    t.add_argument("--kappa", type=float, default=None, help="acoustic scale (default: SeqTrainConfig)")
+    t.add_argument("--boost", type=float, default=None, help="b of boosted MMI (bmmi only; default: SeqTrainConfig)")
+    t.add_argument("--ce-smoothing", type=float, default=None, help="H of CE frame smoothing, 0 = off (default: SeqTrainConfig)")
+    t.add_argument("--batch-utts", type=int, default=None)
     t.add_argument("--utts-per-epoch", type=int, default=None, help="random subset per epoch (default all)")
     t.add_argument("--exclude-silence", action="store_true",
                    help="reference silence frames count 0 accuracy (mpfe, smbr, bmmi's boosting; refused for "
                         "mmi and arc-level mpe, which it would not change)")
-    t.add_argument("--seed", type=int, default=777)
+    t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", default="auto")
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _boost(args: argparse.Namespace) -> float:
+def _boost(args: argparse.Namespace) -> None:
     """``--boost`` belongs to boosted MMI; given with another criterion it would be ignored."""
     if args.boost is not None and args.criterion != "bmmi":
         raise ValueError(f"--boost applies to --criterion bmmi only, not {args.criterion}")
-    return 0.1 if args.boost is None else args.boost
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -93,10 +94,10 @@ def _train(args: argparse.Namespace) -> int:
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
-    cfg = SeqTrainConfig(criterion=args.criterion, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
-                         kappa=args.kappa, boost=_boost(args), ce_smoothing=args.ce_smoothing,
-                         batch_utts=args.batch_utts, utts_per_epoch=args.utts_per_epoch,
-                         exclude_silence=args.exclude_silence, seed=args.seed)
+    _boost(args)
+    given = {k: getattr(args, k) for k in ("epochs", "lr", "momentum", "kappa", "boost", "ce_smoothing",
+                                           "batch_utts", "utts_per_epoch", "seed") if getattr(args, k) is not None}
+    cfg = SeqTrainConfig(criterion=args.criterion, exclude_silence=args.exclude_silence, **given)
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
                   StageLog(args.out, "train"), den=args.den or ("lattice" if args.lattices else "pdf-bigram"),
                   lattice_dir=args.lattices)
@@ -132,8 +133,9 @@ def _gmm_train(args: argparse.Namespace) -> int:
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
-    cfg = GmmSeqConfig(criterion=args.criterion, iters=args.iters, kappa=args.kappa, boost=_boost(args), E=args.E,
-                       tau=args.tau)
+    _boost(args)
+    given = {k: getattr(args, k) for k in ("iters", "kappa", "boost", "E", "tau") if getattr(args, k) is not None}
+    cfg = GmmSeqConfig(criterion=args.criterion, **given)
     if args.select_taus:
         from asr.seqtrain.gmm_select import select_gmm_seq
 

@@ -17,8 +17,8 @@
 #   --init-dbn seed the DNN from a DBN trained by another run instead of pretraining one.
 #
 # Stages (number: name): 0 setup, 1 corpus, 2 data, 3 feats, 4 lang, 5 mono, 6 tri1, 7 tri2,
-# 8 tri3, 9 fmllr (DNN input features), 10 dbn, 11 dnn, 12 dnn_rand, 13 dnn_mpe, 14 report,
-# 15 tri3_bmmi (GMM boosted MMI; runs before the report is written).
+# 8 tri3, 9 fmllr (DNN input features), 10 dbn, 11 dnn, 12 dnn_rand, 13 dnn_mpe,
+# 14 tri3_bmmi (GMM boosted MMI), 15 report.
 # Each stage's output directory gets a `.recipe_done` marker holding the hash of the exact
 # command it ran; a re-run skips a stage only when that hash matches, so a stage killed
 # mid-way (no marker) is run again from its own checkpoints or from its start. Within a stage,
@@ -324,15 +324,18 @@ seq_stage() {
   decode_dnn "$sys"
   update_results
 }
-seq_opts=(--epochs "$seq_epochs" --lr "${seq_lr:-0.02}" --kappa "${seq_kappa:-0.1}" --seed "$seed"
-          --ce-smoothing "${seq_ce_smoothing:-0.1}")
+# a setting the config leaves out takes the toolkit's default (SeqTrainConfig / GmmSeqConfig)
+seq_opts=(--seed "$seed")
+[ -n "${seq_epochs:-}" ] && seq_opts+=(--epochs "$seq_epochs")
+[ -n "${seq_lr:-}" ] && seq_opts+=(--lr "$seq_lr")
+[ -n "${seq_kappa:-}" ] && seq_opts+=(--kappa "$seq_kappa")
+[ -n "${seq_ce_smoothing:-}" ] && seq_opts+=(--ce-smoothing "$seq_ce_smoothing")
 [ "${seq_utts_per_epoch:-0}" -gt 0 ] && seq_opts+=(--utts-per-epoch "$seq_utts_per_epoch")
 run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage "${seq_den:-lattice}" \
   "${seq_lattice_beam:-6}" "${seq_realign:-false}" "${seq_den_lm_order:-2}" "${seq_opts[@]}"
 
-# 15: discriminative training of the GMM baseline too (like for like): tri3 + boosted MMI by
-# extended Baum-Welch over tri3's own denominator lattices (Kaldi steps/train_mmi.sh). Numbered
-# after the report so earlier stage numbers stay; it runs before the report is written.
+# 14: discriminative training of the GMM baseline too (like for like): tri3 + boosted MMI by
+# extended Baum-Welch over tri3's own denominator lattices (Kaldi steps/train_mmi.sh).
 gmm_seq_stage() {
   local lattice_beam=$1; shift
   step lattices "$asr" seq lattices --model "$exp/tri3" --graph "$exp/tri3/graph" --data "$data/train" \
@@ -349,12 +352,14 @@ gmm_seq_stage() {
   update_results
 }
 if [ "${gmm_bmmi:-true}" = true ]; then
-  run_stage 15 tri3_bmmi "$exp/tri3_bmmi" gmm_seq_stage "${seq_lattice_beam:-6}" --criterion bmmi \
-    --iters "${gmm_bmmi_iters:-4}" --boost "${gmm_bmmi_boost:-0.1}" --kappa 0.1 --select-taus "${gmm_bmmi_taus:-100,400}"
+  bmmi_opts=(--criterion bmmi --select-taus "${gmm_bmmi_taus:-100,400}")
+  [ -n "${gmm_bmmi_iters:-}" ] && bmmi_opts+=(--iters "$gmm_bmmi_iters")
+  [ -n "${gmm_bmmi_boost:-}" ] && bmmi_opts+=(--boost "$gmm_bmmi_boost")
+  run_stage 14 tri3_bmmi "$exp/tri3_bmmi" gmm_seq_stage "${seq_lattice_beam:-6}" "${bmmi_opts[@]}"
 fi
 
-# 14: comparison report (report.md + plots), printed
-if [ "$stop_stage" -ge 14 ]; then
+# 15: comparison report (report.md + plots), printed
+if [ "$stop_stage" -ge 15 ]; then
   update_results
   "$asr" report --exp "$exp" --mode "$mode"
 fi

@@ -20,5 +20,5 @@ seq_realign=false; seq_den_lm_order=2   # Kaldi: true and 1 (realign with the CE
 # chosen on dev (dev PER, CE model 17.16): lr 4 kappa 0.1 2 epochs 16.41; 4 epochs 16.39 (kept 2: half
 # the cost); lr 12 16.52; kappa 0.2 16.45; no CE smoothing (H=0.1 would dominate the smaller MPE gradient)
 seq_epochs=2; seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0
-# GMM baseline discriminative training (stage 15): tri3 + boosted MMI, 4 EBW iterations, boost 0.1;
+# GMM baseline discriminative training (stage 14): tri3 + boosted MMI, 4 EBW iterations, boost 0.1;
 gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_taus=100,400   # tau and iteration chosen on dev
