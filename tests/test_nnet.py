@@ -352,3 +352,29 @@ def test_write_matrices_leaves_nothing_when_the_source_fails(tmp_path):
     with pytest.raises(ValueError, match="broken"):
         write_matrices(items(), tmp_path / "out.ark")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dropout_acts_only_in_training_is_seeded_and_resumes(tmp_path):
+    """``CETrainConfig.dropout``: the masks change the training pass (a different model than
+    without), evaluation is deterministic (no mask, hooks removed after training), the same seed
+    gives the same model, and a run killed mid-epoch resumes to the uninterrupted result."""
+    cfg = CETrainConfig(lr=0.3, batch_size=64, max_epochs=3, seed=9, start_halving_impr=-1.0, dropout=0.3)
+    m0, train, cv = _setup(seed=4)
+    train_ce(m0, train, cv, CETrainConfig(**{**cfg.__dict__, "dropout": 0.0}), tmp_path / "plain", log=lambda s: None)
+    m1, train, cv = _setup(seed=4)
+    train_ce(m1, train, cv, cfg, tmp_path / "full", log=lambda s: None)
+    w0, w1 = m0.body[0].weight, m1.body[0].weight
+    assert not torch.allclose(w0, w1)
+    assert not m1.body[1]._forward_hooks                   # hooks gone: the returned model is the plain MLP
+    x = torch.randn(9, train.spliced(torch.arange(1)).shape[1])
+    m1.train()
+    torch.testing.assert_close(m1(x), m1(x))                 # no mask outside train_ce
+    m2, train, cv = _setup(seed=4)
+    train_ce(m2, train, cv, cfg, tmp_path / "killed", log=lambda s: None,
+             stop_after_steps=math.ceil(train.num_frames / 64) + 3)
+    m3, train, cv = _setup(seed=4, init_seed=11)
+    train_ce(m3, train, cv, cfg, tmp_path / "killed", log=lambda s: None)
+    for (k, a), b in zip(m1.state_dict().items(), m3.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="dropout"):
+        train_ce(_setup()[0], train, cv, CETrainConfig(dropout=1.0), tmp_path / "bad", log=lambda s: None)

@@ -91,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--halving-factor", type=float, default=ce.halving_factor)
     t.add_argument("--batch-size", type=int, default=ce.batch_size)
     t.add_argument("--frames-per-epoch", type=int, default=None)
+    t.add_argument("--dropout", type=float, default=CE_DEFAULTS.dropout,
+                   help="hidden-unit dropout probability while fine-tuning (default %(default)s = off, as Kaldi nnet1)")
     t.add_argument("--cv-fraction", type=float, default=0.1)
     t.add_argument("--seed", type=int, default=777)
     t.add_argument("--device", default="auto")
@@ -191,7 +193,8 @@ def _train(args: argparse.Namespace) -> int:
     ce = CETrainConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, max_epochs=args.epochs,
                        min_epochs=args.min_epochs, keep_lr_epochs=args.keep_lr_epochs,
                        start_halving_impr=args.start_halving_impr, end_halving_impr=args.end_halving_impr,
-                       halving_factor=args.halving_factor, seed=args.seed, frames_per_epoch=args.frames_per_epoch)
+                       halving_factor=args.halving_factor, seed=args.seed, frames_per_epoch=args.frames_per_epoch,
+                       dropout=args.dropout)
     layers, units, context = args.layers or 6, args.units or 1024, 5 if args.context is None else args.context
     cfg = DnnTrainConfig(hidden=(units,) * layers, left=context, right=context,
                          cv_fraction=args.cv_fraction, seed=args.seed, ce=ce)

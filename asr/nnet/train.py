@@ -58,6 +58,7 @@ class CETrainConfig:
     output_bias_lr_coef: float = 1.0                 # make_nnet_proto's output <BiasLearnRateCoef>
     seed: int = 777
     frames_per_epoch: int | None = None              # subsample this many shuffled frames per epoch (None = all)
+    dropout: float = 0.0                             # hidden-unit dropout while training (not Kaldi nnet1's; 0 = off)
 
 
 @dataclass
@@ -212,7 +213,8 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
     ck_path = _latest_checkpoint(out_dir)
     if ck_path is not None:
         ck = load_data_file(ck_path, "CE training checkpoint", device)
-        if not isinstance(ck, dict) or ck.get("config") != asdict(cfg):
+        # settings added since a checkpoint was written count as their defaults
+        if not isinstance(ck, dict) or {**asdict(CETrainConfig()), **(ck.get("config") or {})} != asdict(cfg):
             raise ValueError(f"{ck_path} was written with another training config "
                              f"({ck.get('config') if isinstance(ck, dict) else None}); "
                              f"remove {out_dir / 'ckpt'} or use a new output dir")
@@ -234,12 +236,56 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
     feats, index = train.feats.to(device), train.index.to(device)
     targets = train.targets.to(device)
     steps = 0
+    drop = _HiddenDropout(model, cfg.dropout)
+    try:
+        return _train_epochs(model, net, train, cv, cfg, out_dir, device, log, stop_after_steps, check_every,
+                             state, feats, index, targets, rank, world, drop)
+    finally:
+        drop.remove()
+
+
+class _HiddenDropout:
+    """Dropout on every hidden layer's output while the model is in training mode (Srivastava et
+    al. 2014; inverted scaling, so evaluation needs nothing), as forward hooks on the body's
+    sigmoids: the saved model's layout is unchanged. Masks come from a generator seeded per
+    epoch (``reseed``), so a resumed run replays the same masks."""
+
+    def __init__(self, model: HybridDNN, p: float):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p, self.gen, self.handles = p, None, []
+        if p > 0:
+            self.handles = [m.register_forward_hook(self._hook) for m in model.body if isinstance(m, nn.Sigmoid)]
+
+    def reseed(self, seed: int, device: torch.device) -> None:
+        if self.p > 0:
+            self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def _hook(self, module: nn.Module, inputs: tuple, out: Tensor) -> Tensor | None:
+        if not module.training:
+            return None
+        keep = torch.empty_like(out).bernoulli_(1.0 - self.p, generator=self.gen)
+        return out * keep / (1.0 - self.p)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def _train_epochs(model: HybridDNN, net: nn.Module, train: FrameData, cv: FrameData, cfg: CETrainConfig,
+                  out_dir: Path, device: torch.device, log: Callable[[str], None], stop_after_steps: int | None,
+                  check_every: int, state: dict, feats: Tensor, index: Tensor, targets: Tensor, rank: int,
+                  world: int, drop: _HiddenDropout) -> CEResult:
+    """The epoch loop of ``train_ce`` (see there)."""
+    steps = 0
     failure: CETrainingError | None = None
     while not state["done"] and state["epoch"] < cfg.max_epochs:
         epoch = state["epoch"] + 1
         opt = _optimizer(model, cfg, state["lr"])
         good_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         perm = epoch_permutation(train.num_frames, cfg.seed, epoch, cfg.frames_per_epoch).to(device)
+        drop.reseed(cfg.seed * 1_000_003 + epoch + 7919 * (rank + 1), device)
         model.train()
         t_start, c_start = time.perf_counter(), time.process_time()
         tot = torch.zeros((), device=device, dtype=torch.float64)
