@@ -1,18 +1,6 @@
-# The generated `full` corpus (TIMIT-sized: 462 training speakers). Sized for a GPU machine
-# (DNN stages); the GMM stages run on CPU with more jobs.
+# The generated `full` corpus (TIMIT-sized: 462 training speakers): conf/timit.sh (Kaldi's s5 sizes)
+# with the corpus to generate and the 6 x 1024 network fixed. Sized for a GPU machine (DNN stages);
+# the GMM stages run on CPU with more jobs.
+. "$(dirname "${BASH_SOURCE[0]}")/timit.sh"
 corpus_size=full
-seed=1
-nj=$(nproc 2>/dev/null || echo 2)   # jobs = cores
-mono_gauss=1000
-# caps, as Kaldi s5 (the tree stops on its likelihood threshold, mixing up at 20 frames per Gaussian)
-tri1_leaves=2500; tri1_gauss=15000
-tri2_leaves=2500; tri2_gauss=15000
-tri3_leaves=2500; tri3_gauss=15000
-dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-mel + CMN
-dnn_layers=6; dnn_units=1024
-dbn_epochs=2
-dnn_max_epochs=20
-seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=2; seq_utts_per_epoch=0
-seq_realign=false; seq_den_lm_order=2   # Kaldi: true and 1 (realign with the CE DNN; unigram lattices); not yet measured on dev here
-seq_lr=4; seq_kappa=0.1; seq_ce_smoothing=0   # the default corpus's dev choice; retune on this dev set
-gmm_bmmi=true; gmm_bmmi_iters=4; gmm_bmmi_boost=0.1; gmm_bmmi_taus=100,400   # tau and iteration chosen on dev
+dnn_units=1024

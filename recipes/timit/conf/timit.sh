@@ -10,7 +10,7 @@ tri2_leaves=2500; tri2_gauss=15000
 tri3_leaves=2500; tri3_gauss=15000
 dnn_feats=fmllr   # fmllr: tri3 LDA+MLLT+fMLLR features (as Kaldi); fbank: log-mel + CMN
 dnn_layers=6; dnn_units=auto   # auto: 1024 units from 1.5 h of training audio (real TIMIT), else 512 (run.sh)
-dbn_epochs=2
+dbn_epochs=8      # CD-1 epochs per RBM (Kaldi's TIMIT recipe: 20); the default corpus's dev: 1 / 4 / 8 -> 16.32 / 15.15 / 14.68
 dnn_max_epochs=20
 seq_criterion=mpe; seq_den=lattice; seq_lattice_beam=6; seq_epochs=2; seq_utts_per_epoch=0
 seq_realign=false; seq_den_lm_order=2   # Kaldi: true and 1 (realign with the CE DNN; unigram lattices); not yet measured on dev here
