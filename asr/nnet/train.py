@@ -184,6 +184,39 @@ def _write_curve(out_dir: Path, history: list[dict], summary: dict) -> None:
     os.replace(tmp, out_dir / "log" / "train_curve.json")
 
 
+class _HiddenDropout:
+    """Dropout on every hidden layer's output while the model is in training mode (Srivastava et
+    al. 2014; inverted scaling, so evaluation needs nothing), as forward hooks on the body's
+    sigmoids: the saved model's layout is unchanged. Masks come from a generator seeded per
+    epoch (``reseed``), so a resumed run replays the same masks. A context manager: the hooks
+    are removed on leaving it, however the training loop ends."""
+
+    def __init__(self, model: HybridDNN, p: float):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p, self.gen, self.handles = p, None, []
+        if p > 0:
+            self.handles = [m.register_forward_hook(self._hook) for m in model.body if isinstance(m, nn.Sigmoid)]
+
+    def reseed(self, seed: int, device: torch.device) -> None:
+        if self.p > 0:
+            self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def _hook(self, module: nn.Module, inputs: tuple, out: Tensor) -> Tensor | None:
+        if not module.training:
+            return None
+        keep = torch.empty_like(out).bernoulli_(1.0 - self.p, generator=self.gen)
+        return out * keep / (1.0 - self.p)
+
+    def __enter__(self) -> "_HiddenDropout":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
 def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConfig, out_dir: str | Path,
              device: torch.device | str = "cpu", log: Callable[[str], None] = print,
              stop_after_steps: int | None = None, check_every: int = 100) -> CEResult:
@@ -236,113 +269,71 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
     feats, index = train.feats.to(device), train.index.to(device)
     targets = train.targets.to(device)
     steps = 0
-    drop = _HiddenDropout(model, cfg.dropout)
-    try:
-        return _train_epochs(model, net, train, cv, cfg, out_dir, device, log, stop_after_steps, check_every,
-                             state, feats, index, targets, rank, world, drop)
-    finally:
-        drop.remove()
-
-
-class _HiddenDropout:
-    """Dropout on every hidden layer's output while the model is in training mode (Srivastava et
-    al. 2014; inverted scaling, so evaluation needs nothing), as forward hooks on the body's
-    sigmoids: the saved model's layout is unchanged. Masks come from a generator seeded per
-    epoch (``reseed``), so a resumed run replays the same masks."""
-
-    def __init__(self, model: HybridDNN, p: float):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {p}")
-        self.p, self.gen, self.handles = p, None, []
-        if p > 0:
-            self.handles = [m.register_forward_hook(self._hook) for m in model.body if isinstance(m, nn.Sigmoid)]
-
-    def reseed(self, seed: int, device: torch.device) -> None:
-        if self.p > 0:
-            self.gen = torch.Generator(device=device).manual_seed(seed)
-
-    def _hook(self, module: nn.Module, inputs: tuple, out: Tensor) -> Tensor | None:
-        if not module.training:
-            return None
-        keep = torch.empty_like(out).bernoulli_(1.0 - self.p, generator=self.gen)
-        return out * keep / (1.0 - self.p)
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-
-def _train_epochs(model: HybridDNN, net: nn.Module, train: FrameData, cv: FrameData, cfg: CETrainConfig,
-                  out_dir: Path, device: torch.device, log: Callable[[str], None], stop_after_steps: int | None,
-                  check_every: int, state: dict, feats: Tensor, index: Tensor, targets: Tensor, rank: int,
-                  world: int, drop: _HiddenDropout) -> CEResult:
-    """The epoch loop of ``train_ce`` (see there)."""
-    steps = 0
     failure: CETrainingError | None = None
-    while not state["done"] and state["epoch"] < cfg.max_epochs:
-        epoch = state["epoch"] + 1
-        opt = _optimizer(model, cfg, state["lr"])
-        good_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        perm = epoch_permutation(train.num_frames, cfg.seed, epoch, cfg.frames_per_epoch).to(device)
-        drop.reseed(cfg.seed * 1_000_003 + epoch + 7919 * (rank + 1), device)
-        model.train()
-        t_start, c_start = time.perf_counter(), time.process_time()
-        tot = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        nfr = 0
-        n_steps = math.ceil(len(perm) / cfg.batch_size)
-        for i, s in enumerate(range(0, len(perm), cfg.batch_size)):
-            rows = perm[s:s + cfg.batch_size]
-            gb = len(rows)
-            mine = rows[rank::world]
-            x = feats[index[mine]].reshape(len(mine), -1)
-            logits = net(x)
-            y = targets[mine]
-            loss_sum = nn.functional.cross_entropy(logits, y, reduction="sum")
-            (loss_sum * (world / gb)).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            stats = torch.stack([loss_sum.detach().double(), (logits.detach().argmax(-1) == y).sum().double()])
+    with _HiddenDropout(model, cfg.dropout) as drop:
+        while not state["done"] and state["epoch"] < cfg.max_epochs:
+            epoch = state["epoch"] + 1
+            opt = _optimizer(model, cfg, state["lr"])
+            good_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            perm = epoch_permutation(train.num_frames, cfg.seed, epoch, cfg.frames_per_epoch).to(device)
+            drop.reseed(cfg.seed * 1_000_003 + epoch + 7919 * (rank + 1), device)
+            model.train()
+            t_start, c_start = time.perf_counter(), time.process_time()
+            tot = torch.zeros((), device=device, dtype=torch.float64)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            nfr = 0
+            n_steps = math.ceil(len(perm) / cfg.batch_size)
+            for i, s in enumerate(range(0, len(perm), cfg.batch_size)):
+                rows = perm[s:s + cfg.batch_size]
+                gb = len(rows)
+                mine = rows[rank::world]
+                x = feats[index[mine]].reshape(len(mine), -1)
+                logits = net(x)
+                y = targets[mine]
+                loss_sum = nn.functional.cross_entropy(logits, y, reduction="sum")
+                (loss_sum * (world / gb)).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                stats = torch.stack([loss_sum.detach().double(), (logits.detach().argmax(-1) == y).sum().double()])
+                if world > 1:
+                    dist.all_reduce(stats)
+                tot += stats[0]
+                correct += stats[1].long()
+                nfr += gb
+                steps += 1
+                if (i + 1) % check_every == 0 or i + 1 == n_steps:
+                    if not bool(torch.isfinite(tot)):
+                        model.load_state_dict(good_model)
+                        failure = CETrainingError(
+                            f"non-finite loss at epoch {epoch} (by step {i + 1} of {n_steps}): stopped; kept the "
+                            f"model of epoch {max(h['epoch'] for h in state['history'] if h['accepted'])}",
+                            epoch=epoch, step=i + 1)
+                        break
+                if stop_after_steps is not None and steps >= stop_after_steps:
+                    return CEResult(history=state["history"])
+            if failure is not None:
+                state["stop_reason"] = "diverged"
+                log(str(failure))
+                break
+            secs, cpu_secs = time.perf_counter() - t_start, time.process_time() - c_start
+            acc, cv_loss = frame_accuracy(model, cv, device)
+            rec = {"epoch": epoch, "lr": state["lr"], "train_loss": float(tot) / max(nfr, 1),
+                   "train_frame_acc": int(correct) / max(nfr, 1), "cv_frame_acc": acc, "cv_loss": cv_loss,
+                   "halving": state["halving"], "seconds": secs, "cpu_seconds": cpu_secs,
+                   "frames_per_s": nfr / max(secs, 1e-9)}
+            accepted, rel_impr = newbob_update(state, epoch, cv_loss, cfg)
+            if not accepted:
+                model.load_state_dict(good_model)
+            rec.update(rel_impr=rel_impr, accepted=accepted)
+            state["history"].append(rec)
+            log(f"epoch {epoch}: lr {rec['lr']:.4g} train loss {rec['train_loss']:.4f} acc {rec['train_frame_acc']:.4f}"
+                f" | cv loss {cv_loss:.4f} acc {acc:.4f} (rel. impr. {rel_impr:+.4f}) "
+                f"{'accepted' if accepted else 'rejected'} | {rec['frames_per_s']:.0f} frames/s")
+            if rank == 0:
+                atomic_torch_save({"model": model.state_dict(), "state": state, "config": asdict(cfg)},
+                                  _checkpoint_path(out_dir, epoch))
             if world > 1:
-                dist.all_reduce(stats)
-            tot += stats[0]
-            correct += stats[1].long()
-            nfr += gb
-            steps += 1
-            if (i + 1) % check_every == 0 or i + 1 == n_steps:
-                if not bool(torch.isfinite(tot)):
-                    model.load_state_dict(good_model)
-                    failure = CETrainingError(
-                        f"non-finite loss at epoch {epoch} (by step {i + 1} of {n_steps}): stopped; kept the "
-                        f"model of epoch {max(h['epoch'] for h in state['history'] if h['accepted'])}",
-                        epoch=epoch, step=i + 1)
-                    break
-            if stop_after_steps is not None and steps >= stop_after_steps:
-                return CEResult(history=state["history"])
-        if failure is not None:
-            state["stop_reason"] = "diverged"
-            log(str(failure))
-            break
-        secs, cpu_secs = time.perf_counter() - t_start, time.process_time() - c_start
-        acc, cv_loss = frame_accuracy(model, cv, device)
-        rec = {"epoch": epoch, "lr": state["lr"], "train_loss": float(tot) / max(nfr, 1),
-               "train_frame_acc": int(correct) / max(nfr, 1), "cv_frame_acc": acc, "cv_loss": cv_loss,
-               "halving": state["halving"], "seconds": secs, "cpu_seconds": cpu_secs,
-               "frames_per_s": nfr / max(secs, 1e-9)}
-        accepted, rel_impr = newbob_update(state, epoch, cv_loss, cfg)
-        if not accepted:
-            model.load_state_dict(good_model)
-        rec.update(rel_impr=rel_impr, accepted=accepted)
-        state["history"].append(rec)
-        log(f"epoch {epoch}: lr {rec['lr']:.4g} train loss {rec['train_loss']:.4f} acc {rec['train_frame_acc']:.4f}"
-            f" | cv loss {cv_loss:.4f} acc {acc:.4f} (rel. impr. {rel_impr:+.4f}) "
-            f"{'accepted' if accepted else 'rejected'} | {rec['frames_per_s']:.0f} frames/s")
-        if rank == 0:
-            atomic_torch_save({"model": model.state_dict(), "state": state, "config": asdict(cfg)},
-                         _checkpoint_path(out_dir, epoch))
-        if world > 1:
-            dist.barrier()
+                dist.barrier()
     if failure is None and not any(h["accepted"] for h in state["history"] if h["epoch"] > 0):
         failure = CETrainingError(f"no epoch lowered the CV loss of the initial model "
                                   f"({state['history'][0]['cv_loss']:.4f}) in {state['epoch']} epoch(s)",
