@@ -2,6 +2,7 @@
 run resumes with the jobs not yet written, and every lattice covers its utterance."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,6 @@ def test_den_lattices_split_resume_and_cover_every_utterance(tmp_path: Path):
     stats = make_den_lattices(mono, graph, tmp_path / "train", mono, out, DenLatConfig(), nj=2, log=logs.append)
     assert sorted(p.name for p in out.glob("lat.*.pt")) == ["lat.0.pt", "lat.1.pt"]   # 20 utts, 2 workers
     assert stats["utterances"] == 20 and stats["failed"] == 0
-    import json
     assert json.loads((out / "meta.json").read_text())["config"]["acwt"] == 0.1   # a GMM's default scale (Kaldi)
     lats = load_den_lattices(out)
     alis = read_alignments(mono / "ali_pdf.ark")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from asr.cli.decode import add_scoring_args, scoring_kwargs
+from asr.nnet.stages import DNN_ACWT
 from asr.nnet.train import CETrainConfig
 
 CE_DEFAULTS = CETrainConfig()
@@ -104,8 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--data", required=True, help="fbank data dir to decode")
     d.add_argument("--out", required=True)
     d.add_argument("--lmwt-from", default=None, help="dev decode dir whose best_lmwt to use (test sets)")
-    d.add_argument("--acwt", type=float, default=0.2,
-                   help="acoustic scale of the search (default 0.2, Kaldi's TIMIT nnet1 decoding); the LM "
+    d.add_argument("--acwt", type=float, default=DNN_ACWT,
+                   help="acoustic scale of the search (default %(default)s, Kaldi's TIMIT nnet1 decoding); the LM "
                         "weight is still chosen at scoring time")
     d.add_argument("--mode", choices=("phone", "word"), default="phone")
     d.add_argument("--nj", type=int, default=1)

@@ -79,6 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The options of ``names`` the user gave (not None): the rest take their config class's defaults."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
 def _boost(args: argparse.Namespace) -> None:
     """``--boost`` belongs to boosted MMI; given with another criterion it would be ignored."""
     if args.boost is not None and args.criterion != "bmmi":
@@ -95,8 +100,8 @@ def _train(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
     _boost(args)
-    given = {k: getattr(args, k) for k in ("epochs", "lr", "momentum", "kappa", "boost", "ce_smoothing",
-                                           "batch_utts", "utts_per_epoch", "seed") if getattr(args, k) is not None}
+    given = _given(args, ("epochs", "lr", "momentum", "kappa", "boost", "ce_smoothing", "batch_utts",
+                          "utts_per_epoch", "seed"))
     cfg = SeqTrainConfig(criterion=args.criterion, exclude_silence=args.exclude_silence, **given)
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
                   StageLog(args.out, "train"), den=args.den or ("lattice" if args.lattices else "pdf-bigram"),
@@ -134,8 +139,7 @@ def _gmm_train(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
     _boost(args)
-    given = {k: getattr(args, k) for k in ("iters", "kappa", "boost", "E", "tau") if getattr(args, k) is not None}
-    cfg = GmmSeqConfig(criterion=args.criterion, **given)
+    cfg = GmmSeqConfig(criterion=args.criterion, **_given(args, ("iters", "kappa", "boost", "E", "tau")))
     if args.select_taus:
         from asr.seqtrain.gmm_select import select_gmm_seq
 

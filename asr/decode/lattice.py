@@ -34,7 +34,6 @@ import torch
 from torch import Tensor
 
 
-
 def connected_states(n: int, src: np.ndarray, dst: np.ndarray, initial: np.ndarray, final: np.ndarray) -> np.ndarray:
     """States on some path from an initial to a final state (bool (n,)): OpenFst's ``Connect``
     test, accessible and co-accessible, by two breadth-first searches from a virtual source
@@ -56,6 +55,7 @@ def connected_states(n: int, src: np.ndarray, dst: np.ndarray, initial: np.ndarr
         return out[:n]
 
     return reach(np.asarray(initial, bool), src, dst) & reach(np.asarray(final, bool), dst, src)
+
 
 @dataclass
 class LatticeArrays:
