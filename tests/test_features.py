@@ -330,3 +330,12 @@ def test_cli_feats(tmp_path, capsys):
     assert "5 utterances" in capsys.readouterr().out
     assert json.loads((d / "feats.json").read_text())["dim"] == 40
     assert main(["feats", str(tmp_path / "nowhere")]) == 1
+    # several data dirs in one call (the recipe's train/dev/test share one process start)
+    d2 = tmp_path / "cli2"
+    _make_data_dir(d2, SPEC)
+    (d / "feats.json").unlink()
+    assert main(["feats", str(d), str(d2), "--type", "mfcc"]) == 0
+    out = capsys.readouterr().out
+    assert f"{d}: 5 utterances" in out and f"{d2}: 5 utterances" in out
+    assert json.loads((d / "feats.json").read_text())["type"] == "mfcc"
+    assert json.loads((d2 / "feats.json").read_text())["type"] == "mfcc"

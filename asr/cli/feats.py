@@ -1,4 +1,6 @@
-"""``asr feats DATA_DIR --type {mfcc,fbank} [--nj N]``: features + per-speaker CMVN stats."""
+"""``asr feats DATA_DIR [DATA_DIR ...] --type {mfcc,fbank} [--nj N]``: features + per-speaker CMVN stats.
+
+Several data dirs in one call share one process start (a recipe's train/dev/test)."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +11,10 @@ from asr.features.compute import FEAT_TYPES
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "feats", help="compute Kaldi-compatible MFCC/fbank features and CMVN stats",
-        description="Writes DATA_DIR/feats.scp, cmvn.scp, feats.json and DATA_DIR/data/*.ark.")
-    p.add_argument("data_dir", help="Kaldi-style data directory with wav.scp and utt2spk")
+        description="Writes DATA_DIR/feats.scp, cmvn.scp, feats.json and DATA_DIR/data/*.ark "
+                    "for each DATA_DIR, in the order given.")
+    p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR",
+                   help="Kaldi-style data directory with wav.scp and utt2spk (one or more)")
     p.add_argument("--type", dest="feat_type", choices=FEAT_TYPES, default="mfcc",
                    help="feature type (default mfcc: 13 cepstra with energy; fbank: 40 log-mel)")
     p.add_argument("--nj", type=int, default=1, help="parallel jobs, split by speaker (default 1)")
@@ -22,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from asr.features.io import make_feats
 
-    meta = make_feats(args.data_dir, args.feat_type, nj=args.nj,
-                      sample_rate=args.sample_rate or None, progress=True)
-    print(f"asr feats: {args.data_dir}: {meta['num_utts']} utterances, {meta['num_speakers']} speakers, "
-          f"{meta['num_frames']} frames of {meta['type']} (dim {meta['dim']})")
+    for data_dir in args.data_dirs:
+        meta = make_feats(data_dir, args.feat_type, nj=args.nj,
+                          sample_rate=args.sample_rate or None, progress=True)
+        print(f"asr feats: {data_dir}: {meta['num_utts']} utterances, {meta['num_speakers']} speakers, "
+              f"{meta['num_frames']} frames of {meta['type']} (dim {meta['dim']})")
     return 0

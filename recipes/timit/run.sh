@@ -185,16 +185,16 @@ run_stage 2 data "$data" "$asr" data timit "$corpus" "$data" ${skip_bad:+"$skip_
 
 # 3: features: MFCC (GMM systems) and log-mel fbank (DNN) with per-speaker CMVN stats
 feats() {
+  "$asr" feats "$data/train" "$data/dev" "$data/test" --type mfcc --nj "$nj"
+  mkdir -p "$fb"
   for s in train dev test; do
-    "$asr" feats "$data/$s" --type mfcc --nj "$nj"
-    mkdir -p "$fb"
     rm -rf "$fb/$s.tmp"; mkdir -p "$fb/$s.tmp"
     for f in wav.scp text text.39 text.wrd phone_times utt2spk spk2utt spk2gender utt2dur; do
       [ -f "$data/$s/$f" ] && cp "$data/$s/$f" "$fb/$s.tmp/"
     done
     rm -rf "$fb/$s"; mv "$fb/$s.tmp" "$fb/$s"
-    "$asr" feats "$fb/$s" --type fbank --nj "$nj"
   done
+  "$asr" feats "$fb/train" "$fb/dev" "$fb/test" --type fbank --nj "$nj"
 }
 run_stage 3 feats "$data/train/data" feats
 
