@@ -339,3 +339,20 @@ def test_cli_feats(tmp_path, capsys):
     assert f"{d}: 5 utterances" in out and f"{d2}: 5 utterances" in out
     assert json.loads((d / "feats.json").read_text())["type"] == "mfcc"
     assert json.loads((d2 / "feats.json").read_text())["type"] == "mfcc"
+
+
+def test_console_entry_exit_status_and_output(tmp_path):
+    """The console script's fast exit (os._exit after main) keeps the exit status and flushes
+    what was printed, on success and on a user error."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "d"
+    _make_data_dir(d, SPEC)
+    cmd = [sys.executable, "-c", "from asr.cli.main import run; run()"]
+    ok = subprocess.run(cmd + ["feats", str(d)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().endswith("frames of mfcc (dim 13)")
+    bad = subprocess.run(cmd + ["feats", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "asr feats: error:" in bad.stderr and "nowhere" in bad.stderr
