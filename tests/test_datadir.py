@@ -71,3 +71,46 @@ def test_bad_utt_id_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="zz_1"):
         write_data_dir(dd, tmp_path / "d")
     assert not (tmp_path / "d").exists() and not (tmp_path / "d.tmp").exists()
+
+
+# ------------------------------------------------------------------ one Kaldi text-table reader
+def _readers():
+    """Every public route by which the toolkit reads an utterance-keyed table."""
+    from asr.datadir.table import read_table, read_token_table
+    from asr.lang.langdir import read_transcripts
+    from asr.nnet.stages import read_utt2spk as nnet_utt2spk
+    from asr.score import read_text, read_utt2spk
+
+    return {
+        "read_table": read_table,
+        "read_token_table": read_token_table,
+        "score.read_text": read_text,
+        "score.read_utt2spk": read_utt2spk,
+        "lang.read_transcripts": read_transcripts,
+        "nnet.read_utt2spk": lambda p: nnet_utt2spk(p.parent),
+    }
+
+
+@pytest.mark.parametrize("name", list(_readers()))
+def test_every_table_reader_refuses_a_repeated_key_naming_both_lines(tmp_path, name):
+    p = tmp_path / "utt2spk"
+    p.write_text("a_1 a\nb_1 b\n\na_1 a\n")
+    with pytest.raises(ValueError, match=r"utt2spk:4: .*'a_1' appears twice \(first on line 1\)"):
+        _readers()[name](p)
+
+
+def test_table_shapes_blank_lines_and_empty_values(tmp_path):
+    from asr.datadir.table import read_table, read_table_rows, read_token_table
+
+    p = tmp_path / "text"
+    p.write_text("u1 sil aa sil\nu2\n\nu3  b   c \n")
+    assert read_token_table(p) == {"u1": ["sil", "aa", "sil"], "u2": [], "u3": ["b", "c"]}
+    assert read_table(p)["u3"] == "b   c"
+    with pytest.raises(ValueError, match=r"text:3: empty line"):
+        read_table_rows(p, blank_lines=False)
+    with pytest.raises(ValueError, match=r"text:1: expected 2 columns"):
+        read_table(p, columns=2)
+    with pytest.raises(ValueError, match=r"text:2: expected at least 2 columns"):
+        read_table(p, min_columns=2)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        read_table(tmp_path / "nowhere")

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr.datadir.table import read_table, read_table_rows
 from asr.lang.phones import load_phone_map
 
 REQUIRED = ("wav.scp", "text", "utt2spk", "spk2utt")
@@ -62,25 +63,12 @@ class DataDir:
 
 # ------------------------------------------------------------------------------------ reading
 def _read_table(path: Path) -> list[tuple[int, str, str]]:
-    """``(line_no, key, rest)`` of a Kaldi table file; rest may be empty."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                raise ValueError(f"{path}:{n}: empty line")
-            key, _, rest = line.strip().partition(" ")
-            rows.append((n, key, rest.strip()))
-    return rows
+    """``(line_no, key, rest)`` of a data-dir file: no blank lines allowed."""
+    return read_table_rows(path, blank_lines=False)
 
 
-def _read_map(path: Path, unique: bool = True) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n, key, rest in _read_table(path):
-        if unique and key in out:
-            raise ValueError(f"{path}:{n}: duplicate key {key!r}")
-        out[key] = rest
-    return out
+def _read_map(path: Path) -> dict[str, str]:
+    return read_table(path, blank_lines=False)
 
 
 def read_data_dir(path: str | Path) -> DataDir:

@@ -26,6 +26,7 @@ from asr.features.compute import (
     DITHER, FEAT_DIMS, FEAT_OPTS, FEAT_TYPES, FRAME_LENGTH_MS, FRAME_SHIFT_MS, apply_cmvn, cmvn_stats,
     compute_features, dither_seed, num_frames,
 )
+from asr.datadir.table import read_table
 from asr.jobs import map_jobs, split_by_speaker
 
 SPLITS_PER_JOB = 4
@@ -51,20 +52,8 @@ kaldi_io = _import_kaldi_io()
 
 
 def _read_table(path: Path, what: str) -> dict[str, str]:
-    """``key value...`` lines -> {key: rest of line}; errors name the file and line."""
-    out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{n}: expected '<{what}> <value>', got {line!r}")
-            if parts[0] in out:
-                raise ValueError(f"{path}:{n}: {what} {parts[0]!r} appears twice")
-            out[parts[0]] = parts[1]
-    return out
+    """``key value...`` lines -> {key: rest of line} (a value is required); errors name the line."""
+    return read_table(path, what=what, min_columns=2)
 
 
 def read_wav(utt: str, path: str, sample_rate: int | None = 16000) -> tuple[torch.Tensor, int]:

@@ -135,30 +135,12 @@ class TrainData:
     skipped: list[str] = field(default_factory=list)
 
 
-def _read_table(path: Path) -> dict[str, list[str]]:
-    out = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        cols = line.split()
-        if cols:
-            out[cols[0]] = cols[1:]
-    return out
-
-
 def read_transcripts(data_dir: str | Path) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """``(text utt -> 48-set phones, utt2spk)`` of a data dir (``asr.datadir`` when available)."""
-    data_dir = Path(data_dir)
-    try:
-        from asr.datadir import read_data_dir
-    except ImportError:
-        read_data_dir = None
-    if read_data_dir is not None:
-        dd = read_data_dir(data_dir)
-        return {u: list(t) for u, t in dd.text.items()}, dict(dd.utt2spk)
-    for f in ("text", "utt2spk"):
-        if not (data_dir / f).is_file():
-            raise FileNotFoundError(f"{data_dir / f} not found (not a data directory?)")
-    text = _read_table(data_dir / "text")
-    return text, {u: s[0] for u, s in _read_table(data_dir / "utt2spk").items()}
+    """``(text utt -> 48-set phones, utt2spk)`` of a data dir."""
+    from asr.datadir import read_data_dir
+
+    dd = read_data_dir(data_dir)
+    return {u: list(t) for u, t in dd.text.items()}, dict(dd.utt2spk)
 
 
 def phone_ids() -> tuple[dict[str, int], int]:

@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from asr.datadir.table import read_token_table
 from asr.lang.arpa import estimate_witten_bell, write_arpa
 from asr.lang.fstarrays import read_fst, write_fst
 from asr.lang.lexicon import (UNK, Lexicon, add_disambig, make_lexicon_fst,
@@ -25,18 +26,9 @@ from asr.lang.phones import SILENCE, load_phone_set
 
 def read_transcripts(path: str | Path) -> dict[str, list[str]]:
     """``utt-id tok tok ...`` lines -> {utt: tokens}; a repeated id is a ValueError naming it."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"transcript file {path} does not exist")
-    out: dict[str, list[str]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        cols = line.split()
-        if not cols:
-            continue
-        if cols[0] in out:
-            raise ValueError(f"{path}:{n}: utterance {cols[0]!r} appears twice")
-        out[cols[0]] = cols[1:]
-    return out
+    return read_token_table(path, what="utterance")
 
 
 def make_phone_lang(text: str | Path, out_dir: str | Path, order: int = 2,

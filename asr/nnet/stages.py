@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from asr.datadir.table import read_table
 from asr.nnet.frames import (DISABLED_LOG_PRIOR, FrameData, build_frame_data, pdf_log_priors,
                              split_cv_speakers)
 from asr.nnet.io import load_features, loglike_job, read_alignments, write_alignments, write_matrices
@@ -30,18 +31,8 @@ Log = Callable[[str], None]
 
 
 def read_utt2spk(data_dir: str | Path) -> dict[str, str]:
-    p = Path(data_dir) / "utt2spk"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found")
-    out = {}
-    for n, line in enumerate(p.read_text().splitlines(), 1):
-        f = line.split()
-        if not f:
-            continue
-        if len(f) != 2:
-            raise ValueError(f"{p}:{n}: expected 'utt spk', got {line!r}")
-        out[f[0]] = f[1]
-    return out
+    """``DATA_DIR/utt2spk`` as {utterance: speaker}."""
+    return read_table(Path(data_dir) / "utt2spk", what="utterance", columns=2)
 
 
 @dataclass

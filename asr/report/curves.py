@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr.datadir.table import read_table, read_token_table
 from asr.features.compute import num_frames
 
 
@@ -99,12 +100,9 @@ def phones_per_frame(data_dir: Path) -> float | None:
     text, dur = data_dir / "text", data_dir / "utt2dur"
     if not text.is_file() or not dur.is_file():
         return None
-    phones = sum(max(len(ln.split()) - 1, 0) for ln in text.read_text().splitlines())
-    frames = 0
-    for ln in dur.read_text().splitlines():
-        cols = ln.split()
-        if len(cols) == 2:
-            frames += num_frames(round(float(cols[1]) * _RATE), _RATE)
+    phones = sum(len(t) for t in read_token_table(text).values())
+    frames = sum(num_frames(round(float(d) * _RATE), _RATE)
+                 for d in read_table(dur, what="utterance", columns=2).values())
     return phones / frames if frames else None
 
 

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr.datadir.table import read_table
+
 RUN_INFO = "run_info.json"
 CODE_DIR = Path(__file__).resolve().parents[2]
 
@@ -124,12 +126,12 @@ def corpus_identity(exp: Path, corpus: Path | None) -> tuple[str, str, dict[str,
         d = exp / "data" / s
         if not (d / "utt2spk").is_file():
             continue
-        pairs = [ln.split() for ln in (d / "utt2spk").read_text().splitlines() if ln.strip()]
+        utt2spk = read_table(d / "utt2spk", what="utterance", columns=2)
         hours = None
         if (d / "utt2dur").is_file():
-            hours = sum(float(ln.split()[1]) for ln in (d / "utt2dur").read_text().splitlines()
-                        if len(ln.split()) == 2) / 3600.0
-        facts[s] = SetFacts(len({p[1] for p in pairs if len(p) == 2}), len(pairs), hours)
+            dur = read_table(d / "utt2dur", what="utterance", columns=2)
+            hours = sum(float(v) for v in dur.values()) / 3600.0
+        facts[s] = SetFacts(len(set(utt2spk.values())), len(utt2spk), hours)
     return h.hexdigest()[:16], what, facts
 
 

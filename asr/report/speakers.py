@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr.datadir.table import read_table
 from asr.score import read_utt2spk
 
 # (contrast name, group True, group False): the degraded / unseen side first.
@@ -136,12 +137,7 @@ def from_timit_data(data_dirs: list[Path]) -> SpeakerTable:
     out: dict[str, Speaker] = {}
     for d in data_dirs:
         utt2spk = read_utt2spk(d / "utt2spk")
-        wav = {}
-        if (d / "wav.scp").is_file():
-            for line in (d / "wav.scp").read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    utt, _, entry = line.partition(" ")
-                    wav[utt] = entry.strip()
+        wav = read_table(d / "wav.scp", what="utterance") if (d / "wav.scp").is_file() else {}
         for utt, spk in utt2spk.items():
             if spk in out:
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from asr.datadir.table import read_table, read_token_table
 from asr.lang.phones import PhoneMap
 
 
@@ -13,32 +14,12 @@ def read_text(path: str | Path) -> dict[str, list[str]]:
     A line with only an id is an empty transcript. Blank lines are ignored. A repeated id is a
     ``ValueError`` naming the file and line.
     """
-    path = Path(path)
-    out: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            cols = line.split()
-            if not cols:
-                continue
-            if cols[0] in out:
-                raise ValueError(f"{path}:{n}: utterance {cols[0]!r} appears twice")
-            out[cols[0]] = cols[1:]
-    return out
+    return read_token_table(path, what="utterance")
 
 
 def read_utt2spk(path: str | Path) -> dict[str, str]:
-    """Read ``utt-id speaker-id`` lines; ``ValueError`` naming the line on a malformed one."""
-    path = Path(path)
-    out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) != 2:
-                raise ValueError(f"{path}:{n}: expected 'utt spk', got {line.rstrip()!r}")
-            out[cols[0]] = cols[1]
-    return out
+    """Read ``utt-id speaker-id`` lines; ``ValueError`` naming the line on a malformed or repeated one."""
+    return read_table(path, what="utterance", columns=2)
 
 
 def fold39(tokens: Sequence[str], phone_map: PhoneMap) -> list[str]:

@@ -106,7 +106,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
     speakers' fMLLR transforms of ``model_dir/trans.pt`` when it is a SAT system."""
     import functools
 
-    from asr.features.io import _read_table
+    from asr.datadir.table import read_table
     from asr.gmm.stages import load_system
     from asr.jobs.executor import map_jobs
     from asr.nnet.io import read_alignments
@@ -142,7 +142,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
     scp = Path(data_dir) / "feats.scp"
     if not scp.is_file():
         raise FileNotFoundError(f"{scp} not found")
-    utts = sorted(u for u in _read_table(scp, "utterance") if u in alis)
+    utts = sorted(u for u in read_table(scp, what="utterance", min_columns=2) if u in alis)
     if not utts:
         raise ValueError(f"no utterance of {data_dir} has an alignment in {ali_dir}")
     hclg = Path(graph_dir) / "HCLG.fst"
