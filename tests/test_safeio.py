@@ -91,3 +91,25 @@ def test_seq_train_checkpoint_and_graph_cache_are_read_as_data(tmp_path):
     with pytest.raises(ValueError, match=r"den_graph\.pt"):
         load_den_graph(tmp_path / "HCLG.fst", cache)
     assert not marker.exists()
+
+
+def test_atomic_text_and_json_writers_leave_no_temporary(tmp_path):
+    import json
+
+    from asr.jobs.atomic import atomic_path, write_json_atomic, write_text_atomic
+
+    p = write_text_atomic(tmp_path / "sub" / "a.txt", "x\n")
+    assert p.read_text() == "x\n"
+    write_json_atomic(tmp_path / "b.json", {"k": [1, 2]}, indent=1)
+    assert json.loads((tmp_path / "b.json").read_text()) == {"k": [1, 2]}
+    # a failure mid-write keeps the previous version and removes the temporary
+    with pytest.raises(RuntimeError):
+        with atomic_path(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert p.read_text() == "x\n"
+    assert sorted(f.name for f in p.parent.iterdir()) == ["a.txt"]
+    with atomic_path(tmp_path / "c.png", suffix=".tmp.png") as tmp:
+        assert tmp.name == "c.png.tmp.png"
+        tmp.write_bytes(b"png")
+    assert (tmp_path / "c.png").read_bytes() == b"png"

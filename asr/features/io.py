@@ -28,6 +28,7 @@ from asr.features.compute import (
 )
 from asr.datadir.table import read_table
 from asr.jobs import map_jobs, split_by_speaker
+from asr.jobs.atomic import write_text_atomic
 
 SPLITS_PER_JOB = 4
 
@@ -115,12 +116,6 @@ def _write_job(job: _Job) -> dict:
     return {"scp": scp, "stats": stats, "frames": frames, "seconds": samples_sec}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def make_feats(data_dir: str | Path, feat_type: str, nj: int = 1, sample_rate: int | None = 16000,
                progress: bool = True) -> dict:
     """Compute features for every utterance of ``data_dir/wav.scp`` with ``nj`` parallel jobs.
@@ -205,9 +200,9 @@ def make_feats(data_dir: str | Path, feat_type: str, nj: int = 1, sample_rate: i
     for old in out_dir.glob(f"raw_{feat_type}.*.ark"):
         if old.name not in keep:
             old.unlink()
-    _atomic_write_text(data_dir / "feats.scp", "".join(f"{u} {v}\n" for u, v in sorted(scp)))
-    _atomic_write_text(data_dir / "cmvn.scp", "".join(f"{s} {v}\n" for s, v in cmvn_scp))
-    _atomic_write_text(data_dir / "feats.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(data_dir / "feats.scp", "".join(f"{u} {v}\n" for u, v in sorted(scp)))
+    write_text_atomic(data_dir / "cmvn.scp", "".join(f"{s} {v}\n" for s, v in cmvn_scp))
+    write_text_atomic(data_dir / "feats.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return meta
 
 

@@ -10,14 +10,13 @@ behind when a write fails.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from asr.jobs.atomic import atomic_path
 
 _SCALARS = (str, int, float, bool, type(None), torch.dtype, torch.Size)
 
@@ -61,20 +60,6 @@ def check_plain(obj: Any, where: str = "object") -> None:
         return
     raise NotPlainData(f"{where}: {type(obj).__module__}.{type(obj).__name__} is not plain data "
                        f"(store tensors, dicts, lists and scalars only)")
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield ``path.tmp`` to write; on success it replaces ``path``, on any failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_data(obj: Any, path: str | Path) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from asr.jobs.atomic import write_json_atomic
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -33,11 +34,8 @@ def is_done(out_dir: str | Path, config: dict[str, Any]) -> bool:
 
 def mark_done(out_dir: str | Path, config: dict[str, Any]) -> None:
     """Atomically write the ``.done`` marker for ``config``."""
-    out_dir = Path(out_dir)
-    tmp = out_dir / ".done.tmp"
-    tmp.write_text(json.dumps({"hash": config_hash(config), "config": config}, sort_keys=True,
-                              default=str, indent=1))
-    os.replace(tmp, out_dir / ".done")
+    write_json_atomic(Path(out_dir) / ".done", {"hash": config_hash(config), "config": config},
+                      sort_keys=True, default=str, indent=1)
 
 
 def clear_done(out_dir: str | Path) -> None:
@@ -80,9 +78,7 @@ def write_counts(out_dir: str | Path, counts: dict[str, list[str]]) -> dict[str,
     for kind, ids in counts.items():
         ids = list(ids)
         old[kind] = {"count": len(ids), "utts": ids[:COUNTS_SHOWN]}
-    tmp = log_dir / "counts.json.tmp"
-    tmp.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, old, indent=1, sort_keys=True)
     return old
 
 

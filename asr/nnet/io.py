@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from asr.jobs.atomic import atomic_path
+
 
 def _kaldi_io():
     os.environ.setdefault("KALDI_ROOT", "/nonexistent")
@@ -35,15 +37,9 @@ def read_alignments(path: str | Path) -> dict[str, Tensor]:
 def write_alignments(alis: dict[str, Tensor], path: str | Path) -> None:
     """utt -> (T,) ints to a Kaldi int-vector ark, atomically, keys sorted."""
     kio = _kaldi_io()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            for k in sorted(alis):
-                kio.write_vec_int(f, alis[k].numpy().astype(np.int32), key=k)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for k in sorted(alis):
+            kio.write_vec_int(f, alis[k].numpy().astype(np.int32), key=k)
 
 
 def write_matrices(items: Iterable[tuple[str, Tensor]], path: str | Path) -> int:

@@ -7,13 +7,13 @@ training alignment counts.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from asr.jobs.atomic import atomic_path
 from asr.nnet.frames import splice_index
 
 
@@ -125,14 +125,8 @@ def init_kaldi_proto(model: HybridDNN, generator: torch.Generator, hidden: bool 
 def atomic_torch_save(obj: object, path: str | Path) -> None:
     """``torch.save`` to ``path.tmp`` then rename: a reader never sees a half-written file, and
     the temporary is removed when saving fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_model(model: HybridDNN, path: str | Path, extra: dict | None = None) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -14,6 +12,7 @@ import torch
 from torch import Tensor
 
 from asr.datadir.table import read_table
+from asr.jobs.atomic import write_json_atomic, write_text_atomic
 from asr.nnet.frames import (DISABLED_LOG_PRIOR, FrameData, build_frame_data, pdf_log_priors,
                              split_cv_speakers)
 from asr.nnet.io import load_features, loglike_job, read_alignments, write_alignments, write_matrices
@@ -88,10 +87,7 @@ def load_targets(ali: str | Path, num_pdfs: int | None = None) -> Targets:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=1, default=str)
 
 
 def _report_skipped(fd: FrameData, what: str, log: Log) -> None:
@@ -281,9 +277,8 @@ def run_align(model: str | Path, data_dir: str | Path, ali_dir: str | Path, out_
             out[u] = r.pdfs
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_alignments(out, Path(out_dir) / "ali_pdf.ark")
-    tmp = Path(out_dir) / "gmm_system.tmp"
-    tmp.write_text(str(Path(ali_dir).resolve()) + "\n")   # tree / pdf->phone map of these pdfs
-    os.replace(tmp, Path(out_dir) / "gmm_system")
+    # the tree / pdf->phone map of these pdfs
+    write_text_atomic(Path(out_dir) / "gmm_system", str(Path(ali_dir).resolve()) + "\n")
     if failed:
         log(f"realignment failed for {len(failed)} utterance(s), e.g. {failed[:5]}")
     return {"aligned": len(out), "failed": len(failed)}

@@ -22,9 +22,7 @@ single-process run with the same global batch. Only rank 0 writes files.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from asr.jobs.atomic import write_json_atomic
 from asr.nnet.frames import FrameData
 from asr.nnet.model import HybridDNN, atomic_torch_save, load_data_file, save_model
 
@@ -178,10 +177,7 @@ def summarise(history: list[dict], cfg: CETrainConfig, stop_reason: str) -> dict
 
 
 def _write_curve(out_dir: Path, history: list[dict], summary: dict) -> None:
-    (out_dir / "log").mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "log" / "train_curve.json.tmp"
-    tmp.write_text(json.dumps({**summary, "epochs": history}, indent=1))
-    os.replace(tmp, out_dir / "log" / "train_curve.json")
+    write_json_atomic(out_dir / "log" / "train_curve.json", {**summary, "epochs": history}, indent=1)
 
 
 class _HiddenDropout:

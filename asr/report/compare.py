@@ -4,11 +4,11 @@ two seeds of one recipe) and matched-pairs tests between such runs."""
 from __future__ import annotations
 
 import itertools
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr.jobs.atomic import write_text_atomic
 from asr.report.provenance import corpus_identity, read_run_info
 from asr.report.systems import SYSTEMS, System, collect_systems
 from asr.score import matched_pairs
@@ -141,11 +141,7 @@ def write_comparison(exps: list[str | Path], out: str | Path, mode: str = "phone
     text = [f"# Runs side by side: {', '.join(f'`{p}`' for p in paths)}", "",
             f"Error rates are {unit} in percent (sclite counts; LM weight chosen on each run's dev set); intervals: 95 % "
             "bootstrap over utterances; sd: sample standard deviation over runs.", "", *body]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(text))
-    os.replace(tmp, out)
+    out = write_text_atomic(out, "\n".join(text))
     start = body.index("## Test PER [95 % CI] (dev PER) per run")
     end = body.index("## Spread over runs sharing a test set")
     return out, "\n".join(body[start:end]).strip()

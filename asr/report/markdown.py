@@ -4,9 +4,9 @@ confusions, training curves and the provenance of the run."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
+from asr.jobs.atomic import write_text_atomic
 from asr.report import conditions as C
 from asr.report.curves import load_curves, phones_per_frame, plot_curves
 from asr.report.plots import confusions_of, plot_conditions, plot_confusions, plot_per_phone_errors
@@ -398,10 +398,7 @@ def write_report(exp: str | Path, mode: str = "phone", seed: int = 0, n_boot: in
     lines += _why_sections(exp, systems, figs, mode, load_phone_map().phones39 if mode == "phone" else None)
     table = speaker_table(exp, info.get("corpus") if info else None)
     lines += ["## Provenance", "", *provenance_lines(exp, info, table)]
-    out = exp / "report.md"
-    tmp = exp / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
+    out = write_text_atomic(exp / "report.md", "\n".join(lines))
     return out, "\n".join(head)
 
 

@@ -7,12 +7,12 @@ in the PER.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asr.jobs.atomic import atomic_path
 from asr.report.alignment import confusion_counts
 
 if TYPE_CHECKING:
@@ -33,10 +33,8 @@ def save_figure(fig, path: Path, tight_bbox: bool = True) -> Path:
     """``fig`` as PNG at ``path`` (temporary name + rename). ``tight_bbox`` crops to the drawn
     artists (single-panel figures with long labels); multi-panel figures lay themselves out
     with ``tight_layout`` instead (doing both costs a second layout pass)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight_bbox else None)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight_bbox else None)
     return path
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr.datadir.table import read_table
+from asr.jobs.atomic import write_json_atomic
 
 RUN_INFO = "run_info.json"
 CODE_DIR = Path(__file__).resolve().parents[2]
@@ -82,9 +83,7 @@ def write_run_info(exp: str | Path, config: str | Path, seed: int, corpus: str |
         "earlier_runs": earlier,
     }
     exp.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, out)
+    write_json_atomic(out, info, indent=1)
     return out
 
 

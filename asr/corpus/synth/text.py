@@ -12,10 +12,11 @@ phones with stress removed, unstressed ``AH0`` -> ``ax``, ``ER0`` -> ``er`` and 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 from pathlib import Path
+
+from asr.jobs.atomic import write_text_atomic
 
 DATA_DIR = Path(__file__).resolve().parents[3] / "data"
 SENTENCES = DATA_DIR / "sentences.txt"
@@ -132,18 +133,12 @@ def load_lexicon(path: str | Path = LEXICON) -> dict[str, list[str]]:
     return lex
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str]) -> int:
     fortune_dir, sent_out, lex_out = argv
     sents = build_sentences(fortune_dir)
     lex = build_lexicon(sents + list(SA_SENTENCES))
-    _write_atomic(Path(sent_out), "".join(s + "\n" for s in sents))
-    _write_atomic(Path(lex_out), "".join(f"{w} {' '.join(p)}\n" for w, p in sorted(lex.items())))
+    write_text_atomic(Path(sent_out), "".join(s + "\n" for s in sents))
+    write_text_atomic(Path(lex_out), "".join(f"{w} {' '.join(p)}\n" for w, p in sorted(lex.items())))
     print(f"{len(sents)} sentences, {len(lex)} words", file=sys.stderr)
     return 0
 
