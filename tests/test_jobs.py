@@ -60,3 +60,20 @@ def test_stage_marker(tmp_path):
     assert not is_done(tmp_path, {"gauss": 2000, "seed": 1})
     clear_done(tmp_path)
     assert not is_done(tmp_path, cfg)
+
+
+def test_one_device_decision():
+    """GMM and DNN code share one device choice; asking for CUDA without it is an error."""
+    import torch
+
+    from asr.gmm.model import pick_device
+    from asr.jobs.device import choose_device
+    from asr.nnet.train import resolve_device
+
+    assert pick_device is choose_device and resolve_device is choose_device
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert choose_device(None).type == want and choose_device("auto").type == want
+    assert choose_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cuda: CUDA is not available"):
+            choose_device("cuda")

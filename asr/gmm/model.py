@@ -24,18 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from asr.jobs.device import choose_device
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """The one device decision of a run: ``name`` if given (``cpu``/``cuda``), else CUDA when
-    available, else CPU."""
-    if name:
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda requested but CUDA is not available")
-        return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+pick_device = choose_device   # the one device decision of a run (asr.jobs.device)
 
 
 @dataclass

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from asr.jobs.atomic import write_json_atomic
+from asr.jobs.device import choose_device
 from asr.nnet.frames import FrameData
 from asr.nnet.model import HybridDNN, atomic_torch_save, load_data_file, save_model
 
@@ -352,11 +353,4 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
     return CEResult(history=state["history"], stop_reason=state["stop_reason"], summary=summary)
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """'auto'/None -> cuda when available else cpu; otherwise ``torch.device(name)`` (checked)."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(name)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return d
+resolve_device = choose_device   # the one device decision of a run (asr.jobs.device)
