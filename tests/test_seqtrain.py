@@ -6,7 +6,8 @@ import itertools
 import pytest
 import torch
 
-from asr.seqtrain.fb import DenGraph, forward_backward, sequence_objective
+from asr.seqtrain.fb import DenGraph, forward_backward
+from asr.seqtrain.objective import sequence_objective
 
 torch.set_num_threads(1)
 
@@ -279,3 +280,17 @@ def test_pdf_hmm_denominator_equals_generic_graph_and_bruteforce(criterion):
     if criterion in ("smbr", "mpfe"):   # and the graph form against enumeration of all paths
         _, _, exp_acc = brute(graph, ll[0].double(), ref[0], criterion, 0.6)
         assert abs(float(exp_acc) - float(a.objective[0])) < 1e-5
+
+
+def test_no_import_cycle_between_recursions():
+    """fb (arc-level recursion) imports neither pdfhmm (state-level) nor objective, which uses
+    both: no import cycle to dodge with a function-local import."""
+    import ast
+    from pathlib import Path
+
+    import asr.seqtrain.fb as fb
+
+    tree = ast.parse(Path(fb.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("asr.seqtrain")}, imported

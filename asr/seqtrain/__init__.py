@@ -11,7 +11,8 @@ from asr.seqtrain import (PdfHmmDen, DenGraph, DenLattice, forward_backward, seq
                           make_den_lattices, load_den_lattices, SeqTrainConfig, train_sequence)
 ```
 """
-from asr.seqtrain.fb import DenGraph, FBResult, SeqObjective, arc_accuracy, forward_backward, sequence_objective
+from asr.seqtrain.fb import DenGraph, FBResult, arc_accuracy, forward_backward
+from asr.seqtrain.objective import SeqObjective, sequence_objective
 from asr.seqtrain.pdfhmm import PdfHmmDen, hmm_forward_backward
 from asr.seqtrain.graph import den_graph_from_fst, pdf_loop_graph, remove_epsilons, trim
 from asr.seqtrain.lattice import (DenLattice, approx_phone_accuracy, expand_lattice, lattice_forward_backward,

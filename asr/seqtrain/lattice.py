@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from asr.seqtrain.fb import DenGraph
+from asr.seqtrain.objective import SeqObjective
 from asr.seqtrain.graph import (connected_after_epsilon_removal, csr_index, epsilon_free, group_logsumexp,
                                   keep_states, out_arcs, trim_mask)
 
@@ -418,11 +419,10 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
     loglikes (B, T, P) scaled log-likelihoods; ref_pdf (B, T) reference alignment (the numerator
     of MMI, the reference of the frame accuracies; MPE's segment accuracies are in the lattices);
     pdf_class (P,) phone class of every pdf (MPFE / bMMI matching); silence_classes: reference
-    frames of these classes count 0 in the frame criteria. Returns ``asr.seqtrain.fb.SeqObjective``
+    frames of these classes count 0 in the frame criteria. Returns ``asr.seqtrain.objective.SeqObjective``
     (no_num_path is all False: a lattice need not contain the reference). Computed on the device
     of ``loglikes``.
     """
-    from asr.seqtrain.fb import SeqObjective
 
     if criterion not in ("mpe", "mpfe", "smbr", "mmi", "bmmi"):
         raise ValueError(f"unknown criterion {criterion!r} (mpe|mpfe|smbr|mmi|bmmi)")

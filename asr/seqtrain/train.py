@@ -29,7 +29,8 @@ from asr.jobs.stage import StageFailed, describe_ids, write_counts
 from asr.nnet.frames import FrameData
 from asr.nnet.model import HybridDNN, save_model
 from asr.nnet.train import frame_accuracy
-from asr.seqtrain.fb import DenGraph, sequence_objective
+from asr.seqtrain.fb import DenGraph
+from asr.seqtrain.objective import sequence_objective
 from asr.seqtrain.lattice import DenLattice, lattice_objective
 from asr.seqtrain.pdfhmm import PdfHmmDen
 
