@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from asr.gmm.stages import (
     write_alignments,
 )
 from asr.gmm.train import chain_loglikes, utterance_chains
+from asr.jobs.atomic import copy_file_atomic
 
 
 def gmm_loglike_job(utts: list[str], model_dir: str, data_dir: str,
@@ -219,8 +218,7 @@ def align_system(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
     chains = utterance_chains({u: phones[u] for u in alis}, sys_.ctx, sys_.topo)
     write_alignments(out, phones, alis, chains, sys_.topo)
     if (model_dir / "final.pt").resolve() != (out / "final.pt").resolve():
-        shutil.copyfile(model_dir / "final.pt", out / "final.pt.tmp")
-        os.replace(out / "final.pt.tmp", out / "final.pt")
+        copy_file_atomic(model_dir / "final.pt", out / "final.pt")
     (out / "log").mkdir(exist_ok=True)
     skipped = sorted(set(bad) | set(failed))
     _atomic_text(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in skipped))

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from asr.gmm.model import DiagGmmSet, pick_device
+from asr.jobs.atomic import write_text_atomic
 from asr.gmm.pipeline import FeaturePipeline
 from asr.gmm.train import (
     JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels,
@@ -232,12 +233,6 @@ def _atomic_save(obj, path: Path) -> None:
     save_data(obj, path)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def load_system(exp_dir: str | Path, device: torch.device | str = "cpu") -> GmmSystem:
     """Load ``exp_dir/final.pt`` (and ``trans.pt`` when present)."""
     exp_dir = Path(exp_dir)
@@ -303,14 +298,26 @@ def _check_previous(prev_dir: Path | None, stage: str) -> Path:
 
 
 class _Logger:
-    def __init__(self, out: Path) -> None:
+    """Per-iteration records of ``train_viterbi`` to ``OUT/log/train.log`` (JSON lines) and a
+    progress bar on stderr (the algorithm itself draws nothing)."""
+
+    def __init__(self, out: Path, desc: str, total: int) -> None:
         (out / "log").mkdir(parents=True, exist_ok=True)
         self.path = out / "log" / "train.log"
         self.path.write_text("")
+        self.desc, self.total, self.bar = desc, total, None
 
     def __call__(self, rec: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if "loglike_per_frame" in rec:     # one EM iteration done (hooks log other records)
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.total, desc=self.desc, unit="iter", dynamic_ncols=True, mininterval=1.0)
+            self.bar.update(1)
+            if rec["iter"] + 1 >= self.total:
+                self.bar.close()
 
 
 def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline, data: TrainData,
@@ -327,7 +334,7 @@ def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline,
         _atomic_save(fmllr, out / "trans.pt")
     _atomic_save(sys_.to_dict(), out / "final.pt")
     bad = sorted(set(failed) | set(data.skipped))
-    _atomic_text(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in bad))
+    write_text_atomic(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in bad))
     from asr.jobs.stage import write_counts
 
     counts = {"skipped_utts": bad}
@@ -339,7 +346,7 @@ def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline,
         print(f"asr gmm {stage}: {len(bad)} utterance(s) skipped (could not be aligned or no valid "
               f"transcript), listed in {out / 'log' / 'failed_utts.txt'}: {', '.join(bad[:5])}"
               + (" ..." if len(bad) > 5 else ""))
-    _atomic_text(out / "config.json", json.dumps(cfg_dict, indent=1, default=str) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(cfg_dict, indent=1, default=str) + "\n")
     mark_done(out, cfg_dict)
     return sys_
 
@@ -370,7 +377,8 @@ def run_mono(data_dir: str | Path, lang_dir: str | Path, out_dir: str | Path, cf
     state.gmm = state.gmm.to(dev)
     gen = torch.Generator().manual_seed(seed)
     runner = JobRunner(data.utt2spk, nj, dev)
-    res = train_viterbi(feats, data.phones, state, cfg, runner, gen, log=_Logger(out), desc="mono", silence=[sil])
+    res = train_viterbi(feats, data.phones, state, cfg, runner, gen, log=_Logger(out, "mono", cfg.num_iters),
+                        silence=[sil])
     return _finish(out, "mono", res.state, pipeline, data, res.alis, res.failed,
                    sil, _cfg_dict("mono", cfg, data_dir, lang_dir, None, seed))
 
@@ -430,11 +438,11 @@ def run_tri1(data_dir, lang_dir, ali_dir, out_dir, cfg: TriConfig | None = None,
     pipeline = FeaturePipeline("delta", psys.pipeline.raw_dim)
     feats = {u: pipeline.apply(x) for u, x in data.raw.items()}
     sil = psys.silence[0]
-    log = _Logger(out)
+    log = _Logger(out, "tri1", cfg.num_iters)
     state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev, log)
     runner = JobRunner(data.utt2spk, nj, dev)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
-                        alis=alis, log=log, desc="tri1", silence=[sil])
+                        alis=alis, log=log, silence=[sil])
     return _finish(out, "tri1", res.state, pipeline, data, res.alis, res.failed, sil,
                    _cfg_dict("tri1", cfg, data_dir, lang_dir, ali_dir, seed))
 
@@ -500,7 +508,7 @@ def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = N
     lda = estimate_lda_matrix(spliced, {u: pchains[u][a] for u, a in alis.items()}, weights, cfg.lda_dim)
     pipeline = base.with_matrix(lda)
     feats = {u: s @ lda.T for u, s in spliced.items()}
-    log = _Logger(out)
+    log = _Logger(out, "tri2", cfg.num_iters)
     state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev, log)
     chains = utterance_chains(data.phones, state.ctx, state.topo)
     holder = {"pipeline": pipeline}
@@ -515,7 +523,7 @@ def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = N
 
     runner = JobRunner(data.utt2spk, nj, dev)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
-                        alis=alis, hook=hook, log=log, desc="tri2", silence=[sil])
+                        alis=alis, hook=hook, log=log, silence=[sil])
     return _finish(out, "tri2", res.state, holder["pipeline"], data, res.alis, res.failed, sil,
                    _cfg_dict("tri2", cfg, data_dir, lang_dir, ali_dir, seed))
 
@@ -587,7 +595,7 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
     if psys.pipeline.kind != "lda":
         raise ValueError(f"{ali_dir} is a {psys.stage} system on deltas: train tri3 on top of tri2 (LDA+MLLT)")
     sil = psys.silence[0]
-    log = _Logger(out)
+    log = _Logger(out, "tri3", cfg.num_iters)
     pipeline = psys.pipeline
     base = {u: pipeline.apply(x) for u, x in data.raw.items()}
 
@@ -630,7 +638,7 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
 
     runner = JobRunner(data.utt2spk, nj, dev)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
-                        alis=alis, hook=hook, log=log, desc="tri3", silence=[sil])
+                        alis=alis, hook=hook, log=log, silence=[sil])
     final = adapted()
     ali_gmm = estimate_alignment_model(res.state.gmm, final, base, {u: chains[u][a] for u, a in res.alis.items()},
                                        cfg.min_var)

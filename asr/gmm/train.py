@@ -291,8 +291,7 @@ IterHook = Callable[[int, TrainState, dict[str, Tensor]], "dict[str, Tensor] | N
 def train_viterbi(feats: dict[str, Tensor], phones: dict[str, Tensor], state: TrainState,
                   cfg: TrainConfig, runner: JobRunner, generator: torch.Generator,
                   alis: dict[str, Tensor] | None = None, hook: IterHook | None = None,
-                  log: Callable[[dict], None] | None = None, desc: str = "gmm",
-                  silence: list[int] = ()) -> EmResult:
+                  log: Callable[[dict], None] | None = None, silence: list[int] = ()) -> EmResult:
     """Viterbi EM of ``state`` on ``feats`` (utt -> ``(T, D)``) with transcripts ``phones``
     (utt -> LongTensor of phone ids).
 
@@ -301,10 +300,9 @@ def train_viterbi(feats: dict[str, Tensor], phones: dict[str, Tensor], state: Tr
     ``state.gmm`` in place and return new features (e.g. MLLT / fMLLR re-estimation) or None.
     Utterances that cannot be aligned are skipped and listed in ``EmResult.failed``. With
     ``cfg.final_realign`` the returned alignments come from the final model (silence phones
-    ``silence`` boosted by ``cfg.final_boost_silence``).
+    ``silence`` boosted by ``cfg.final_boost_silence``). ``log(record)`` gets each iteration's
+    record (the caller logs it and draws any progress bar).
     """
-    from tqdm import tqdm
-
     chains = utterance_chains(phones, state.ctx, state.topo)
     failed: list[str] = []
     if alis is None:
@@ -319,7 +317,7 @@ def train_viterbi(feats: dict[str, Tensor], phones: dict[str, Tensor], state: Tr
     target = float(start)
     history = []
     try:
-        for it in tqdm(range(cfg.num_iters), desc=desc, unit="iter", dynamic_ncols=True, mininterval=1.0):
+        for it in range(cfg.num_iters):
             rec: dict = {"iter": it}
             if it in cfg.realign_iters:
                 new, bad, score, n = runner.align(state.gmm, state.trans, cfg.align_batch)

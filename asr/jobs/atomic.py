@@ -42,3 +42,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
     """``json.dumps(obj, **dumps_kwargs)`` plus a final newline, written atomically."""
     return write_text_atomic(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+def copy_file_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically (a model or transform carried into a new stage's dir)."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)

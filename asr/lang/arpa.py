@@ -20,7 +20,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asr.lang.lexicon import BOS, EOS, write_text_atomic
+from asr.jobs.atomic import write_text_atomic
+from asr.lang.lexicon import BOS, EOS
 
 NgramKey = tuple[str, ...]
 

@@ -7,7 +7,6 @@ non-final states) and ``start``. Conversion goes through the OpenFst text format
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import torch
 from torch import Tensor
 
 import kaldifst
+
+from asr.jobs.atomic import atomic_path
 
 
 @dataclass
@@ -107,12 +108,10 @@ def arrays_to_fst(fa: FstArrays) -> "kaldifst.StdVectorFst":
 
 def write_fst(fst: "kaldifst.StdVectorFst", path: str | Path) -> Path:
     """Write an FST atomically (``path.tmp`` then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if not fst.write(str(tmp)):
-        raise OSError(f"could not write FST to {tmp}")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        if not fst.write(str(tmp)):
+            raise OSError(f"could not write FST to {tmp}")
+    return Path(path)
 
 
 def read_fst(path: str | Path) -> "kaldifst.StdVectorFst":

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from asr.lang.fstarrays import FstArrays, arrays_to_fst, fst_to_arrays, read_fst, write_fst
 from asr.lang.langdir import load_lang_info
-from asr.lang.lexicon import write_text_atomic
+from asr.jobs.atomic import write_text_atomic
 
 
 def make_h_arrays(ilabels: list[list[int]], table: Tensor, num_states: Tensor,

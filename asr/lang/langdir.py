@@ -17,10 +17,11 @@ import warnings
 from pathlib import Path
 
 from asr.datadir.table import read_token_table
+from asr.jobs.atomic import write_text_atomic
 from asr.lang.arpa import estimate_witten_bell, write_arpa
 from asr.lang.fstarrays import read_fst, write_fst
 from asr.lang.lexicon import (UNK, Lexicon, add_disambig, make_lexicon_fst,
-                              phone_symbols, read_lexicon, word_symbols, write_text_atomic)
+                              phone_symbols, read_lexicon, word_symbols)
 from asr.lang.phones import SILENCE, load_phone_set
 
 

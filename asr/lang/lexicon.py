@@ -10,12 +10,12 @@ the 48 phones and no optional silence (``sil`` is a word of its own).
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from asr.jobs.atomic import write_text_atomic
 from asr.lang.fstarrays import FstArrays, arrays_to_fst
 
 EPS = "<eps>"
@@ -106,12 +106,6 @@ class SymbolTable:
         return cls(syms)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path.tmp`` then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def phone_symbols(phones: list[str], num_disambig: int) -> SymbolTable:

@@ -11,7 +11,6 @@ a different configuration starts afresh.
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from asr.jobs.atomic import write_json_atomic
 from asr.jobs.safeio import load_data, save_data
 from asr.nnet.stages import DNN_ACWT
 from asr.seqtrain.lattice import DenLattice, expand_lattice, loop_marked_graph
@@ -157,8 +157,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
         for f in [*out.glob("lat.*.pt"), out / "stats.json", out / LOOP_FST]:
             f.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json.tmp").write_text(json.dumps(meta, indent=1))
-    os.replace(out / "meta.json.tmp", out / "meta.json")
+    write_json_atomic(out / "meta.json", meta, indent=1)
     loop_fst = out / LOOP_FST
     if not loop_fst.is_file():
         loop_marked_graph(hclg, loop_fst, num_pdfs)
@@ -181,8 +180,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
              "frames": frames, "raw_arcs_per_frame": sum(r["raw_arcs"] for r in done.values()) / max(frames, 1),
              "arcs_per_frame": sum(r["arcs"] for r in done.values()) / max(frames, 1),
              "seconds_this_run": secs}
-    (out / "stats.json.tmp").write_text(json.dumps(stats, indent=1))
-    os.replace(out / "stats.json.tmp", out / "stats.json")
+    write_json_atomic(out / "stats.json", stats, indent=1)
     if failed:
         log(f"no denominator lattice for {len(failed)} utterance(s) (skipped in training): "
             + "; ".join(f"{u}: {w}" for u, w in list(failed.items())[:5]))

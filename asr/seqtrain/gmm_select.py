@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from asr.jobs.atomic import copy_file_atomic
 from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
 
@@ -71,8 +72,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     d = load_data(src / "final.pt", what="GMM system")
     _atomic_save(d, out / "final.pt")
     if (model_dir / "trans.pt").is_file():
-        shutil.copyfile(model_dir / "trans.pt", out / "trans.pt.tmp")
-        os.replace(out / "trans.pt.tmp", out / "trans.pt")
+        copy_file_atomic(model_dir / "trans.pt", out / "trans.pt")
     if not (out / "graph" / "HCLG.fst").is_file():
         shutil.rmtree(out / "graph.tmp", ignore_errors=True)
         shutil.copytree(model_dir / "graph", out / "graph.tmp")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from asr.jobs.atomic import write_json_atomic
 from asr.jobs.safeio import load_data, save_data
 from asr.jobs.stage import describe_ids, write_counts
 from asr.nnet.frames import build_frame_data, split_cv_speakers
@@ -111,14 +111,11 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
     else:
         graph = PdfHmmDen.from_alignments([tg.alis[u] for u in train.utts], tg.num_pdfs)
         log(f"denominator: pdf-bigram HMM from {len(train.utts)} training alignments, {graph.num_arcs} transitions")
-    tmp = out / "config.json.tmp"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps({"model": str(model_dir), "data": str(data_dir), "ali": str(ali),
+    write_json_atomic(out / "config.json", {"model": str(model_dir), "data": str(data_dir), "ali": str(ali),
                                "graph": str(graph_dir) if graph_dir else None, "den": den, "config": asdict(cfg),
                                "lattices": str(lattice_dir) if lattice_dir else None,
                                "den_graph": ({"lattices": len(graph), "arcs": sum(la.num_arcs for la in graph.values())}
                                              if den == "lattice" else
-                                             {"states": graph.num_states, "arcs": graph.num_arcs})}, indent=1))
-    os.replace(tmp, out / "config.json")
+                                             {"states": graph.num_states, "arcs": graph.num_arcs})}, indent=1)
     return train_sequence(model, train, cvd, graph, cfg, out, pdf2phone=tg.pdf2phone,
                           silence_phones=tg.silence, device=device, log=log, phone_class=phone_class)

@@ -14,8 +14,6 @@ non-finite total score, no reference path) are named in the log and counted in
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from asr.jobs.atomic import write_json_atomic
 from asr.jobs.safeio import load_data, save_data
 from asr.jobs.stage import StageFailed, describe_ids, write_counts
 from asr.nnet.frames import FrameData
@@ -246,9 +245,6 @@ def train_sequence(model: HybridDNN, train: FrameData, cv: FrameData, graph: Den
     record_counts()
     model.cpu()
     save_model(model, out / "final.pt", extra={"history": history, "config": asdict(cfg)})
-    (out / "log").mkdir(parents=True, exist_ok=True)
-    tmp = out / "log" / "train_curve.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, out / "log" / "train_curve.json")
+    write_json_atomic(out / "log" / "train_curve.json", history, indent=1)
     model.to(device)
     return history
