@@ -178,3 +178,15 @@ def test_component_loglikes_rows_match_the_dense_table():
     pad = torch.isinf(dense)
     assert torch.equal(pad, torch.isinf(rows)) and pad.any()
     torch.testing.assert_close(rows[~pad], dense[~pad], rtol=1e-5, atol=1e-5)
+
+
+def test_shortened_schedule_keeps_mixing_up_inside_it():
+    from asr.gmm.stages import STAGE_CONFIGS
+
+    for name, cls in STAGE_CONFIGS.items():
+        cfg = cls()
+        short = cfg.with_iters(10)
+        assert type(short) is cls and short.num_iters == 10, name
+        assert short.max_iter_inc == min(cfg.max_iter_inc, 7), name
+        assert short.total_gauss == cfg.total_gauss and short.realign_iters == cfg.realign_iters, name
+        assert cfg.with_iters(cfg.num_iters).max_iter_inc == cfg.max_iter_inc, name

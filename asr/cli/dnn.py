@@ -6,32 +6,16 @@ DistributedDataParallel with gloo on CPU / nccl on GPU, rank 0 writes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from asr.cli.common import args_record
 from asr.cli.decode import add_scoring_args, scoring_kwargs
+from asr.jobs.stage import StageLog
 from asr.nnet.stages import DNN_ACWT
 from asr.nnet.train import CETrainConfig
 
 CE_DEFAULTS = CETrainConfig()
-
-
-class StageLog:
-    """print + append to ``OUT/log/<name>.log`` (rank 0 only under DDP)."""
-
-    def __init__(self, out: str | Path, name: str, enabled: bool = True):
-        self.enabled = enabled
-        self.path = Path(out) / "log" / f"{name}.log"
-        if enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, msg: str) -> None:
-        if not self.enabled:
-            return
-        print(msg, flush=True)
-        with open(self.path, "a") as f:
-            f.write(msg + "\n")
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -131,24 +115,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _dist_setup(device_name: str):
-    """Initialise torch.distributed when launched by torchrun; returns (device, rank)."""
-    import torch
-    import torch.distributed as dist
-
-    from asr.nnet.train import resolve_device
-
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        dev = resolve_device(device_name)
-        if dev.type == "cuda":
-            dev = torch.device("cuda", local)
-            torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        return dev, dist.get_rank()
-    return resolve_device(device_name), 0
-
-
 def _pretrain(args: argparse.Namespace) -> int:
     from asr.generative import TrainingDiverged
     from asr.jobs.stage import clear_done, mark_done
@@ -168,29 +134,26 @@ def _pretrain(args: argparse.Namespace) -> int:
         log(f"asr dnn pretrain: {e}")
         print(f"asr dnn pretrain: error: {e}", file=sys.stderr)
         return 1
-    mark_done(args.out, {"cmd": "dnn pretrain", **vars_cfg(args)})
+    mark_done(args.out, {"cmd": "dnn pretrain", **args_record(args)})
     return 0
-
-
-def vars_cfg(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k != "func"}
 
 
 def _train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from asr.jobs.stage import clear_done, mark_done
-    from asr.nnet.stages import DnnTrainConfig, run_train
+    from asr.nnet.distributed import init_distributed
+    from asr.nnet.stages import DnnTrainConfig, check_against_dbn, run_train
     from asr.nnet.train import CETrainingError
 
     if not args.random_init and args.dbn is None:
         raise ValueError("give --dbn DIR (pretrained) or --random-init")
-    device, rank = _dist_setup(args.device)
+    device, rank = init_distributed(args.device)
     if rank == 0:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         clear_done(args.out)
     if args.dbn is not None:
-        _check_against_dbn(args)
+        check_against_dbn(args.dbn, args.layers, args.units, args.context)
     ce = CETrainConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, max_epochs=args.epochs,
                        min_epochs=args.min_epochs, keep_lr_epochs=args.keep_lr_epochs,
                        start_halving_impr=args.start_halving_impr, end_halving_impr=args.end_halving_impr,
@@ -213,41 +176,22 @@ def _train(args: argparse.Namespace) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
-        mark_done(args.out, {"cmd": "dnn train", **vars_cfg(args)})
+        mark_done(args.out, {"cmd": "dnn train", **args_record(args)})
     return 0
 
 
-def _check_against_dbn(args: argparse.Namespace) -> None:
-    """--layers/--units/--context given together with --dbn must describe that DBN."""
-    from asr.generative import load_checkpoint
-    from asr.nnet.stages import _dbn_path
-
-    dbn, meta = load_checkpoint(_dbn_path(args.dbn), expect="DBN")
-    hidden = list(dbn.sizes[1:])
-    if args.layers is not None and args.layers != len(hidden):
-        raise ValueError(f"--layers {args.layers} but the DBN {args.dbn} has {len(hidden)} hidden layers")
-    if args.units is not None and any(h != args.units for h in hidden):
-        raise ValueError(f"--units {args.units} but the DBN {args.dbn} has layers {hidden}")
-    if args.context is not None and args.context != int(meta["left"]):
-        raise ValueError(f"--context {args.context} but the DBN {args.dbn} was trained with ±{meta['left']}")
-
-
 def _decode(args: argparse.Namespace) -> int:
+    from asr.decode.pipeline import read_best_lmwt
     from asr.jobs.stage import clear_done, mark_done
     from asr.nnet.stages import run_decode
 
-    lmwt = None
-    if args.lmwt_from:
-        f = Path(args.lmwt_from) / "best_lmwt"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} not found (decode the dev set first)")
-        lmwt = float(f.read_text().split()[0])
+    lmwt = read_best_lmwt(args.lmwt_from)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
     res = run_decode(args.model, args.graph, args.data, args.out, nj=args.nj, lmwt=lmwt, acwt=args.acwt,
                      mode=args.mode, **scoring_kwargs(args))
     print((Path(args.out) / "scoring").read_text().strip() if (Path(args.out) / "scoring").is_file() else res)
-    mark_done(args.out, {"cmd": "dnn decode", **vars_cfg(args)})
+    mark_done(args.out, {"cmd": "dnn decode", **args_record(args)})
     return 0
 
 
@@ -267,5 +211,5 @@ def _align(args: argparse.Namespace) -> int:
     clear_done(args.out)
     r = run_align(args.model, args.data, args.ali, args.out, StageLog(args.out, "align"))
     print(f"asr dnn align: {r['aligned']} aligned, {r['failed']} failed -> {args.out}/ali_pdf.ark")
-    mark_done(args.out, {"cmd": "dnn align", **vars_cfg(args)})
+    mark_done(args.out, {"cmd": "dnn align", **args_record(args)})
     return 0

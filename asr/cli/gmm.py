@@ -72,10 +72,10 @@ def _train(args: argparse.Namespace) -> int:
     from asr.gmm.stages import RUNNERS, STAGE_CONFIGS
 
     cfg = STAGE_CONFIGS[args.stage]()
-    over = {"num_iters": args.iters, "total_gauss": args.gauss, "num_leaves": getattr(args, "leaves", None)}
+    over = {"total_gauss": args.gauss, "num_leaves": getattr(args, "leaves", None)}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if v is not None})
-    if args.iters is not None:    # keep the schedule inside the new iteration count
-        cfg.max_iter_inc = min(cfg.max_iter_inc, max(1, int(args.iters * 0.75)))
+    if args.iters is not None:
+        cfg = cfg.with_iters(args.iters)
     if args.nj < 1:
         raise ValueError("--nj must be >= 1")
     t0 = time.time()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from asr.cli.common import args_record
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("seq", help="sequence training: MPE / MPFE / sMBR / MMI / boosted MMI of the hybrid DNN, "
@@ -91,8 +93,7 @@ def _boost(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from asr.cli.dnn import StageLog, vars_cfg
-    from asr.jobs.stage import clear_done, mark_done
+    from asr.jobs.stage import StageLog, clear_done, mark_done
     from asr.nnet.train import resolve_device
     from asr.seqtrain.stage import run_seq_train
     from asr.seqtrain.train import SeqTrainConfig
@@ -106,13 +107,12 @@ def _train(args: argparse.Namespace) -> int:
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
                   StageLog(args.out, "train"), den=args.den or ("lattice" if args.lattices else "pdf-bigram"),
                   lattice_dir=args.lattices)
-    mark_done(args.out, {"cmd": "seq train", **vars_cfg(args)})
+    mark_done(args.out, {"cmd": "seq train", **args_record(args)})
     return 0
 
 
 def _lattices(args: argparse.Namespace) -> int:
-    from asr.cli.dnn import StageLog, vars_cfg
-    from asr.jobs.stage import StageFailed, clear_done, mark_done, write_counts
+    from asr.jobs.stage import StageFailed, StageLog, clear_done, mark_done, write_counts
     from asr.seqtrain.denlats import DenLatConfig, make_den_lattices
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -127,13 +127,12 @@ def _lattices(args: argparse.Namespace) -> int:
     write_counts(args.out, counts)
     if not stats["utterances"]:
         raise StageFailed(f"no denominator lattice was made (see {Path(args.out) / 'log' / 'lattices.log'})")
-    mark_done(args.out, {"cmd": "seq lattices", **vars_cfg(args)})
+    mark_done(args.out, {"cmd": "seq lattices", **args_record(args)})
     return 0
 
 
 def _gmm_train(args: argparse.Namespace) -> int:
-    from asr.cli.dnn import StageLog, vars_cfg
-    from asr.jobs.stage import clear_done, mark_done
+    from asr.jobs.stage import StageLog, clear_done, mark_done
     from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -154,5 +153,5 @@ def _gmm_train(args: argparse.Namespace) -> int:
                        taus, cfg, nj=args.nj, log=StageLog(args.out, "train"))
     else:
         run_gmm_seq_train(args.model, args.data, args.lattices, args.out, cfg, StageLog(args.out, "train"))
-    mark_done(args.out, {"cmd": "seq gmm-train", **vars_cfg(args)})
+    mark_done(args.out, {"cmd": "seq gmm-train", **args_record(args)})
     return 0

@@ -19,7 +19,7 @@ from asr.decode.lattice import LatticeArrays, iter_best_paths, lattice_to_arrays
 from asr.decode.mbr import lattice_words
 from asr.jobs import map_jobs, split_by_speaker
 from asr.jobs.stage import StageFailed, describe_ids, write_counts
-from asr.lang.lexicon import write_text_atomic
+from asr.jobs.atomic import write_text_atomic
 
 LoglikeJob = Callable[[list[str]], Iterable[tuple[str, Tensor]]]
 
@@ -75,6 +75,17 @@ def _decode_job(args: tuple) -> tuple[list[dict[str, list[str]]], dict[str, list
             hyps[k][utt] = graph.word_strings(ids)
     events[NOT_DECODED].extend(u for u in utts if u not in seen)
     return hyps, events
+
+
+def read_best_lmwt(decode_dir: str | Path | None) -> float | None:
+    """The LM weight a dev decoding chose (``DECODE_DIR/best_lmwt``), to apply to a test set; None
+    for None. A missing file is an error saying to decode the dev set first."""
+    if decode_dir is None:
+        return None
+    p = Path(decode_dir) / "best_lmwt"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: decode the dev set first (it chooses the LM weight)")
+    return float(p.read_text().split()[0])
 
 
 def _fmt(lmwt: float) -> str:

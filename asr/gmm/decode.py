@@ -54,15 +54,6 @@ def ensure_graph(model_dir: str | Path, lang_dir: str | Path) -> Path:
     return gdir
 
 
-def _read_lmwt(decode_dir: str | Path | None) -> float | None:
-    if decode_dir is None:
-        return None
-    p = Path(decode_dir) / "best_lmwt"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: decode the dev set first (it chooses the LM weight)")
-    return float(p.read_text().split()[0])
-
-
 def _lang_mode(lang_dir: str | Path) -> str:
     from asr.lang.langdir import load_lang_info
 
@@ -118,12 +109,13 @@ def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | P
     Returns the ``asr.score.ScoreResult`` of the final pass.
     """
     from asr.decode import DecodeConfig, decode_and_score
+    from asr.decode.pipeline import read_best_lmwt
 
     cfg = cfg or DecodeConfig()
     mode = mode or _lang_mode(lang_dir)
     model_dir, out = Path(model_dir), Path(out_dir)
     sys_ = load_system(model_dir)
-    lmwt = _read_lmwt(lmwt_from)
+    lmwt = read_best_lmwt(lmwt_from)
     out.mkdir(parents=True, exist_ok=True)
     fmllr_path = None
     if transform_dir is not None:
@@ -144,7 +136,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     """Passes 1-2 of ``decode_fmllr.sh`` (:mod:`asr.gmm.fmllr_decode`) for every speaker of
     ``data_dir``: writes ``out/trans.pt`` (speaker -> fMLLR) and the scored first pass in ``out/si``
     (LM weight from ``lmwt_from/si`` when given). Speakers left with the identity are named."""
-    from asr.decode.pipeline import score_hyps
+    from asr.decode.pipeline import read_best_lmwt, score_hyps
     from asr.gmm.fmllr_decode import FmllrDecodeConfig, adapt_job
     from asr.jobs import map_jobs, split_by_speaker
     from asr.jobs.stage import write_counts
@@ -152,7 +144,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
 
     cfg = cfg or FmllrDecodeConfig()
     gdir = ensure_graph(model_dir, lang_dir)
-    si_lmwt = _read_lmwt(Path(lmwt_from) / "si") if lmwt_from else None
+    si_lmwt = read_best_lmwt(Path(lmwt_from) / "si") if lmwt_from else None
     grid = (si_lmwt,) if si_lmwt is not None else tuple(cfg.lmwt_grid)
     utt2spk = read_utt2spk(Path(data_dir) / "utt2spk")
     jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -68,6 +68,13 @@ class TrainConfig:
         self.realign_iters = tuple(int(i) for i in self.realign_iters)
         if self.num_iters < 1:
             raise ValueError("num_iters must be >= 1")
+
+    def with_iters(self, num_iters: int) -> "TrainConfig":
+        """The same schedule shortened (or lengthened) to ``num_iters`` EM iterations: mixing up
+        ends by 3/4 of them (Kaldi's ``max_iter_inc`` ratio, never later than configured);
+        realignments at iterations past the end simply do not happen."""
+        return replace(self, num_iters=num_iters,
+                       max_iter_inc=min(self.max_iter_inc, max(1, int(num_iters * 0.75))))
 
 
 @dataclass

@@ -86,3 +86,21 @@ def describe_ids(ids: list[str], shown: int = 5) -> str:
     """``"3: a, b, c"`` / ``"12: a, b, c, d, e ..."`` — a count and the first ids, for log lines."""
     ids = list(ids)
     return f"{len(ids)}: {', '.join(ids[:shown])}{' ...' if len(ids) > shown else ''}"
+
+
+class StageLog:
+    """A stage's log: print each message and append it to ``OUT/log/<name>.log`` (Kaldi's
+    ``log/<task>.log``); ``enabled=False`` silences it (ranks other than 0 under DDP)."""
+
+    def __init__(self, out: str | Path, name: str, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(out) / "log" / f"{name}.log"
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        print(msg, flush=True)
+        with open(self.path, "a") as f:
+            f.write(msg + "\n")

@@ -149,6 +149,21 @@ def _dbn_path(p: str | Path) -> Path:
     return p
 
 
+def check_against_dbn(dbn_dir: str | Path, layers: int | None, units: int | None, context: int | None) -> None:
+    """Hidden layers, units per layer and splice context asked of a network fine-tuned from the DBN at
+    ``dbn_dir`` must be the DBN's own (None: not asked); a mismatch is a ``ValueError`` naming both."""
+    from asr.generative import load_checkpoint
+
+    dbn, meta = load_checkpoint(_dbn_path(dbn_dir), expect="DBN")
+    hidden = list(dbn.sizes[1:])
+    if layers is not None and layers != len(hidden):
+        raise ValueError(f"--layers {layers} but the DBN {dbn_dir} has {len(hidden)} hidden layers")
+    if units is not None and any(h != units for h in hidden):
+        raise ValueError(f"--units {units} but the DBN {dbn_dir} has layers {hidden}")
+    if context is not None and context != int(meta["left"]):
+        raise ValueError(f"--context {context} but the DBN {dbn_dir} was trained with ±{meta['left']}")
+
+
 def _rank() -> int:
     import torch.distributed as dist
 
