@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 
 from asr.gmm.stages import (
-    GmmSystem, _atomic_save, _atomic_text, one_thread, estimate_speaker_fmllr, load_system, phone_ids, read_transcripts,
-    write_alignments,
+    GmmSystem, one_thread, estimate_speaker_fmllr, load_system, phone_ids, read_transcripts, write_alignments,
 )
 from asr.gmm.train import chain_loglikes, utterance_chains
-from asr.jobs.atomic import copy_file_atomic
+from asr.jobs.atomic import copy_file_atomic, write_text_atomic
+from asr.jobs.safeio import save_data
 
 
 def gmm_loglike_job(utts: list[str], model_dir: str, data_dir: str,
@@ -50,7 +50,7 @@ def ensure_graph(model_dir: str | Path, lang_dir: str | Path) -> Path:
         return gdir
     sys_ = load_system(model_dir)
     make_hclg(lang_dir, sys_.ctx, sys_.topo, sys_.trans, gdir)
-    _atomic_text(stamp, str(lang_dir) + "\n")
+    write_text_atomic(stamp, str(lang_dir) + "\n")
     return gdir
 
 
@@ -169,7 +169,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
               f"non-silence data or singular statistics): {', '.join(identity[:5])}"
               + (" ..." if len(identity) > 5 else ""))
     path = out / "trans.pt"
-    _atomic_save(fm, path)
+    save_data(fm, path)
     return path
 
 
@@ -204,7 +204,7 @@ def align_system(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
             if identity:
                 print(f"asr gmm align: {len(identity)} speaker(s) kept the identity transform: "
                       f"{', '.join(identity[:5])}" + (" ..." if len(identity) > 5 else ""))
-        _atomic_save(fm, out / "trans.pt")
+        save_data(fm, out / "trans.pt")
     feats = sys_.features(data_dir, sorted(phones), fmllr=fm)
     alis, failed = align_phone_strings(sys_, feats, phones)
     chains = utterance_chains({u: phones[u] for u in alis}, sys_.ctx, sys_.topo)
@@ -213,11 +213,11 @@ def align_system(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
         copy_file_atomic(model_dir / "final.pt", out / "final.pt")
     (out / "log").mkdir(exist_ok=True)
     skipped = sorted(set(bad) | set(failed))
-    _atomic_text(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in skipped))
+    write_text_atomic(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in skipped))
     if skipped:
         print(f"asr gmm align: {len(skipped)} utterance(s) not aligned: {', '.join(skipped[:5])}"
               + (" ..." if len(skipped) > 5 else ""))
     cfg = {"model": str(model_dir.resolve()), "data": str(Path(data_dir).resolve())}
-    _atomic_text(out / "config.json", json.dumps(cfg, indent=1) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(cfg, indent=1) + "\n")
     mark_done(out, cfg)
     return out

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from asr.gmm.model import DiagGmmSet, pick_device
 from asr.jobs.atomic import write_text_atomic
+from asr.jobs.safeio import save_data
 from asr.gmm.pipeline import FeaturePipeline
 from asr.gmm.train import (
     JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels,
@@ -227,12 +228,6 @@ class GmmSystem:
                 "ali_gmm": None if self.ali_gmm is None else self.ali_gmm.to("cpu").to_dict()}
 
 
-def _atomic_save(obj, path: Path) -> None:
-    from asr.jobs.safeio import save_data
-
-    save_data(obj, path)
-
-
 def load_system(exp_dir: str | Path, device: torch.device | str = "cpu") -> GmmSystem:
     """Load ``exp_dir/final.pt`` (and ``trans.pt`` when present)."""
     exp_dir = Path(exp_dir)
@@ -331,8 +326,8 @@ def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline,
     chains = utterance_chains({u: data.phones[u] for u in alis}, state.ctx, state.topo)
     write_alignments(out, data.phones, alis, chains, state.topo)
     if fmllr is not None:
-        _atomic_save(fmllr, out / "trans.pt")
-    _atomic_save(sys_.to_dict(), out / "final.pt")
+        save_data(fmllr, out / "trans.pt")
+    save_data(sys_.to_dict(), out / "final.pt")
     bad = sorted(set(failed) | set(data.skipped))
     write_text_atomic(out / "log" / "failed_utts.txt", "".join(f"{u}\n" for u in bad))
     from asr.jobs.stage import write_counts

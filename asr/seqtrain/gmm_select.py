@@ -17,7 +17,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from asr.jobs.atomic import copy_file_atomic
+from asr.jobs.atomic import copy_file_atomic, write_text_atomic
+from asr.jobs.safeio import save_data
 from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
 
@@ -36,7 +37,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     system in ``out_dir`` (``final.pt``, ``trans.pt``, ``graph/``) plus ``selection.json``.
     Returns the selection record."""
     from asr.gmm.decode import decode_system
-    from asr.gmm.stages import _atomic_save, _atomic_text, load_system
+    from asr.gmm.stages import load_system
     from asr.jobs.safeio import load_data
 
     model_dir, out = Path(model_dir), Path(out_dir)
@@ -56,7 +57,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
             cand = sub / f"it{it}"
             cand.mkdir(exist_ok=True)
             d = dict(base, gmm=ck["gmm"], stage=f"{base['stage']}_{c.criterion}")
-            _atomic_save(d, cand / "final.pt")
+            save_data(d, cand / "final.pt")
             for f in ("trans.pt",):
                 if (sub / f).is_file() and not (cand / f).is_file():
                     shutil.copyfile(sub / f, cand / f)
@@ -70,7 +71,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     best = min(cands, key=lambda x: (x["dev_errors"], x["iter"]))
     src = Path(best["model"])
     d = load_data(src / "final.pt", what="GMM system")
-    _atomic_save(d, out / "final.pt")
+    save_data(d, out / "final.pt")
     if (model_dir / "trans.pt").is_file():
         copy_file_atomic(model_dir / "trans.pt", out / "trans.pt")
     if not (out / "graph" / "HCLG.fst").is_file():
@@ -80,7 +81,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
         os.replace(out / "graph.tmp", out / "graph")
     rec = {"criterion": cfg.criterion, "taus": list(taus), "iters": cfg.iters, "candidates": cands,
            "chosen": best, "improved_on_dev": best["iter"] > 0}
-    _atomic_text(out / "selection.json", json.dumps(rec, indent=1) + "\n")
+    write_text_atomic(out / "selection.json", json.dumps(rec, indent=1) + "\n")
     if best["iter"] == 0:
         log(f"no {cfg.criterion} candidate beat the starting system on dev ({err} errors): the stage keeps "
             f"{model_dir}'s model (selection.json says so)")
