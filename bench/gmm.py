@@ -76,7 +76,7 @@ def bench_estep(frames: int, pdfs: int, gauss: int, dim: int, reps: int, device:
 
 def bench_decode(model: str, lang: str, data: str, out: str, nj: int) -> dict:
     from asr.gmm.decode import decode_system
-    from asr.gmm.stages import load_system
+    from asr.gmm.system import load_system
 
     sys_ = load_system(model)
     feats = sys_.features(data)

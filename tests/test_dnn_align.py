@@ -9,7 +9,7 @@ from asr.cli.main import main
 from asr.features.compute import cmvn_stats
 from asr.gmm.model import DiagGmmSet
 from asr.gmm.pipeline import FeaturePipeline
-from asr.gmm.stages import GmmSystem
+from asr.gmm.system import GmmSystem
 from asr.hmm import ContextDependency, Topology, TransitionModel
 from asr.nnet.io import _kaldi_io, read_alignments, write_alignments
 

@@ -21,7 +21,7 @@ def synth_corpus(seed: int = 0, num_spk: int = 6, utts_per_spk: int = 6, dim: in
     """Utterances of random phone strings; every (phone, state) emits N(mu_ps, 0.3^2 I) for 2-5
     frames; each speaker adds a fixed offset of scale ``spk_shift``. Returns raw feats, phones,
     utt2spk and the true per-frame (phone, state)."""
-    from asr.gmm.stages import phone_ids
+    from asr.gmm.system import phone_ids
 
     ids, sil = phone_ids()
     g = torch.Generator().manual_seed(seed)
@@ -169,7 +169,7 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
         recs = [json.loads(l) for l in (e / "log" / "train.log").read_text().splitlines()]
         iters = [r for r in recs if "loglike_per_frame" in r]
         assert len(iters) == 6 and iters[-1]["loglike_per_frame"] > iters[0]["loglike_per_frame"]
-    from asr.gmm.stages import load_system
+    from asr.gmm.system import load_system
 
     sat = load_system(exp / "tri3")
     assert sat.pipeline.kind == "lda" and sat.pipeline.dim == 40 and set(sat.fmllr) == {f"s0{k}" for k in range(6)}
@@ -200,7 +200,8 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
 
 
 def test_stage_without_its_input_names_the_stage_to_run(tmp_path: Path):
-    from asr.gmm.stages import load_train_data, run_tri1
+    from asr.gmm.stages import run_tri1
+    from asr.gmm.system import load_train_data
 
     raw, phones, utt2spk, _ = synth_corpus(seed=4, num_spk=2, utts_per_spk=2)
     write_synth_data_dir(tmp_path / "train", raw, phones, utt2spk)
@@ -215,7 +216,7 @@ def test_stage_without_its_input_names_the_stage_to_run(tmp_path: Path):
 
 def test_speaker_fmllr_undoes_a_speaker_distortion():
     from asr.gmm.model import DiagGmmSet
-    from asr.gmm.stages import estimate_speaker_fmllr
+    from asr.gmm.adapt import estimate_speaker_fmllr
     from asr.transforms import apply_fmllr
 
     g = torch.Generator().manual_seed(5)
@@ -241,7 +242,7 @@ def test_speaker_fmllr_undoes_a_speaker_distortion():
 
 def test_mllt_step_raises_the_likelihood_of_correlated_data():
     from asr.gmm.model import DiagGmmSet, GmmAccs
-    from asr.gmm.stages import mllt_step
+    from asr.gmm.adapt import mllt_step
     from asr.gmm.train import TrainState
     from asr.hmm import ContextDependency, TransitionModel
 
@@ -285,7 +286,7 @@ def test_fmllr_two_pass_equals_one_pass_when_the_first_pass_is_exact():
     the adapted features then finds (almost) the identity, so the composed transform is unchanged.
     Silence frames are weighted in both the same way."""
     from asr.gmm.fmllr_decode import compose_fmllr, speaker_fmllr_from_posteriors
-    from asr.gmm.stages import estimate_speaker_fmllr
+    from asr.gmm.adapt import estimate_speaker_fmllr
     from asr.transforms import apply_fmllr, identity_fmllr
 
     gmm, pdfs, dist = _distorted_speaker()
@@ -313,7 +314,7 @@ def test_fmllr_two_pass_equals_one_pass_when_the_first_pass_is_exact():
 def test_speaker_fmllr_silence_weight_and_skipped_speakers():
     """Frames weighted 0 do not count (a speaker with only such frames keeps its transform and
     is reported), and silence-weighted estimation differs from the unweighted one."""
-    from asr.gmm.stages import estimate_speaker_fmllr
+    from asr.gmm.adapt import estimate_speaker_fmllr
 
     gmm, pdfs, dist = _distorted_speaker(seed=6)
     utts = sorted(pdfs)

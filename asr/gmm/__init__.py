@@ -5,8 +5,9 @@ tri2 (LDA+MLLT) -> tri3 (SAT/fMLLR)).
   ``GmmAccs`` (EM statistics), ML update, mixing up.
 - :mod:`asr.gmm.pipeline`: ``FeaturePipeline`` (deltas | splice + LDA/MLLT, fMLLR).
 - :mod:`asr.gmm.train`: Viterbi EM on tensors, parallel alignment / accumulation jobs.
-- :mod:`asr.gmm.stages`: ``run_mono`` / ``run_tri1`` / ``run_tri2`` / ``run_tri3`` runners,
-  ``GmmSystem`` and ``load_system(exp_dir)``.
+- :mod:`asr.gmm.adapt`: LDA, MLLT, per-speaker fMLLR and the SAT alignment model.
+- :mod:`asr.gmm.system`: ``GmmSystem`` and ``load_system(exp_dir)``, training data, alignment files.
+- :mod:`asr.gmm.stages`: ``run_mono`` / ``run_tri1`` / ``run_tri2`` / ``run_tri3`` runners.
 - :mod:`asr.gmm.decode`: ``decode_system`` (two-pass for SAT), ``align_system``, ``gmm_loglike_job``.
 """
 from asr.gmm.model import DiagGmmSet, GmmAccs, pick_device
@@ -18,7 +19,7 @@ __all__ = ["DiagGmmSet", "GmmAccs", "FeaturePipeline", "pick_device", "GmmSystem
 def __getattr__(name: str):
     # Lazy: the stages pull in asr.hmm / asr.features only when used.
     if name in ("GmmSystem", "load_system"):
-        from asr.gmm import stages
+        from asr.gmm import system
 
-        return getattr(stages, name)
+        return getattr(system, name)
     raise AttributeError(name)

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from asr.gmm.stages import (
-    GmmSystem, one_thread, estimate_speaker_fmllr, load_system, phone_ids, read_transcripts, write_alignments,
-)
+from asr.gmm.adapt import estimate_speaker_fmllr
+from asr.gmm.system import GmmSystem, load_system, one_thread, phone_ids, read_transcripts, write_alignments
 from asr.gmm.train import chain_loglikes, utterance_chains
 from asr.jobs.atomic import copy_file_atomic, write_text_atomic
 from asr.jobs.safeio import save_data

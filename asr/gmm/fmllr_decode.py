@@ -3,7 +3,7 @@
 Per speaker, without transcripts:
 
 1. first pass: decode the speaker-independent features with the SAT system's *alignment model*
-   (same tree and Gaussians, estimated on unadapted features; :func:`asr.gmm.stages.estimate_alignment_model`);
+   (same tree and Gaussians, estimated on unadapted features; :func:`asr.gmm.adapt.estimate_alignment_model`);
 2. pdf posteriors of that lattice at acoustic scale ``acwt`` (1/12), silence pdfs weighted
    ``silence_weight`` (0.01), spread over the Gaussians of each pdf by the alignment model, give
    fMLLR statistics for the SAT model's Gaussians on the unadapted features -> ``W1``;
@@ -100,7 +100,7 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
     from asr.decode.decoder import LATTICE_OK, NOT_DECODED, DecodeConfig, Graph, decode_lattice, lattice_best_words
     from asr.decode.lattice import lattice_to_arrays
     from asr.decode.posteriors import lattice_pdf_posteriors
-    from asr.gmm.stages import load_system, read_transcripts
+    from asr.gmm.system import load_system, read_transcripts
     from asr.transforms import apply_fmllr, identity_fmllr
 
     model_dir, graph_dir, data_dir, utts, cfg, grid = args

@@ -17,7 +17,7 @@ from pathlib import Path
 import kaldi_io
 import torch
 
-from asr.gmm.stages import load_system, read_transcripts
+from asr.gmm.system import load_system, read_transcripts
 
 # Data-dir files carried over unchanged from the source directory.
 CARRY = ("wav.scp", "text", "text.39", "text.wrd", "phone_times", "utt2spk", "spk2utt",

@@ -1,5 +1,6 @@
 """Stage runners ``mono`` / ``tri1`` / ``tri2`` / ``tri3``: read directories, train with
-:mod:`asr.gmm.train`, write a self-contained ``exp/<name>/`` (Kaldi ``steps/train_*.sh``).
+:mod:`asr.gmm.train` (transforms from :mod:`asr.gmm.adapt`), write a self-contained ``exp/<name>/``
+(:mod:`asr.gmm.system`; Kaldi ``steps/train_*.sh``).
 
 ``exp/<name>/``: ``final.pt`` (topology, context dependency, transition model, GMMs, feature
 pipeline incl. LDA+MLLT matrix), ``trans.pt`` (tri3: fMLLR per training speaker),
@@ -8,42 +9,28 @@ pipeline incl. LDA+MLLT matrix), ``trans.pt`` (tri3: fMLLR per training speaker)
 """
 from __future__ import annotations
 
-import functools
 import json
-import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from asr.gmm.model import DiagGmmSet, pick_device
+from asr.gmm.adapt import estimate_alignment_model, estimate_lda_matrix, estimate_speaker_fmllr, mllt_step
+from asr.gmm.model import DiagGmmSet
+from asr.gmm.pipeline import FeaturePipeline
+from asr.gmm.system import (
+    GmmSystem, TrainData, gmm_device, load_system, load_train_data, one_thread, phone_ids, read_alignments,
+    write_alignments,
+)
+from asr.gmm.train import (
+    JobRunner, TrainConfig, TrainState, build_tree_from_alignment, init_gmm_from_alignment, mono_init,
+    silence_weights, train_viterbi, utterance_chains,
+)
+from asr.hmm import Topology, TransitionModel
 from asr.jobs.atomic import write_text_atomic
 from asr.jobs.safeio import save_data
-from asr.gmm.pipeline import FeaturePipeline
-from asr.gmm.train import (
-    JobRunner, TrainConfig, TrainState, build_tree_from_alignment, chain_ali_from_labels,
-    gaussian_posteriors_sparse, init_gmm_from_alignment, mono_init, silence_weights, train_viterbi,
-    utterance_chains,
-)
-from asr.hmm import ContextDependency, Topology, TransitionModel
-from asr.hmm.align import frame_labels
-
-
-def one_thread(fn):
-    """Run a stage with one torch thread per process (Kaldi: one thread per job; ``--nj`` gives
-    parallelism). Small-matrix work (Viterbi steps, fMLLR/MLLT row updates) is ~100x slower
-    when intra-op threads contend for shared cores."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(n)
-    return wrapper
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -105,181 +92,6 @@ class SatConfig(TriConfig):
 
 STAGE_CONFIGS = {"mono": MonoConfig, "tri1": TriConfig, "tri2": LdaMlltConfig, "tri3": SatConfig}
 PREVIOUS = {"tri1": "mono", "tri2": "tri1", "tri3": "tri2"}
-
-
-def gmm_device(name: str | None, nj: int) -> torch.device:
-    """The device of a GMM training run. Its jobs are processes that cannot share a CUDA context,
-    so several jobs run on the CPU: without ``--device`` that is the choice (said on stderr when
-    CUDA was available), and ``--device cuda`` with ``nj > 1`` is an error rather than a silent
-    switch to one job."""
-    import sys
-
-    if name is None and nj > 1:
-        if torch.cuda.is_available():
-            print(f"asr gmm: {nj} jobs run on the CPU (GMM jobs are processes; --device cuda --nj 1 "
-                  "uses the GPU in one process)", file=sys.stderr)
-        return torch.device("cpu")
-    dev = pick_device(name)
-    if dev.type == "cuda" and nj > 1:
-        raise ValueError(f"--device cuda runs one job in this process; use --nj 1 (got --nj {nj}) "
-                         "or --device cpu")
-    return dev
-
-
-# ------------------------------------------------------------------------------------ data
-@dataclass
-class TrainData:
-    """Raw (CMN'd) features, transcripts as phone ids and the speaker map of a data dir."""
-
-    raw: dict[str, Tensor]
-    phones: dict[str, Tensor]
-    utt2spk: dict[str, str]
-    skipped: list[str] = field(default_factory=list)
-
-
-def read_transcripts(data_dir: str | Path) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """``(text utt -> 48-set phones, utt2spk)`` of a data dir."""
-    from asr.datadir import read_data_dir
-
-    dd = read_data_dir(data_dir)
-    return {u: list(t) for u, t in dd.text.items()}, dict(dd.utt2spk)
-
-
-def phone_ids() -> tuple[dict[str, int], int]:
-    """Phone -> id (1..48) and the silence id."""
-    from asr.lang.phones import SILENCE, load_phone_set
-
-    ids = {p: i + 1 for i, p in enumerate(load_phone_set())}
-    return ids, ids[SILENCE]
-
-
-def load_train_data(data_dir: str | Path, raw_dim: int | None = None) -> TrainData:
-    """Features (per-speaker CMN) + transcripts. Utterances with unknown phones or without features
-    are skipped with their ids recorded; a feature dimension other than ``raw_dim`` is an error."""
-    from asr.features import load_feats
-
-    text, utt2spk = read_transcripts(data_dir)
-    raw = load_feats(data_dir, cmvn=True)
-    ids, _ = phone_ids()
-    phones, skipped = {}, []
-    for u in sorted(raw):
-        toks = text.get(u)
-        if not toks or any(t not in ids for t in toks) or u not in utt2spk:
-            skipped.append(u)
-            continue
-        phones[u] = torch.tensor([ids[t] for t in toks], dtype=torch.long)
-    if not phones:
-        raise ValueError(f"{data_dir}: no utterance with features and a valid transcript")
-    dims = {int(x.shape[1]) for x in raw.values()}
-    if len(dims) != 1 or (raw_dim is not None and dims != {raw_dim}):
-        raise ValueError(f"{data_dir}: feature dimension {sorted(dims)} does not match the model's "
-                         f"{raw_dim}; re-run `asr feats` with the type the previous stage used "
-                         "or retrain from `asr gmm mono`")
-    return TrainData({u: raw[u] for u in phones}, phones, {u: utt2spk[u] for u in phones}, skipped)
-
-
-# ------------------------------------------------------------------------------------ model dir
-@dataclass
-class GmmSystem:
-    """A trained GMM-HMM system loaded from ``exp/<name>/`` (see :func:`load_system`)."""
-
-    topo: Topology
-    ctx: ContextDependency
-    trans: TransitionModel
-    gmm: DiagGmmSet
-    pipeline: FeaturePipeline
-    stage: str
-    silence: list[int]
-    fmllr: dict[str, Tensor] | None = None
-    si_model: str | None = None
-    exp_dir: Path | None = None
-    ali_gmm: DiagGmmSet | None = None
-    """SAT systems: the speaker-independent alignment model (same Gaussians, unadapted features)."""
-
-    @property
-    def num_pdfs(self) -> int:
-        return self.ctx.num_pdfs
-
-    def features(self, data_dir: str | Path, utts: list[str] | None = None,
-                 fmllr: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Model features ``{utt: (T, dim)}`` of ``data_dir`` through the saved pipeline; with
-        ``fmllr`` (speaker -> ``(dim, dim+1)``) each utterance gets its speaker's transform."""
-        from asr.features import load_feats
-
-        raw = load_feats(data_dir, cmvn=True, utts=utts)
-        utt2spk = read_transcripts(data_dir)[1] if fmllr is not None else {}
-        out = {}
-        for u, x in raw.items():
-            if x.shape[1] != self.pipeline.raw_dim:
-                raise ValueError(f"{data_dir}: utterance {u} has {x.shape[1]}-dim features, model "
-                                 f"{self.exp_dir} expects {self.pipeline.raw_dim}")
-            w = None if fmllr is None else fmllr.get(utt2spk.get(u, ""))
-            out[u] = self.pipeline.apply(x, w)
-        return out
-
-    def loglikes(self, feats: Tensor) -> Tensor:
-        """``(T, dim)`` -> ``(T, num_pdfs)`` acoustic log-likelihoods."""
-        return self.gmm.loglikes(feats)
-
-    def to_dict(self) -> dict:
-        return {"topo": self.topo.to_dict(), "ctx": self.ctx.to_dict(), "trans": self.trans.to_dict(),
-                "gmm": self.gmm.to_dict(), "pipeline": self.pipeline.to_dict(), "stage": self.stage,
-                "silence": self.silence, "si_model": self.si_model,
-                "ali_gmm": None if self.ali_gmm is None else self.ali_gmm.to("cpu").to_dict()}
-
-
-def load_system(exp_dir: str | Path, device: torch.device | str = "cpu") -> GmmSystem:
-    """Load ``exp_dir/final.pt`` (and ``trans.pt`` when present)."""
-    exp_dir = Path(exp_dir)
-    f = exp_dir / "final.pt"
-    if not f.is_file():
-        raise FileNotFoundError(f"{f} not found: train it with `asr gmm {exp_dir.name} ...` first")
-    from asr.jobs.safeio import load_data
-
-    d = load_data(f, what="GMM system")
-    fm = None
-    if (exp_dir / "trans.pt").is_file():
-        fm = load_data(exp_dir / "trans.pt", what="fMLLR transforms")
-    ali = d.get("ali_gmm")
-    return GmmSystem(Topology.from_dict(d["topo"]), ContextDependency.from_dict(d["ctx"]),
-                     TransitionModel.from_dict(d["trans"]), DiagGmmSet.from_dict(d["gmm"]).to(device),
-                     FeaturePipeline.from_dict(d["pipeline"]), d["stage"], list(d["silence"]), fm,
-                     d.get("si_model"), exp_dir, None if ali is None else DiagGmmSet.from_dict(ali).to(device))
-
-
-def write_alignments(out_dir: Path, phones: dict[str, Tensor], alis: dict[str, Tensor],
-                     chains: dict[str, Tensor], topo: Topology) -> None:
-    """``ali_pdf.ark``, ``ali_phone.ark``, ``ali_state.ark`` (kaldi-io int vectors, sorted keys)."""
-    import kaldi_io
-
-    names = ("ali_pdf.ark", "ali_phone.ark", "ali_state.ark")
-    fs = [open(out_dir / (n + ".tmp"), "wb") for n in names]
-    try:
-        for u in sorted(alis):
-            ph, st = frame_labels(alis[u], phones[u], topo)
-            for f, v in zip(fs, (chains[u][alis[u]], ph, st)):
-                kaldi_io.write_vec_int(f, v.numpy().astype("int32"), key=u)
-    finally:
-        for f in fs:
-            f.close()
-    for n in names:
-        os.replace(out_dir / (n + ".tmp"), out_dir / n)
-
-
-def read_alignments(exp_dir: Path, phones: dict[str, Tensor], topo: Topology) -> tuple[dict[str, Tensor], list[str]]:
-    """Chain-state alignments from ``ali_phone.ark`` + ``ali_state.ark`` of a previous stage, for
-    the utterances in ``phones``; returns (alis, utts without a usable alignment)."""
-    import kaldi_io
-
-    ph = {k: torch.from_numpy(v.astype("int64")) for k, v in kaldi_io.read_vec_int_ark(str(exp_dir / "ali_phone.ark"))}
-    st = {k: torch.from_numpy(v.astype("int64")) for k, v in kaldi_io.read_vec_int_ark(str(exp_dir / "ali_state.ark"))}
-    alis, missing = {}, []
-    for u in sorted(phones):
-        if u not in ph or u not in st:
-            missing.append(u)
-            continue
-        alis[u] = chain_ali_from_labels(phones[u], ph[u], st[u], topo, utt=u)
-    return alis, missing
 
 
 def _check_previous(prev_dir: Path | None, stage: str) -> Path:
@@ -442,52 +254,6 @@ def run_tri1(data_dir, lang_dir, ali_dir, out_dir, cfg: TriConfig | None = None,
                    _cfg_dict("tri1", cfg, data_dir, lang_dir, ali_dir, seed))
 
 
-def estimate_lda_matrix(spliced: dict[str, Tensor], labels: dict[str, Tensor], weights: dict[str, Tensor],
-                        out_dim: int) -> Tensor:
-    """LDA ``(out_dim, D)`` from spliced frames with class = pdf id (silence weighted 0)."""
-    from asr.transforms import LdaStats, estimate_lda
-
-    utts = sorted(labels)
-    st = LdaStats(next(iter(spliced.values())).shape[1])
-    st.accumulate(torch.cat([spliced[u] for u in utts]).double(), torch.cat([labels[u] for u in utts]),
-                  torch.cat([weights[u] for u in utts]))
-    return estimate_lda(st, out_dim).float()
-
-
-def mllt_step(state: TrainState, feats: dict[str, Tensor], chains: dict[str, Tensor], alis: dict[str, Tensor],
-              weights: dict[str, Tensor]) -> Tensor:
-    """One MLLT estimation (Gales 1999) from soft Gaussian posteriors of the aligned pdfs; transforms
-    the model in place (means ``A mu``, variances ``diag(A W A^T)``) and returns ``A (D, D)``."""
-    from asr.transforms import MlltStats, estimate_mllt
-
-    gmm = state.gmm
-    utts = sorted(alis)
-    x = torch.cat([feats[u] for u in utts]).to(gmm.device)
-    pdfs = torch.cat([chains[u][alis[u]] for u in utts])
-    w = torch.cat([weights[u] for u in utts]).to(gmm.device)
-    g, p, _ = gmm.gauss_posteriors(x, pdfs)
-    keep = (g >= 0) & (p * w[:, None] > 1e-4)
-    rows = torch.arange(x.shape[0], device=gmm.device).unsqueeze(1).expand_as(g)[keep]
-    st = MlltStats(gmm.dim, gmm.num_gauss)
-    ids, pw = g[keep].cpu(), (p * w[:, None])[keep].double().cpu()
-    rows = rows.cpu()
-    x = x.cpu()
-    step = 8192                  # bounded memory: the per-pair outer products are (step, D, D)
-    for i in range(0, ids.numel(), step):
-        st.accumulate(x[rows[i:i + step]].double(), ids[i:i + step], pw[i:i + step])
-    A = estimate_mllt(st, iters=10)
-    counts = st.counts
-    ok = counts > 1.0
-    mean = st.sums[ok] / counts[ok, None]
-    cov = st.scatter[ok] / counts[ok, None, None] - mean[:, :, None] * mean[:, None, :]
-    means = (gmm.means.double().cpu() @ A.T)
-    vars_ = gmm.vars.double().cpu().clone()
-    vars_[ok] = torch.einsum("rd,jde,re->jr", A, cov, A).clamp_min(1e-3)
-    state.gmm = DiagGmmSet(means.float(), vars_.float(), gmm.log_weights.cpu(), gmm.gauss2pdf.cpu(),
-                           gmm.num_pdfs).to(gmm.device)
-    return A.float()
-
-
 @one_thread
 def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = None, nj: int = 1, seed: int = 0,
              device: str | None = None) -> GmmSystem:
@@ -521,59 +287,6 @@ def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = N
                         alis=alis, hook=hook, log=log, silence=[sil])
     return _finish(out, "tri2", res.state, holder["pipeline"], data, res.alis, res.failed, sil,
                    _cfg_dict("tri2", cfg, data_dir, lang_dir, ali_dir, seed))
-
-
-def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: dict[str, Tensor],
-                           utt2spk: dict[str, str], iters: int = 10,
-                           prev: dict[str, Tensor] | None = None, min_count: float = 50.0,
-                           frame_weights: dict[str, Tensor] | None = None,
-                           skipped: list[str] | None = None) -> dict[str, Tensor]:
-    """Per-speaker fMLLR ``W (D, D+1)`` (Gales 1998) from untransformed ``feats`` and the Gaussian
-    posteriors of the aligned pdfs, each frame weighted by ``frame_weights`` (e.g. 0 on silence:
-    Kaldi ``weight-silence-post``). A speaker with at most ``min_count`` weighted frames or singular
-    statistics keeps ``prev`` / the identity and is appended to ``skipped``."""
-    from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
-
-    spk2utts: dict[str, list[str]] = {}
-    for u in sorted(pdf_alis):
-        spk2utts.setdefault(utt2spk[u], []).append(u)
-    means, vars_ = gmm.means.double().cpu(), gmm.vars.double().cpu()
-    out = {}
-    for spk, utts in spk2utts.items():
-        w0 = identity_fmllr(gmm.dim) if prev is None or spk not in prev else prev[spk].double()
-        x = torch.cat([feats[u] for u in utts])
-        pdfs = torch.cat([pdf_alis[u] for u in utts])
-        post = gaussian_posteriors_sparse(gmm, apply_fmllr(x, w0).to(gmm.device), pdfs)
-        if frame_weights is not None:
-            fw = torch.cat([frame_weights[u] for u in utts]).double()
-            post = torch.sparse_coo_tensor(post.indices(), post.values() * fw[post.indices()[0]], post.shape,
-                                           check_invariants=False)
-        st = FmllrStats(gmm.dim)
-        st.accumulate(x.double(), post, means, vars_)
-        try:
-            w = estimate_fmllr(st, iters=iters, w0=w0, min_count=min_count)
-        except ValueError:
-            w = w0
-        if st.beta <= min_count or w is w0:
-            if skipped is not None:
-                skipped.append(spk)
-        out[spk] = w.float()
-    return out
-
-
-def estimate_alignment_model(sat_gmm: DiagGmmSet, adapted: dict[str, Tensor], si_feats: dict[str, Tensor],
-                             pdf_alis: dict[str, Tensor], min_var: float) -> DiagGmmSet:
-    """Kaldi's SAT alignment model (``gmm-acc-stats-twofeats`` + ``gmm-est``, ``final.alimdl``):
-    Gaussian posteriors of the aligned pdfs computed by the SAT model on the adapted features,
-    statistics gathered on the speaker-independent features. Same Gaussians (one to one) as the
-    SAT model, so posteriors from a first pass with it serve to estimate fMLLR for the SAT model."""
-    from asr.gmm.model import GmmAccs
-
-    accs = GmmAccs.zeros(sat_gmm.num_gauss, sat_gmm.dim, sat_gmm.device)
-    for u in sorted(pdf_alis):
-        g, p, _ = sat_gmm.gauss_posteriors(adapted[u].to(sat_gmm.device), pdf_alis[u].to(sat_gmm.device))
-        accs.accumulate(si_feats[u].to(sat_gmm.device), g, p)
-    return sat_gmm.update(accs, min_var=min_var, min_count=0.0, remove_low_count=False)
 
 
 @one_thread

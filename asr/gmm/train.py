@@ -1,7 +1,7 @@
 """Viterbi (hard-alignment) EM training of GMM-HMM systems on tensors.
 
 Library layer of the stages: everything here takes feature tensors / phone sequences and
-returns models and alignments; directories are handled in :mod:`asr.gmm.stages`.
+returns models and alignments; directories are handled in :mod:`asr.gmm.stages` / :mod:`asr.gmm.system`.
 
 Alignments are kept as *chain-state* indices per frame (``LongTensor (T,)`` into the
 left-to-right chain of the utterance's phone sequence). They do not depend on the context

@@ -65,7 +65,7 @@ def load_targets(ali: str | Path, num_pdfs: int | None = None) -> Targets:
         pdf2phone, silence = None, []
         gmm_dir = gmm_system_dir(ali)
         if (gmm_dir / "final.pt").is_file():
-            from asr.gmm.stages import load_system
+            from asr.gmm.system import load_system
 
             sys_ = load_system(gmm_dir)
             if num_pdfs is not None and num_pdfs != sys_.num_pdfs:
@@ -267,7 +267,7 @@ def run_align(model: str | Path, data_dir: str | Path, ali_dir: str | Path, out_
     GMM system's alignment, as Kaldi ``align_nnet.sh``): writes ``out_dir/ali_pdf.ark``.
     The chain of an utterance is its phone-level state sequence recovered from the previous
     alignment (consecutive (phone, hmm-state) runs collapsed), so the transcript is kept."""
-    from asr.gmm.stages import load_system
+    from asr.gmm.system import load_system
     from asr.hmm.align import viterbi_align
 
     sys_ = load_system(ali_dir)

@@ -107,7 +107,7 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
     import functools
 
     from asr.datadir.table import read_table
-    from asr.gmm.stages import load_system
+    from asr.gmm.system import load_system
     from asr.jobs.executor import map_jobs
     from asr.nnet.io import read_alignments
 

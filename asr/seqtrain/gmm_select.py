@@ -37,7 +37,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     system in ``out_dir`` (``final.pt``, ``trans.pt``, ``graph/``) plus ``selection.json``.
     Returns the selection record."""
     from asr.gmm.decode import decode_system
-    from asr.gmm.stages import load_system
+    from asr.gmm.system import load_system
     from asr.jobs.safeio import load_data
 
     model_dir, out = Path(model_dir), Path(out_dir)

@@ -47,7 +47,7 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
     """Train ``model_dir``'s GMMs by EBW on the lattices of ``lattice_dir`` (made from this system
     by ``asr seq lattices``, whose reference alignment they carry in ``meta.json``); write the
     system to ``out_dir``. Returns the per-iteration history (objective per frame, D, seconds)."""
-    from asr.gmm.stages import load_system
+    from asr.gmm.system import load_system
     from asr.nnet.io import read_alignments
     from asr.seqtrain.denlats import load_den_lattices, phone_classes
     from asr.seqtrain.ebw import accumulate_den, ebw_update

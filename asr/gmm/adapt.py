@@ -1,0 +1,110 @@
+"""Feature-space transforms estimated while training the GMM stages: LDA and MLLT (tri2,
+Kaldi ``train_lda_mllt.sh``), per-speaker fMLLR and the SAT alignment model (tri3, Kaldi
+``train_sat.sh``). Tensors in, tensors out; the statistics and solvers are in ``asr.transforms``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from asr.gmm.model import DiagGmmSet
+from asr.gmm.train import TrainState, gaussian_posteriors_sparse
+
+
+def estimate_lda_matrix(spliced: dict[str, Tensor], labels: dict[str, Tensor], weights: dict[str, Tensor],
+                        out_dim: int) -> Tensor:
+    """LDA ``(out_dim, D)`` from spliced frames with class = pdf id (silence weighted 0)."""
+    from asr.transforms import LdaStats, estimate_lda
+
+    utts = sorted(labels)
+    st = LdaStats(next(iter(spliced.values())).shape[1])
+    st.accumulate(torch.cat([spliced[u] for u in utts]).double(), torch.cat([labels[u] for u in utts]),
+                  torch.cat([weights[u] for u in utts]))
+    return estimate_lda(st, out_dim).float()
+
+
+def mllt_step(state: TrainState, feats: dict[str, Tensor], chains: dict[str, Tensor], alis: dict[str, Tensor],
+              weights: dict[str, Tensor]) -> Tensor:
+    """One MLLT estimation (Gales 1999) from soft Gaussian posteriors of the aligned pdfs; transforms
+    the model in place (means ``A mu``, variances ``diag(A W A^T)``) and returns ``A (D, D)``."""
+    from asr.transforms import MlltStats, estimate_mllt
+
+    gmm = state.gmm
+    utts = sorted(alis)
+    x = torch.cat([feats[u] for u in utts]).to(gmm.device)
+    pdfs = torch.cat([chains[u][alis[u]] for u in utts])
+    w = torch.cat([weights[u] for u in utts]).to(gmm.device)
+    g, p, _ = gmm.gauss_posteriors(x, pdfs)
+    keep = (g >= 0) & (p * w[:, None] > 1e-4)
+    rows = torch.arange(x.shape[0], device=gmm.device).unsqueeze(1).expand_as(g)[keep]
+    st = MlltStats(gmm.dim, gmm.num_gauss)
+    ids, pw = g[keep].cpu(), (p * w[:, None])[keep].double().cpu()
+    rows = rows.cpu()
+    x = x.cpu()
+    step = 8192                  # bounded memory: the per-pair outer products are (step, D, D)
+    for i in range(0, ids.numel(), step):
+        st.accumulate(x[rows[i:i + step]].double(), ids[i:i + step], pw[i:i + step])
+    A = estimate_mllt(st, iters=10)
+    counts = st.counts
+    ok = counts > 1.0
+    mean = st.sums[ok] / counts[ok, None]
+    cov = st.scatter[ok] / counts[ok, None, None] - mean[:, :, None] * mean[:, None, :]
+    means = (gmm.means.double().cpu() @ A.T)
+    vars_ = gmm.vars.double().cpu().clone()
+    vars_[ok] = torch.einsum("rd,jde,re->jr", A, cov, A).clamp_min(1e-3)
+    state.gmm = DiagGmmSet(means.float(), vars_.float(), gmm.log_weights.cpu(), gmm.gauss2pdf.cpu(),
+                           gmm.num_pdfs).to(gmm.device)
+    return A.float()
+
+
+def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: dict[str, Tensor],
+                           utt2spk: dict[str, str], iters: int = 10,
+                           prev: dict[str, Tensor] | None = None, min_count: float = 50.0,
+                           frame_weights: dict[str, Tensor] | None = None,
+                           skipped: list[str] | None = None) -> dict[str, Tensor]:
+    """Per-speaker fMLLR ``W (D, D+1)`` (Gales 1998) from untransformed ``feats`` and the Gaussian
+    posteriors of the aligned pdfs, each frame weighted by ``frame_weights`` (e.g. 0 on silence:
+    Kaldi ``weight-silence-post``). A speaker with at most ``min_count`` weighted frames or singular
+    statistics keeps ``prev`` / the identity and is appended to ``skipped``."""
+    from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
+
+    spk2utts: dict[str, list[str]] = {}
+    for u in sorted(pdf_alis):
+        spk2utts.setdefault(utt2spk[u], []).append(u)
+    means, vars_ = gmm.means.double().cpu(), gmm.vars.double().cpu()
+    out = {}
+    for spk, utts in spk2utts.items():
+        w0 = identity_fmllr(gmm.dim) if prev is None or spk not in prev else prev[spk].double()
+        x = torch.cat([feats[u] for u in utts])
+        pdfs = torch.cat([pdf_alis[u] for u in utts])
+        post = gaussian_posteriors_sparse(gmm, apply_fmllr(x, w0).to(gmm.device), pdfs)
+        if frame_weights is not None:
+            fw = torch.cat([frame_weights[u] for u in utts]).double()
+            post = torch.sparse_coo_tensor(post.indices(), post.values() * fw[post.indices()[0]], post.shape,
+                                           check_invariants=False)
+        st = FmllrStats(gmm.dim)
+        st.accumulate(x.double(), post, means, vars_)
+        try:
+            w = estimate_fmllr(st, iters=iters, w0=w0, min_count=min_count)
+        except ValueError:
+            w = w0
+        if st.beta <= min_count or w is w0:
+            if skipped is not None:
+                skipped.append(spk)
+        out[spk] = w.float()
+    return out
+
+
+def estimate_alignment_model(sat_gmm: DiagGmmSet, adapted: dict[str, Tensor], si_feats: dict[str, Tensor],
+                             pdf_alis: dict[str, Tensor], min_var: float) -> DiagGmmSet:
+    """Kaldi's SAT alignment model (``gmm-acc-stats-twofeats`` + ``gmm-est``, ``final.alimdl``):
+    Gaussian posteriors of the aligned pdfs computed by the SAT model on the adapted features,
+    statistics gathered on the speaker-independent features. Same Gaussians (one to one) as the
+    SAT model, so posteriors from a first pass with it serve to estimate fMLLR for the SAT model."""
+    from asr.gmm.model import GmmAccs
+
+    accs = GmmAccs.zeros(sat_gmm.num_gauss, sat_gmm.dim, sat_gmm.device)
+    for u in sorted(pdf_alis):
+        g, p, _ = sat_gmm.gauss_posteriors(adapted[u].to(sat_gmm.device), pdf_alis[u].to(sat_gmm.device))
+        accs.accumulate(si_feats[u].to(sat_gmm.device), g, p)
+    return sat_gmm.update(accs, min_var=min_var, min_count=0.0, remove_low_count=False)
