@@ -16,6 +16,19 @@ def _fail_on_three(x):
     return x
 
 
+def _chatty(x):
+    import sys
+    import warnings
+
+    print(f"job input {x}")
+    print(f"to stderr {x}", file=sys.stderr)
+    if x == 2:
+        warnings.warn(f"odd utterance in job {x}")
+    if x == 3:
+        raise ValueError("bad job three")
+    return x * 10
+
+
 JOBS = [(i * 10, i * 10 + 7) for i in range(6)]
 EXPECTED = [sum(i * i for i in range(a, b)) for a, b in JOBS]
 
@@ -33,6 +46,24 @@ def test_dask_local_cluster_agrees():
 def test_failure_names_the_job():
     with pytest.raises(RuntimeError, match="job 4/5"):
         map_jobs(_fail_on_three, list(range(5)), nj=2)
+
+
+@pytest.mark.parametrize("nj", [1, 2])
+def test_per_job_logs(tmp_path, nj, capsys):
+    """Each job's prints and warnings land in log_dir/<task>.<id>.log (Kaldi log/<task>.JOB.log);
+    a failure names the job and its log, which holds the traceback."""
+    from asr.jobs import JobFailed
+
+    assert map_jobs(_chatty, [0, 1, 2], nj=nj, log_dir=tmp_path / "log", task="align.1") == [0, 10, 20]
+    for k, x in enumerate([0, 1, 2], 1):
+        text = (tmp_path / "log" / f"align.1.{k}.log").read_text()
+        assert f"job input {x}" in text and f"to stderr {x}" in text and "finished in" in text
+    assert "odd utterance in job 2" in (tmp_path / "log" / "align.1.3.log").read_text()
+    assert "job input" not in capsys.readouterr().out
+    with pytest.raises(JobFailed, match=r"job 2/2 failed: bad job three \(log: .*lattices\.7\.log\)"):
+        map_jobs(_chatty, [1, 3], nj=nj, log_dir=tmp_path / "log", task="lattices", job_ids=[4, 7])
+    failed = (tmp_path / "log" / "lattices.7.log").read_text()
+    assert "Traceback" in failed and "ValueError: bad job three" in failed and "failed after" in failed
 
 
 def test_unknown_backend():

@@ -120,7 +120,7 @@ def decode_and_score(graph_dir: str | Path, data_dir: str | Path, out_dir: str |
     grid = (float(lmwt),) if lmwt is not None else tuple(cfg.lmwt_grid)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(graph_dir), cfg, loglike_job, utts, grid) for utts in split_by_speaker(utt2spk, nj)]
-    results = map_jobs(_decode_job, jobs, nj=nj, desc=f"decode {out.name}")
+    results = map_jobs(_decode_job, jobs, nj=nj, desc=f"decode {out.name}", log_dir=out / "log", task="decode")
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
     for h, _ in results:
         for k in range(len(grid)):

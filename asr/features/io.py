@@ -153,7 +153,8 @@ def make_feats(data_dir: str | Path, feat_type: str, nj: int = 1, sample_rate: i
             for k, part in enumerate(parts)]
     try:
         results = map_jobs(_feats_job, jobs, nj=nj, desc=f"{feat_type} {data_dir.name}" if progress else None,
-                           progress=progress)
+                           progress=progress, log_dir=data_dir / "log", task=f"make_{feat_type}",
+                           job_ids=[j.index for j in jobs])
     except RuntimeError as e:  # map_jobs wraps the job's error; surface the utterance message
         cause = e.__cause__
         for j in jobs:

@@ -148,7 +148,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     utt2spk = read_utt2spk(Path(data_dir) / "utt2spk")
     jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid)
             for utts in split_by_speaker(utt2spk, nj)]
-    res = map_jobs(adapt_job, jobs, nj=nj, desc=f"fmllr {out.name}")
+    res = map_jobs(adapt_job, jobs, nj=nj, desc=f"fmllr {out.name}", log_dir=out / "log", task="fmllr")
     fm: dict[str, Tensor] = {}
     identity: list[str] = []
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]

@@ -19,6 +19,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -202,9 +203,14 @@ def _acc_job(job: _Job) -> tuple[GmmAccs, float, int]:
 class JobRunner:
     """Runs alignment / accumulation over speaker-split jobs with shared in-memory features."""
 
-    def __init__(self, utt2spk: dict[str, str], nj: int = 1, device: torch.device | None = None) -> None:
+    def __init__(self, utt2spk: dict[str, str], nj: int = 1, device: torch.device | None = None,
+                 log_dir: str | Path | None = None) -> None:
+        """``log_dir``: each job writes ``align.<n>.<job>.log`` / ``acc.<n>.<job>.log`` there
+        (``n`` counts the calls, as Kaldi's ``log/acc.$iter.JOB.log``)."""
         from asr.jobs import split_by_speaker
 
+        self.log_dir = log_dir
+        self.calls = {"align": 0, "acc": 0}
         self.device = device or torch.device("cpu")
         # CUDA work stays in this process (no fork with an initialised CUDA context).
         self.nj = 1 if self.device.type == "cuda" else max(1, nj)
@@ -222,6 +228,10 @@ class JobRunner:
     def close(self) -> None:
         _STORE.pop(self.token, None)
 
+    def _log(self, task: str) -> dict:
+        self.calls[task] += 1
+        return {} if self.log_dir is None else {"log_dir": self.log_dir, "task": f"{task}.{self.calls[task]}"}
+
     def _jobs(self, gmm: DiagGmmSet, trans: TransitionModel | None, alis, batch: int,
               pdf_bias: Tensor | None = None) -> list[_Job]:
         g = gmm.to_dict() if self.device.type == "cpu" else {k: (v.to(self.device) if isinstance(v, Tensor) else v)
@@ -238,7 +248,8 @@ class JobRunner:
         (e.g. ``log 1.25`` on silence pdfs: Kaldi ``gmm-boost-silence``)."""
         from asr.jobs import map_jobs
 
-        res = map_jobs(_align_job, self._jobs(gmm, trans, None, batch, pdf_bias), nj=self.nj, desc=desc)
+        res = map_jobs(_align_job, self._jobs(gmm, trans, None, batch, pdf_bias), nj=self.nj, desc=desc,
+                       **self._log("align"))
         alis, failed, score, frames = {}, [], 0.0, 0
         for a, f, s, n in res:
             alis.update(a)
@@ -251,7 +262,7 @@ class JobRunner:
                    desc: str | None = None) -> tuple[GmmAccs, float, int]:
         from asr.jobs import map_jobs
 
-        res = map_jobs(_acc_job, self._jobs(gmm, None, alis, 64), nj=self.nj, desc=desc)
+        res = map_jobs(_acc_job, self._jobs(gmm, None, alis, 64), nj=self.nj, desc=desc, **self._log("acc"))
         accs = GmmAccs.zeros(gmm.num_gauss, gmm.dim, gmm.device)
         ll, n = 0.0, 0
         for a, l, k in res:

@@ -27,6 +27,49 @@ def _run_one(fn: Callable[[T], R], job: T) -> R:
     return fn(job)
 
 
+class JobFailed(RuntimeError):
+    """A job of ``map_jobs`` raised: the message names the job (and its log file when there is one)."""
+
+
+class _LoggedJob:
+    """``fn(job)`` with everything the job prints or warns going to its own log file (Kaldi's
+    ``log/<task>.JOB.log``): a header line, the job's output, and the traceback when it fails.
+    Picklable when ``fn`` is, so it runs the same in a local process or on a Dask worker."""
+
+    def __init__(self, fn: Callable[[T], R], path: str, label: str) -> None:
+        self.fn, self.path, self.label = fn, path, label
+
+    def __call__(self, job: T) -> R:
+        import contextlib
+        import time
+        import traceback
+        import warnings
+
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "w", encoding="utf-8") as log:
+            log.write(f"# {self.label} started {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()})\n")
+            log.flush()
+            t0 = time.time()
+            try:
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                        warnings.catch_warnings():
+                    warnings.simplefilter("always")
+                    warnings.showwarning = (lambda m, c, f, n, file=None, line=None:
+                                            log.write(warnings.formatwarning(m, c, f, n, line)))
+                    out = self.fn(job)
+            except Exception:
+                log.write(traceback.format_exc())
+                log.write(f"# {self.label} failed after {time.time() - t0:.1f} s\n")
+                raise
+            log.write(f"# {self.label} finished in {time.time() - t0:.1f} s\n")
+        return out
+
+
+def _job_error(i: int, n: int, e: BaseException, log_path: str | None) -> JobFailed:
+    where = f" (log: {log_path})" if log_path else ""
+    return JobFailed(f"job {i + 1}/{n} failed: {e}{where}")
+
+
 def map_jobs(
     fn: Callable[[T], R],
     jobs: Sequence[T],
@@ -34,15 +77,32 @@ def map_jobs(
     desc: str | None = None,
     backend: str | None = None,
     progress: bool = True,
+    log_dir: str | os.PathLike | None = None,
+    task: str | None = None,
+    job_ids: Sequence[int | str] | None = None,
 ) -> list[R]:
     """Run ``fn(job)`` for each job, ``nj`` at a time; results in job order.
 
     backend: ``"local"`` (processes; ``nj == 1`` runs in-process), ``"dask"`` (a
     ``distributed.Client``: the scheduler address in ``ASR_DASK_SCHEDULER``, or an in-process
     local cluster of ``nj`` workers when unset). Default: env ``ASR_BACKEND`` or local.
+    ``log_dir`` + ``task``: job ``k`` writes what it prints and warns, and its traceback when it
+    fails, to ``log_dir/<task>.<k>.log`` (``k``: ``job_ids[i]``, default 1..N; a resumed run passes
+    the ids of the jobs it still has to do). A failed job raises ``JobFailed`` naming the job and
+    its log.
     """
     backend = backend or os.environ.get("ASR_BACKEND", "local")
     jobs = list(jobs)
+    logs: list[str | None] = [None] * len(jobs)
+    if log_dir is not None:
+        name = task or getattr(fn, "__name__", "job").lstrip("_")
+        ids = list(job_ids) if job_ids is not None else list(range(1, len(jobs) + 1))
+        if len(ids) != len(jobs):
+            raise ValueError(f"{len(ids)} job ids for {len(jobs)} jobs")
+        logs = [os.path.join(os.fspath(log_dir), f"{name}.{k}.log") for k in ids]
+        fns = [_LoggedJob(fn, logs[i], f"{name} job {ids[i]}") for i in range(len(jobs))]
+    else:
+        fns = [fn] * len(jobs)
     bar = None
     if progress and desc is not None:
         from tqdm import tqdm
@@ -50,13 +110,16 @@ def map_jobs(
         bar = tqdm(total=len(jobs), desc=desc, unit="job", dynamic_ncols=True, mininterval=1.0)
     try:
         if backend == "dask":
-            return _map_dask(fn, jobs, nj, bar)
+            return _map_dask(fns, jobs, nj, bar, logs)
         if backend != "local":
             raise ValueError(f"unknown executor backend {backend!r} (local|dask)")
         if nj <= 1 or len(jobs) <= 1:
             out = []
-            for j in jobs:
-                out.append(fn(j))
+            for i, j in enumerate(jobs):
+                try:
+                    out.append(fns[i](j))
+                except Exception as e:
+                    raise _job_error(i, len(jobs), e, logs[i]) from e
                 if bar:
                     bar.update(1)
             return out
@@ -64,7 +127,7 @@ def map_jobs(
         results: list[Any] = [None] * len(jobs)
         with ProcessPoolExecutor(max_workers=min(nj, len(jobs)), mp_context=ctx,
                                  initializer=_init_worker) as ex:
-            futs = {ex.submit(_run_one, fn, j): i for i, j in enumerate(jobs)}
+            futs = {ex.submit(_run_one, fns[i], j): i for i, j in enumerate(jobs)}
             from concurrent.futures import as_completed
 
             for f in as_completed(futs):
@@ -74,7 +137,7 @@ def map_jobs(
                 except Exception as e:
                     for g in futs:
                         g.cancel()
-                    raise RuntimeError(f"job {i + 1}/{len(jobs)} failed: {e}") from e
+                    raise _job_error(i, len(jobs), e, logs[i]) from e
                 if bar:
                     bar.update(1)
         return results
@@ -83,7 +146,7 @@ def map_jobs(
             bar.close()
 
 
-def _map_dask(fn: Callable[[T], R], jobs: list[T], nj: int, bar: Any) -> list[R]:
+def _map_dask(fns: list[Callable[[T], R]], jobs: list[T], nj: int, bar: Any, logs: list[str | None]) -> list[R]:
     from distributed import Client, LocalCluster, as_completed
 
     addr = os.environ.get("ASR_DASK_SCHEDULER")
@@ -95,7 +158,7 @@ def _map_dask(fn: Callable[[T], R], jobs: list[T], nj: int, bar: Any) -> list[R]
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        futs = client.map(fn, jobs, pure=False)
+        futs = [client.submit(f, j, pure=False) for f, j in zip(fns, jobs)]
         index = {f.key: i for i, f in enumerate(futs)}
         results: list[Any] = [None] * len(jobs)
         for f in as_completed(futs):
@@ -103,7 +166,7 @@ def _map_dask(fn: Callable[[T], R], jobs: list[T], nj: int, bar: Any) -> list[R]
             try:
                 results[i] = f.result()
             except Exception as e:
-                raise RuntimeError(f"job {i + 1}/{len(jobs)} failed: {e}") from e
+                raise _job_error(i, len(jobs), e, logs[i]) from e
             if bar:
                 bar.update(1)
         return results

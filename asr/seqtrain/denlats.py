@@ -169,7 +169,8 @@ def make_den_lattices(model_dir: str | Path, graph_dir: str | Path, data_dir: st
     if len(jobs) < len(chunks):
         log(f"{len(chunks) - len(jobs)} of {len(chunks)} lattice jobs already done; resuming")
     t0 = time.time()
-    res = map_jobs(_job, jobs, nj=nj, desc="denominator lattices")
+    res = map_jobs(_job, jobs, nj=nj, desc="denominator lattices", log_dir=out / "log", task="lattices",
+                   job_ids=[j[0] for j in jobs])
     secs = time.time() - t0
     prev = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {"jobs": []}
     done = {r["job"]: r for r in prev["jobs"]} | {r["job"]: r for r in res}
