@@ -328,3 +328,36 @@ def test_speaker_fmllr_silence_weight_and_skipped_speakers():
     a = estimate_speaker_fmllr(gmm, dist, pdfs, spk, iters=5, min_count=0.0, frame_weights=sil)["a"]
     b = estimate_speaker_fmllr(gmm, dist, pdfs, spk, iters=5, min_count=0.0)["a"]
     assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_gmm_training_on_a_real_dask_cluster_matches_local(tmp_path, monkeypatch):
+    """GMM training jobs read their split's features from files under the stage dir on the Dask
+    backend, so workers in other processes (a real scheduler, two worker processes) train the
+    same model as the local fork executor; the job files are gone afterwards."""
+    distributed = pytest.importorskip("distributed")
+    from asr.gmm.pipeline import FeaturePipeline
+
+    raw, phones, utt2spk, _ = synth_corpus(num_spk=4, utts_per_spk=4)
+    pipe = FeaturePipeline("delta", 13)
+    feats = {u: pipe.apply(x) for u, x in raw.items()}
+    cfg = TrainConfig(num_iters=4, realign_iters=(1, 2), total_gauss=120, max_iter_inc=3, min_count=1.0)
+
+    def train(**kw):
+        state = mono_init(feats, Topology(48))
+        return train_viterbi(feats, phones, state, cfg, JobRunner(utt2spk, 2, **kw), torch.Generator().manual_seed(0))
+
+    local = train()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        monkeypatch.setenv("ASR_BACKEND", "dask")
+        monkeypatch.setenv("ASR_DASK_SCHEDULER", cluster.scheduler_address)
+        with pytest.raises(ValueError, match="work_dir"):
+            JobRunner(utt2spk, 2)
+        remote = train(work_dir=tmp_path, log_dir=tmp_path / "log")
+    assert set(remote.alis) == set(local.alis)
+    assert all(torch.equal(remote.alis[u], local.alis[u]) for u in local.alis)
+    assert torch.allclose(remote.state.gmm.means, local.state.gmm.means, atol=1e-5)
+    assert [h["loglike_per_frame"] for h in remote.history] == pytest.approx(
+        [h["loglike_per_frame"] for h in local.history], rel=1e-6)
+    assert not list((tmp_path / ".jobdata").glob("*.pt"))
+    assert (tmp_path / "log" / "acc.1.2.log").is_file()

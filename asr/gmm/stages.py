@@ -183,7 +183,7 @@ def run_mono(data_dir: str | Path, lang_dir: str | Path, out_dir: str | Path, cf
     state = mono_init(feats, topo)
     state.gmm = state.gmm.to(dev)
     gen = torch.Generator().manual_seed(seed)
-    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log")
+    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log", work_dir=out)
     res = train_viterbi(feats, data.phones, state, cfg, runner, gen, log=_Logger(out, "mono", cfg.num_iters),
                         silence=[sil])
     return _finish(out, "mono", res.state, pipeline, data, res.alis, res.failed,
@@ -247,7 +247,7 @@ def run_tri1(data_dir, lang_dir, ali_dir, out_dir, cfg: TriConfig | None = None,
     sil = psys.silence[0]
     log = _Logger(out, "tri1", cfg.num_iters)
     state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev, log)
-    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log")
+    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log", work_dir=out)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
                         alis=alis, log=log, silence=[sil])
     return _finish(out, "tri1", res.state, pipeline, data, res.alis, res.failed, sil,
@@ -282,7 +282,7 @@ def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = N
         holder["pipeline"] = base.with_matrix(A @ holder["pipeline"].matrix)
         return {u: s @ holder["pipeline"].matrix.T for u, s in spliced.items()}
 
-    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log")
+    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log", work_dir=out)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
                         alis=alis, hook=hook, log=log, silence=[sil])
     return _finish(out, "tri2", res.state, holder["pipeline"], data, res.alis, res.failed, sil,
@@ -344,7 +344,7 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
         holder["fmllr"] = estimate(st.gmm, chains, cur_alis, it, holder["fmllr"])
         return adapted()
 
-    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log")
+    runner = JobRunner(data.utt2spk, nj, dev, log_dir=out / "log", work_dir=out)
     res = train_viterbi(feats, data.phones, state, cfg, runner, torch.Generator().manual_seed(seed),
                         alis=alis, hook=hook, log=log, silence=[sil])
     final = adapted()

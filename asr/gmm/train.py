@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -144,14 +145,29 @@ class _Job:
     alis: dict[str, Tensor] | None = None
     batch: int = 64
     pdf_bias: Tensor | None = None
+    data_path: str | None = None
+    """File holding this split's features and chains (Dask backend); None: the in-memory store."""
 
 
-def _store(token: str) -> dict[str, dict[str, Tensor]]:
+_LOADED: dict[str, dict[str, dict[str, Tensor]]] = {}
+
+
+def _job_data(job: _Job) -> dict[str, dict[str, Tensor]]:
+    """The features and chains of ``job``'s utterances: from the forked parent's memory (local
+    backend) or from the file the runner wrote for the job's split (Dask: a worker on another
+    machine reads it from the shared experiment directory, as Kaldi's jobs read ``split<N>/``)."""
+    if job.data_path is not None:
+        if job.data_path not in _LOADED:
+            from asr.jobs.safeio import load_data
+
+            _LOADED.clear()         # one split at a time per worker process
+            _LOADED[job.data_path] = load_data(job.data_path, what="GMM job data")
+        return _LOADED[job.data_path]
     try:
-        return _STORE[token]
+        return _STORE[job.token]
     except KeyError:
         raise RuntimeError("training features are not in this worker's memory: GMM training "
-                           "jobs need the local (fork) or in-process executor") from None
+                           "jobs on the local backend need the fork executor") from None
 
 
 def chain_loglikes(gmm: DiagGmmSet, x: Tensor, chain: Tensor, pdf_bias: Tensor | None = None) -> Tensor:
@@ -170,7 +186,7 @@ def _align_job(job: _Job) -> tuple[dict[str, Tensor], list[str], float, int]:
     """Viterbi-align ``job.utts``; returns (chain-state alis, failed utts, total score, frames)."""
     from asr.hmm.align import viterbi_align
 
-    st = _store(job.token)
+    st = _job_data(job)
     gmm = DiagGmmSet.from_dict(job.gmm)
     trans = TransitionModel.from_dict(job.trans)
     lls = [chain_loglikes(gmm, st["feats"][u], st["chains"][u], job.pdf_bias) for u in job.utts]
@@ -188,7 +204,7 @@ def _align_job(job: _Job) -> tuple[dict[str, Tensor], list[str], float, int]:
 
 def _acc_job(job: _Job) -> tuple[GmmAccs, float, int]:
     """E-step with fixed alignments: Gaussian statistics, total log-likelihood, frames."""
-    st = _store(job.token)
+    st = _job_data(job)
     gmm = DiagGmmSet.from_dict(job.gmm)
     utts = [u for u in job.utts if u in job.alis]
     accs = GmmAccs.zeros(gmm.num_gauss, gmm.dim)
@@ -201,32 +217,55 @@ def _acc_job(job: _Job) -> tuple[GmmAccs, float, int]:
 
 
 class JobRunner:
-    """Runs alignment / accumulation over speaker-split jobs with shared in-memory features."""
+    """Runs alignment / accumulation over speaker-split jobs. Jobs carry the model and alignments;
+    the features reach them through the forked parent's memory (local backend) or through one file
+    per split under ``work_dir`` (Dask backend: workers may be other processes or machines)."""
 
     def __init__(self, utt2spk: dict[str, str], nj: int = 1, device: torch.device | None = None,
-                 log_dir: str | Path | None = None) -> None:
+                 log_dir: str | Path | None = None, work_dir: str | Path | None = None) -> None:
         """``log_dir``: each job writes ``align.<n>.<job>.log`` / ``acc.<n>.<job>.log`` there
-        (``n`` counts the calls, as Kaldi's ``log/acc.$iter.JOB.log``)."""
+        (``n`` counts the calls, as Kaldi's ``log/acc.$iter.JOB.log``). ``work_dir``: with the Dask
+        backend (``ASR_BACKEND=dask``) the features of each split are written under
+        ``work_dir/.jobdata/`` for the workers to read (required then; removed by ``close``)."""
         from asr.jobs import split_by_speaker
 
         self.log_dir = log_dir
+        self.files = os.environ.get("ASR_BACKEND", "local") == "dask"
+        if self.files and work_dir is None:
+            raise ValueError("GMM training on the Dask backend needs a work_dir shared with the workers")
+        self.work_dir = None if work_dir is None else Path(work_dir) / ".jobdata"
         self.calls = {"align": 0, "acc": 0}
         self.device = device or torch.device("cpu")
         # CUDA work stays in this process (no fork with an initialised CUDA context).
         self.nj = 1 if self.device.type == "cuda" else max(1, nj)
         self.splits = split_by_speaker(utt2spk, self.nj)
+        self.paths: list[str | None] = [None] * len(self.splits)
         self.token = ""
 
     def set_data(self, feats: dict[str, Tensor], chains: dict[str, Tensor]) -> None:
         """Publish the current model-space features and chains to the jobs."""
-        if self.token:
-            _STORE.pop(self.token, None)
+        self.close()
         self.token = f"tok{next(_TOKENS)}"
         dev = self.device
-        _STORE[self.token] = {"feats": {u: f.to(dev) for u, f in feats.items()}, "chains": chains}
+        if self.files:
+            from asr.jobs.safeio import save_data
+
+            self.paths = []
+            for k, utts in enumerate(self.splits):
+                path = self.work_dir / f"{os.getpid()}.{self.token}.{k + 1}.pt"
+                save_data({"feats": {u: feats[u].cpu() for u in utts if u in feats},
+                           "chains": {u: chains[u] for u in utts if u in chains}}, path)
+                self.paths.append(str(path))
+        else:
+            self.paths = [None] * len(self.splits)
+            _STORE[self.token] = {"feats": {u: f.to(dev) for u, f in feats.items()}, "chains": chains}
 
     def close(self) -> None:
         _STORE.pop(self.token, None)
+        for p in self.paths:
+            if p is not None:
+                Path(p).unlink(missing_ok=True)
+        self.paths = [None] * len(self.splits)
 
     def _log(self, task: str) -> dict:
         self.calls[task] += 1
@@ -237,9 +276,10 @@ class JobRunner:
         g = gmm.to_dict() if self.device.type == "cpu" else {k: (v.to(self.device) if isinstance(v, Tensor) else v)
                                                               for k, v in gmm.to_dict().items()}
         out = []
-        for utts in self.splits:
+        for utts, path in zip(self.splits, self.paths):
             a = None if alis is None else {u: alis[u] for u in utts if u in alis}
-            out.append(_Job(self.token, utts, g, None if trans is None else trans.to_dict(), a, batch, pdf_bias))
+            out.append(_Job(self.token, utts, g, None if trans is None else trans.to_dict(), a, batch, pdf_bias,
+                            path))
         return out
 
     def align(self, gmm: DiagGmmSet, trans: TransitionModel, batch: int = 64,
