@@ -108,3 +108,15 @@ def test_one_device_decision():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device cuda: CUDA is not available"):
             choose_device("cuda")
+
+
+def test_per_job_logs_on_dask_worker_processes(tmp_path, monkeypatch):
+    """On a real cluster (worker processes of one thread) a job's output goes to its log too."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        monkeypatch.setenv("ASR_DASK_SCHEDULER", cluster.scheduler_address)
+        out = map_jobs(_chatty, [0, 2], nj=2, backend="dask", log_dir=tmp_path, task="decode")
+    assert out == [0, 20]
+    text = (tmp_path / "decode.2.log").read_text()
+    assert "job input 2" in text and "odd utterance in job 2" in text and "finished in" in text

@@ -38,6 +38,25 @@ class _LoggedJob:
 
     def __init__(self, fn: Callable[[T], R], path: str, label: str) -> None:
         self.fn, self.path, self.label = fn, path, label
+        self.submit_pid = os.getpid()
+
+    def _may_redirect(self) -> bool:
+        """stdout and the warning filters are process-wide: redirect them only when no other job
+        can run in this process at the same time (the main thread, or a Dask worker process of
+        one thread; not the threads of an in-process cluster)."""
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            return True
+        if os.getpid() == self.submit_pid:
+            return False
+        try:
+            from distributed import get_worker
+
+            w = get_worker()
+            return int(getattr(getattr(w, "state", w), "nthreads", 0)) == 1
+        except (ImportError, ValueError, AttributeError):
+            return False
 
     def __call__(self, job: T) -> R:
         import contextlib
@@ -51,12 +70,15 @@ class _LoggedJob:
             log.flush()
             t0 = time.time()
             try:
-                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
-                        warnings.catch_warnings():
-                    warnings.simplefilter("always")
-                    warnings.showwarning = (lambda m, c, f, n, file=None, line=None:
-                                            log.write(warnings.formatwarning(m, c, f, n, line)))
+                if not self._may_redirect():    # only the header, traceback and footer are logged
                     out = self.fn(job)
+                else:
+                    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                            warnings.catch_warnings():
+                        warnings.simplefilter("always")
+                        warnings.showwarning = (lambda m, c, f, n, file=None, line=None:
+                                                log.write(warnings.formatwarning(m, c, f, n, line)))
+                        out = self.fn(job)
             except Exception:
                 log.write(traceback.format_exc())
                 log.write(f"# {self.label} failed after {time.time() - t0:.1f} s\n")
