@@ -453,7 +453,4 @@ def lattice_objective(lats: list[DenLattice], loglikes: Tensor, lengths: Tensor,
         num_logz = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
         obj = den.exp_acc
         grad = den.grad * kappa
-    bad = ~torch.isfinite(den.logz)
-    obj = torch.where(bad, torch.zeros_like(obj), obj)
-    return SeqObjective(objective=obj, grad=torch.where(bad.view(b, 1, 1), 0.0, grad).float(), no_num_path=bad,
-                        den_logz=den.logz, num_logz=num_logz)
+    return SeqObjective.masked(obj, grad, ~torch.isfinite(den.logz), den.logz, num_logz)

@@ -25,6 +25,14 @@ class SeqObjective:
     den_logz: Tensor
     num_logz: Tensor
 
+    @classmethod
+    def masked(cls, obj: Tensor, grad: Tensor, bad: Tensor, den_logz: Tensor, num_logz: Tensor) -> "SeqObjective":
+        """The result with objective and gradient 0 for the utterances flagged in ``bad`` (B,)
+        (whatever the recursion left there, non-finite values included); the gradient as float32."""
+        obj = torch.where(bad, torch.zeros_like(obj), obj)
+        grad = torch.where(bad.view(-1, 1, 1), 0.0, grad).float()
+        return cls(objective=obj, grad=grad, no_num_path=bad, den_logz=den_logz, num_logz=num_logz)
+
 
 def sequence_objective(graph: DenGraph | PdfHmmDen, loglikes: Tensor, lengths: Tensor, ref_pdf: Tensor,
                        criterion: str = "mpfe", kappa: float = 0.1, boost: float = 0.1,
@@ -66,10 +74,7 @@ def sequence_objective(graph: DenGraph | PdfHmmDen, loglikes: Tensor, lengths: T
         den = forward_backward(graph, sc, lengths, acc=acc)
         obj = den.exp_acc
         grad = den.grad * kappa
-    keep = (~bad).view(b, 1, 1)
-    obj = torch.where(bad, torch.zeros_like(obj), obj)
-    return SeqObjective(objective=obj, grad=(grad * keep).float(), no_num_path=bad,
-                        den_logz=den.logz, num_logz=num.logz)
+    return SeqObjective.masked(obj, grad, bad, den.logz, num.logz)
 
 
 def state_accuracy(num_pdfs: int, ref_pdf: Tensor, lengths: Tensor, criterion: str, pdf2phone: Tensor | None = None,
@@ -103,7 +108,4 @@ def _hmm_objective(den: PdfHmmDen, sc: Tensor, lengths: Tensor, ref_pdf: Tensor,
         den_r = hmm_forward_backward(den, sc, lengths, acc=acc)
         obj = den_r.exp_acc
         grad = den_r.grad * kappa
-    keep = (~bad).view(b, 1, 1)
-    obj = torch.where(bad, torch.zeros_like(obj), obj)
-    return SeqObjective(objective=obj, grad=(grad * keep).float(), no_num_path=bad,
-                        den_logz=den_r.logz, num_logz=num_logz)
+    return SeqObjective.masked(obj, grad, bad, den_r.logz, num_logz)
