@@ -9,7 +9,6 @@ pipeline incl. LDA+MLLT matrix), ``trans.pt`` (tri3: fMLLR per training speaker)
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from asr.gmm.pipeline import FeaturePipeline
 from asr.gmm.train import chain_ali_from_labels
 from asr.hmm import ContextDependency, Topology, TransitionModel
 from asr.hmm.align import frame_labels
+from asr.jobs.atomic import atomic_path
 
 
 def one_thread(fn):
@@ -181,20 +181,17 @@ def load_system(exp_dir: str | Path, device: torch.device | str = "cpu") -> GmmS
 def write_alignments(out_dir: Path, phones: dict[str, Tensor], alis: dict[str, Tensor],
                      chains: dict[str, Tensor], topo: Topology) -> None:
     """``ali_pdf.ark``, ``ali_phone.ark``, ``ali_state.ark`` (kaldi-io int vectors, sorted keys)."""
+    import contextlib
+
     import kaldi_io
 
-    names = ("ali_pdf.ark", "ali_phone.ark", "ali_state.ark")
-    fs = [open(out_dir / (n + ".tmp"), "wb") for n in names]
-    try:
+    with contextlib.ExitStack() as stack:      # all three renamed on success, no temporary left on failure
+        fs = [stack.enter_context(open(stack.enter_context(atomic_path(out_dir / n)), "wb"))
+              for n in ("ali_pdf.ark", "ali_phone.ark", "ali_state.ark")]
         for u in sorted(alis):
             ph, st = frame_labels(alis[u], phones[u], topo)
             for f, v in zip(fs, (chains[u][alis[u]], ph, st)):
                 kaldi_io.write_vec_int(f, v.numpy().astype("int32"), key=u)
-    finally:
-        for f in fs:
-            f.close()
-    for n in names:
-        os.replace(out_dir / (n + ".tmp"), out_dir / n)
 
 
 def read_alignments(exp_dir: Path, phones: dict[str, Tensor], topo: Topology) -> tuple[dict[str, Tensor], list[str]]:

@@ -47,18 +47,11 @@ def write_matrices(items: Iterable[tuple[str, Tensor]], path: str | Path) -> int
     ``latgen-faster-mapped`` / ``copy-feats``); atomic (no temporary left when ``items`` or the
     write fails); returns the count written."""
     kio = _kaldi_io()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    try:
-        with open(tmp, "wb") as f:
-            for k, m in items:
-                kio.write_mat(f, m.numpy().astype(np.float32), key=k)
-                n += 1
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for k, m in items:
+            kio.write_mat(f, m.numpy().astype(np.float32), key=k)
+            n += 1
     return n
 
 
