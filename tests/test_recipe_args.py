@@ -48,6 +48,18 @@ def test_bad_arguments_exit_2_with_usage_before_doing_anything(tmp_path, args, m
 def test_help_lists_every_option():
     r = _run(["bash", str(RUN), "--help"], cwd=TOP)
     assert r.returncode == 0
-    for opt in ("--corpus", "--exp", "--config", "--nj", "--skip-bad", "--stage", "--stop-stage", "--mode",
+    for opt in ("--corpus", "--exp", "--config", "--set", "--nj", "--skip-bad", "--stage", "--stop-stage", "--mode",
                 "--init-dbn"):
         assert opt in r.stdout, opt
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "seq.lr=fast"], "seq.lr: expected float"),
+    (["--set", "gmm.leaves=10"], "gmm.leaves: unknown setting"),
+])
+def test_bad_config_settings_exit_2_naming_the_key_before_doing_anything(tmp_path, args, message):
+    exp = tmp_path / "exp"
+    r = _run(["bash", str(RUN), "--exp", str(exp), "--stage", "1", *args], cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "bad config" in r.stderr
+    assert not exp.exists()

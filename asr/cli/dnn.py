@@ -12,10 +12,15 @@ from pathlib import Path
 from asr.cli.common import args_record
 from asr.cli.decode import add_scoring_args, scoring_kwargs
 from asr.jobs.stage import StageLog
-from asr.nnet.stages import DNN_ACWT
+from asr.nnet.sizing import resolve_units, units_arg
+from asr.nnet.pretrain import PretrainConfig
+from asr.nnet.stages import DNN_ACWT, DnnTrainConfig
 from asr.nnet.train import CETrainConfig
 
+# the flags' defaults are the dataclasses' (the one place each default lives)
 CE_DEFAULTS = CETrainConfig()
+PT_DEFAULTS = PretrainConfig()
+TRAIN_DEFAULTS = DnnTrainConfig()
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -32,17 +37,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = sub.add_parser("pretrain", help="DBN pretraining as Kaldi pretrain_dbn.sh (GB-RBM then BB-RBMs, CD-1)")
     a.add_argument("--data", required=True, help="feature data dir (feats.scp, cmvn.scp)")
     a.add_argument("--out", required=True, help="output dir (writes dbn.pt)")
-    a.add_argument("--layers", type=int, default=6, help="number of hidden layers (default 6)")
-    a.add_argument("--units", type=int, default=1024, help="units per hidden layer (default 1024)")
-    a.add_argument("--epochs", type=int, default=1,
-                   help="CD-1 epochs per Bernoulli RBM; the Gaussian RBM gets twice as many (Kaldi --rbm-iter, default 1)")
+    a.add_argument("--layers", type=int, default=len(PT_DEFAULTS.hidden),
+                   help="number of hidden layers (default %(default)s)")
+    a.add_argument("--units", type=units_arg, default=PT_DEFAULTS.hidden[0],
+                   help="units per hidden layer, or auto (by training hours: asr.nnet.sizing; default %(default)s)")
+    a.add_argument("--epochs", type=int, default=PT_DEFAULTS.epochs,
+                   help="CD-1 epochs per Bernoulli RBM; the Gaussian RBM gets "
+                        f"{PT_DEFAULTS.gaussian_epoch_factor}x as many (Kaldi --rbm-iter, default %(default)s)")
     a.add_argument("--frames-per-epoch", type=int, default=None, help="subsample frames per epoch")
-    a.add_argument("--batch-size", type=int, default=100)
-    a.add_argument("--lr-gaussian", type=float, default=0.01, help="Gaussian RBM learning rate (default 0.01)")
-    a.add_argument("--lr-bernoulli", type=float, default=0.4, help="Bernoulli RBM learning rate (default 0.4)")
-    a.add_argument("--l2-penalty", type=float, default=2e-4, help="L2 penalty on RBM weights (default 2e-4)")
-    a.add_argument("--context", type=int, default=5, help="splice ±N frames (default 5)")
-    a.add_argument("--seed", type=int, default=777, help="initial weights, shuffling and sampling (default 777)")
+    a.add_argument("--batch-size", type=int, default=PT_DEFAULTS.batch_size)
+    a.add_argument("--lr-gaussian", type=float, default=PT_DEFAULTS.lr_gaussian,
+                   help="Gaussian RBM learning rate (default %(default)s)")
+    a.add_argument("--lr-bernoulli", type=float, default=PT_DEFAULTS.lr_bernoulli,
+                   help="Bernoulli RBM learning rate (default %(default)s)")
+    a.add_argument("--l2-penalty", type=float, default=PT_DEFAULTS.weight_decay,
+                   help="L2 penalty on RBM weights (default %(default)s)")
+    a.add_argument("--context", type=int, default=TRAIN_DEFAULTS.left, help="splice ±N frames (default %(default)s)")
+    a.add_argument("--seed", type=int, default=PT_DEFAULTS.seed,
+                   help="initial weights, shuffling and sampling (default %(default)s)")
     a.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     a.set_defaults(func=_pretrain)
 
@@ -58,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="no pretraining: Kaldi make_nnet_proto.py initialisation (ablation dnn_rand)")
     t.add_argument("--layers", type=int, default=None,
                    help="hidden layers (default 6; with --dbn must match the DBN, which defines it)")
-    t.add_argument("--units", type=int, default=None, help="units per layer (default 1024; checked against --dbn)")
+    t.add_argument("--units", type=units_arg, default=None,
+                   help="units per layer, or auto (by training hours: asr.nnet.sizing; default 1024; checked against --dbn)")
     t.add_argument("--context", type=int, default=None, help="splice ±N frames (default 5; checked against --dbn)")
     t.add_argument("--epochs", "--max-epochs", dest="epochs", type=int, default=ce.max_epochs,
                    help=f"max epochs; newbob usually stops earlier (default {ce.max_epochs})")
@@ -78,8 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--frames-per-epoch", type=int, default=None)
     t.add_argument("--dropout", type=float, default=CE_DEFAULTS.dropout,
                    help="hidden-unit dropout probability while fine-tuning (default %(default)s = off, as Kaldi nnet1)")
-    t.add_argument("--cv-fraction", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=777)
+    t.add_argument("--cv-fraction", type=float, default=TRAIN_DEFAULTS.cv_fraction)
+    t.add_argument("--seed", type=int, default=TRAIN_DEFAULTS.seed)
     t.add_argument("--device", default="auto")
     t.set_defaults(func=_train)
 
@@ -124,6 +137,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
+    args.units = resolve_units(args.units, args.data)
     cfg = PretrainConfig(hidden=(args.units,) * args.layers, epochs=args.epochs, batch_size=args.batch_size,
                          lr_gaussian=args.lr_gaussian, lr_bernoulli=args.lr_bernoulli,
                          weight_decay=args.l2_penalty, frames_per_epoch=args.frames_per_epoch, seed=args.seed)
@@ -152,6 +166,7 @@ def _train(args: argparse.Namespace) -> int:
     if rank == 0:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         clear_done(args.out)
+    args.units = resolve_units(args.units, args.data)
     if args.dbn is not None:
         check_against_dbn(args.dbn, args.layers, args.units, args.context)
     ce = CETrainConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, max_epochs=args.epochs,
@@ -159,7 +174,9 @@ def _train(args: argparse.Namespace) -> int:
                        start_halving_impr=args.start_halving_impr, end_halving_impr=args.end_halving_impr,
                        halving_factor=args.halving_factor, seed=args.seed, frames_per_epoch=args.frames_per_epoch,
                        dropout=args.dropout)
-    layers, units, context = args.layers or 6, args.units or 1024, 5 if args.context is None else args.context
+    layers = args.layers or len(TRAIN_DEFAULTS.hidden)
+    units = args.units or TRAIN_DEFAULTS.hidden[0]
+    context = TRAIN_DEFAULTS.left if args.context is None else args.context
     cfg = DnnTrainConfig(hidden=(units,) * layers, left=context, right=context,
                          cv_fraction=args.cv_fraction, seed=args.seed, ce=ce)
     log = StageLog(args.out, "train", rank == 0)

@@ -3,13 +3,15 @@
 #   GMM-HMM baseline (mono -> tri1 -> tri2 LDA+MLLT -> tri3 SAT)
 #   -> DBN-pretrained DNN-HMM (frame CE) [+ random-init ablation] -> sequence training (MPE).
 #
-# Usage: recipes/timit/run.sh [--corpus DIR] [--exp DIR] [--config FILE] [--nj N] [--skip-bad]
-#                             [--stage N] [--stop-stage N] [--mode phone|word] [--init-dbn PATH]
+# Usage: recipes/timit/run.sh [--corpus DIR] [--exp DIR] [--config FILE] [--set KEY=VALUE]... [--nj N]
+#                             [--skip-bad] [--stage N] [--stop-stage N] [--mode phone|word] [--init-dbn PATH]
 #   --corpus   a TIMIT-layout corpus (real LDC TIMIT or generated); default: generate the
 #              `default` corpus under EXP/corpus with `asr corpus synth`.
 #   --exp      everything the run writes goes under it (default: exp), RESULTS and report.md included.
-#   --config   shell file of size choices (default: conf/default.sh; conf/timit.sh with --corpus).
-#   --nj       parallel jobs (integer >= 1; default: the config's nj).
+#   --config   YAML recipe config (default: conf/default.yaml; conf/timit.yaml with --corpus); its keys
+#              and their defaults: asr/recipe/config.py. The resolved config goes to EXP/.config/.
+#   --set      override one setting of the config, e.g. --set seq.lr=8 (repeatable).
+#   --nj       parallel jobs (integer >= 1; the same as --set nj=N).
 #   --skip-bad leave unusable corpus utterances out (counted in EXP/data/log/counts.json)
 #              instead of stopping at the data stage with the list of bad files.
 #   --stage    resume from stage N, --stop-stage stop after stage N (integers 0..15,
@@ -20,8 +22,10 @@
 # 8 tri3, 9 fmllr (DNN input features), 10 dbn, 11 dnn, 12 dnn_rand, 13 dnn_mpe,
 # 14 tri3_bmmi (GMM boosted MMI), 15 report.
 # Each stage's output directory gets a `.recipe_done` marker holding the hash of the exact
-# command it ran; a re-run skips a stage only when that hash matches, so a stage killed
-# mid-way (no marker) is run again from its own checkpoints or from its start. Within a stage,
+# command it ran and of the markers of the stages it reads from (not of every earlier stage: a
+# new sequence-training learning rate reruns stage 13 only); a re-run skips a stage only when
+# that hash matches, so a stage killed mid-way (no marker) is run again from its own
+# checkpoints or from its start. The stage's settings are copied to OUT/stage_config.yaml. Within a stage,
 # training, each decoding and each lattice step leave a `.step_<name>` marker with the same
 # hash: a stage killed while decoding resumes with the decoding, not with training again.
 set -euo pipefail
@@ -33,7 +37,7 @@ cmdline=$(printf '%q ' "$0" "$@")
 corpus=""
 exp=exp
 config=""
-nj_opt=""
+sets=()
 stage=0
 stop_stage=100
 mode=phone
@@ -52,14 +56,15 @@ int_opt() {
 }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --corpus|--exp|--config|--nj|--stage|--stop-stage|--mode|--init-dbn)
+    --corpus|--exp|--config|--set|--nj|--stage|--stop-stage|--mode|--init-dbn)
       [ $# -ge 2 ] || die_usage "$1 needs a value" ;;
   esac
   case "$1" in
     --corpus) corpus=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
-    --nj) int_opt --nj "$2" 1 ""; nj_opt=$((10#$2)); shift 2 ;;
+    --set) sets+=(--set "$2"); shift 2 ;;
+    --nj) int_opt --nj "$2" 1 ""; sets+=(--set "nj=$((10#$2))"); shift 2 ;;
     --stage) int_opt --stage "$2" 0 $last_stage; stage=$((10#$2)); shift 2 ;;
     --stop-stage) int_opt --stop-stage "$2" 0 $last_stage; stop_stage=$((10#$2)); shift 2 ;;
     --mode) mode=$2; shift 2 ;;
@@ -74,38 +79,43 @@ case "$mode" in phone|word) ;; *) die_usage "--mode must be phone or word, got '
 [ -z "$corpus" ] || [ -d "$corpus" ] || die_usage "--corpus $corpus is not a directory"
 [ -z "$init_dbn" ] || [ -e "$init_dbn" ] || die_usage "--init-dbn $init_dbn does not exist"
 if [ -z "$config" ]; then
-  if [ -n "$corpus" ]; then config="$here/conf/timit.sh"; else config="$here/conf/default.sh"; fi
+  if [ -n "$corpus" ]; then config="$here/conf/timit.yaml"; else config="$here/conf/default.yaml"; fi
 fi
 [ -f "$config" ] || { echo "run.sh: config $config not found" >&2; exit 2; }
-# shellcheck source=/dev/null
-. "$config"
-[ -n "$nj_opt" ] && nj=$nj_opt
-[[ "${nj:-}" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: nj in $config must be an integer >= 1, got '${nj:-}'" >&2; exit 2; }
 
-mkdir -p "$exp"
+# Stage 0: set-up of a fresh machine (idempotent).
+if [ "$stage" -le 0 ]; then bash "$top/recipes/setup.sh"; fi
+asr="$top/.venv/bin/asr"
+export PYTHONHASHSEED=0
+
+# The typed config (asr/recipe/config.py), checked before any stage runs: recipe-level choices
+# and one option array per stage (mono_opts, ..., bmmi_opts), resolved into EXP/.config/.
+# (A bad config stops the run here, exit 2, before EXP is created.)
+resolved=$("$top/.venv/bin/python" -m asr.recipe.config --config "$config" "${sets[@]}" --shell \
+  --write-dir "$exp/.config") || { echo "run.sh: bad config (see above)" >&2; exit 2; }
+eval "$resolved"
 exp=$(cd "$exp" && pwd)
 [ -n "$corpus" ] && corpus=$(cd "$corpus" && pwd)
 
 log() { echo -e "$(date '+%H:%M:%S') [run.sh] $*" >&2; }
 timing="$exp/stage_times.tsv"
 
-# run_stage NUM NAME OUTDIR CMD...: run CMD unless OUTDIR holds a marker for the same command.
-# The hash covers the command's arguments (stage functions get every setting they use as an
-# argument), the body of a stage function, and the previous stage's marker, so re-running a
-# stage with other settings invalidates every later stage.
-chain=""
+# run_stage NUM NAME OUTDIR "DEPDIR..." CMD...: run CMD unless OUTDIR holds a marker for the same
+# command. The hash covers the command's arguments (stage functions get every setting they use
+# as an argument), the body of a stage function, and the markers of DEPDIR (the stages whose
+# output CMD reads), so re-running a stage with other settings invalidates exactly the stages
+# that read from it, directly or through others.
 cur_out="" cur_hash="" cur_label="" step_ran=""
 run_stage() {
-  local num=$1 name=$2 out=$3; shift 3
-  local h
-  h=$( { echo "$chain"; printf '%q ' "$@"; declare -f "$1" || true; } | sha1sum | cut -c1-16)
+  local num=$1 name=$2 out=$3 deps=$4; shift 4
+  local h d
+  h=$( { for d in $deps; do cat "$d/.recipe_done" 2>/dev/null || echo "$d: not done"; done
+         printf '%q ' "$@"; declare -f "$1" || true; } | sha1sum | cut -c1-16)
   if [ "$num" -lt "$stage" ] || [ "$num" -gt "$stop_stage" ]; then
-    [ -f "$out/.recipe_done" ] && chain=$(cat "$out/.recipe_done")
     return 0
   fi
   if [ -f "$out/.recipe_done" ] && [ "$(cat "$out/.recipe_done")" = "$h" ]; then
     log "stage $num ($name): done already, skipping"
-    chain=$h
     return 0
   fi
   # A stage that finished (or was interrupted) with other settings, or after another upstream
@@ -138,8 +148,10 @@ run_stage() {
   read -r -a st < /proc/$$/stat 2>/dev/null || st=()
   c1=$(( ${st[15]:-0} + ${st[16]:-0} ))
   mkdir -p "$out"
+  if [ -f "$exp/.config/$name.yaml" ]; then
+    cp "$exp/.config/$name.yaml" "$out/stage_config.yaml.tmp" && mv "$out/stage_config.yaml.tmp" "$out/stage_config.yaml"
+  fi
   echo "$h" > "$out/.recipe_done.tmp" && mv "$out/.recipe_done.tmp" "$out/.recipe_done"
-  chain=$h
   printf '%s\t%s\t%d\t%d\n' "$num" "$name" $((SECONDS - t0)) "$rss" >> "$timing"
   log "stage $num ($name): finished in $((SECONDS - t0)) s (CPU $(( (c1 - c0) / $(getconf CLK_TCK) )) s), peak memory $rss MiB"
 }
@@ -161,12 +173,8 @@ step() {
   echo "$cur_hash" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
 
-# Stage 0: set-up of a fresh machine (idempotent).
-if [ "$stage" -le 0 ]; then bash "$top/recipes/setup.sh"; fi
-asr="$top/.venv/bin/asr"
-export PYTHONHASHSEED=0
-# Provenance for the report: commit, config text, seed, corpus, command line, machine.
-"$asr" report --write-run-info --exp "$exp" --config "$config" --run-seed "$seed" \
+# Provenance for the report: commit, resolved config, seed, corpus, command line, machine.
+"$asr" report --write-run-info --exp "$exp" --config "$exp/.config/resolved.yaml" --run-seed "$seed" \
   --corpus "${corpus:-$exp/corpus}" --command "${cmdline% }"
 
 data=$exp/data
@@ -177,11 +185,11 @@ lang=$exp/lang
 # 1: corpus (generated unless --corpus is given)
 if [ -z "$corpus" ]; then
   corpus=$exp/corpus
-  run_stage 1 corpus "$corpus" "$asr" corpus synth "$corpus" --size "$corpus_size" --seed "$seed" --nj "$nj"
+  run_stage 1 corpus "$corpus" "" "$asr" corpus synth "$corpus" "${corpus_opts[@]}"
 fi
 
 # 2: Kaldi-style data dirs (train / dev / test), 48-phone text, 39-phone scoring text
-run_stage 2 data "$data" "$asr" data timit "$corpus" "$data" ${skip_bad:+"$skip_bad"}
+run_stage 2 data "$data" "$corpus" "$asr" data timit "$corpus" "$data" ${skip_bad:+"$skip_bad"}
 
 # 3: features: MFCC (GMM systems) and log-mel fbank (DNN) with per-speaker CMVN stats
 feats() {
@@ -196,13 +204,13 @@ feats() {
   done
   "$asr" feats "$fb/train" "$fb/dev" "$fb/test" --type fbank --nj "$nj"
 }
-run_stage 3 feats "$data/train/data" feats
+run_stage 3 feats "$data/train/data" "$data" feats
 
 # 4: lang: phone bigram LM (phone recognition) or word n-gram + lexicon (word recognition)
 if [ "$mode" = phone ]; then
-  run_stage 4 lang "$lang" "$asr" lang phones --text "$data/train/text" --out "$lang"
+  run_stage 4 lang "$lang" "$data" "$asr" lang phones --text "$data/train/text" --out "$lang"
 else
-  run_stage 4 lang "$lang" "$asr" lang words --lexicon "$top/data/lexicon.txt" --text "$data/train/text.wrd" --out "$lang"
+  run_stage 4 lang "$lang" "$data" "$asr" lang words --lexicon "$top/data/lexicon.txt" --text "$data/train/text.wrd" --out "$lang"
 fi
 
 # decode_gmm SYS: decode dev (choosing the LM weight there) then test with dev's choice
@@ -233,17 +241,14 @@ gmm_stage() {
   decode_gmm "$sys"
   update_results
 }
-# gmm_iters (tiny.sh only): fewer EM iterations than Kaldi's schedules, the realignments kept inside
-gmm_opts=(--nj "$nj" --seed "$seed")
-[ -n "${gmm_iters:-}" ] && gmm_opts+=(--iters "$gmm_iters")
-run_stage 5 mono "$exp/mono" gmm_stage mono "${gmm_opts[@]}" --gauss "$mono_gauss"
-run_stage 6 tri1 "$exp/tri1" gmm_stage tri1 "${gmm_opts[@]}" --ali "$exp/mono" --leaves "$tri1_leaves" --gauss "$tri1_gauss"
-run_stage 7 tri2 "$exp/tri2" gmm_stage tri2 "${gmm_opts[@]}" --ali "$exp/tri1" --leaves "$tri2_leaves" --gauss "$tri2_gauss"
-run_stage 8 tri3 "$exp/tri3" gmm_stage tri3 "${gmm_opts[@]}" --ali "$exp/tri2" --leaves "$tri3_leaves" --gauss "$tri3_gauss"
+run_stage 5 mono "$exp/mono" "$data/train/data $lang" gmm_stage mono "${mono_opts[@]}"
+run_stage 6 tri1 "$exp/tri1" "$exp/mono" gmm_stage tri1 --ali "$exp/mono" "${tri1_opts[@]}"
+run_stage 7 tri2 "$exp/tri2" "$exp/tri1" gmm_stage tri2 --ali "$exp/tri1" "${tri2_opts[@]}"
+run_stage 8 tri3 "$exp/tri3" "$exp/tri2" gmm_stage tri3 --ali "$exp/tri2" "${tri3_opts[@]}"
 
 # 9: DNN input features. `fmllr` (default, as Kaldi's TIMIT DNN): tri3's LDA+MLLT+fMLLR features,
 # with dev/test transforms from tri3's first decoding pass; `fbank`: 40 log-mel + per-speaker CMN.
-if [ "${dnn_feats:-fmllr}" = fmllr ]; then
+if [ "$dnn_feats" = fmllr ]; then
   dd=$exp/data/fmllr
   fmllr_feats() {
     "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$data/train" --out "$dd/train"
@@ -251,9 +256,10 @@ if [ "${dnn_feats:-fmllr}" = fmllr ]; then
       "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$data/$s" --out "$dd/$s" --trans "$exp/tri3/decode_$s/trans.pt"
     done
   }
-  run_stage 9 fmllr "$dd" fmllr_feats
+  run_stage 9 fmllr "$dd" "$exp/tri3" fmllr_feats
+  dd_stage=$dd
 else
-  dd=$fb
+  dd=$fb dd_stage=$data/train/data
 fi
 
 decode_dnn() {
@@ -264,23 +270,13 @@ decode_dnn() {
     --out "$exp/$sys/decode_test" --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
 }
 
-# DNN size by the amount of training audio when the config says `dnn_units=auto` (conf/timit.sh):
-# Kaldi's TIMIT recipe (3.1 h) uses 6 x 1024; below 1.5 h the 1024-unit layers over-fit and cost
-# 4x the compute, so 6 x 512 (what Kaldi's nnet1 was run with on our 0.6 h held-back corpus).
-if [ "$dnn_units" = auto ]; then
-  train_hours=$(awk '{ s += $2 } END { printf "%.2f", s / 3600 }' "$data/train/utt2dur")
-  if awk -v h="$train_hours" 'BEGIN { exit !(h < 1.5) }'; then dnn_units=512; else dnn_units=1024; fi
-  log "DNN size by data: $train_hours h of training audio -> $dnn_layers x $dnn_units"
-fi
-
 # 10: DBN pretraining (stack of RBMs from asr.generative), unless --init-dbn reuses one
 dbn=$exp/dbn
 if [ -n "$init_dbn" ]; then
   dbn=$init_dbn
   log "stage 10 (dbn): reusing the DBN at $dbn"
 else
-  run_stage 10 dbn "$exp/dbn" "$asr" dnn pretrain --data "$dd/train" --out "$exp/dbn" \
-    --layers "$dnn_layers" --units "$dnn_units" --epochs "$dbn_epochs" --seed "$seed"
+  run_stage 10 dbn "$exp/dbn" "$dd_stage" "$asr" dnn pretrain --data "$dd/train" --out "$exp/dbn" "${dbn_opts[@]}"
 fi
 
 # 11: DNN fine-tuning (frame cross-entropy on tri3 alignments) + hybrid decoding
@@ -290,10 +286,11 @@ dnn_stage() {
   decode_dnn "$sys"
   update_results
 }
-dnn_opts=(--layers "$dnn_layers" --units "$dnn_units" --max-epochs "$dnn_max_epochs" --seed "$seed")
-run_stage 11 dnn "$exp/dnn" dnn_stage dnn "${dnn_opts[@]}" --dbn "$dbn"
+run_stage 11 dnn "$exp/dnn" "$dd_stage $exp/tri3 $dbn" dnn_stage dnn "${dnn_opts[@]}" --dbn "$dbn"
 # 12: ablation: the same network from a random initialisation
-run_stage 12 dnn_rand "$exp/dnn_rand" dnn_stage dnn_rand "${dnn_opts[@]}" --random-init
+if [ "$dnn_rand_ablation" = true ]; then
+  run_stage 12 dnn_rand "$exp/dnn_rand" "$dd_stage $exp/tri3" dnn_stage dnn_rand "${dnn_opts[@]}" --random-init
+fi
 
 # 13: sequence-discriminative training from the CE model. Denominator (seq_den): lattices of the
 # training data decoded by the CE model (exp/dnn_denlats, made once, resumable), or the
@@ -324,15 +321,8 @@ seq_stage() {
   decode_dnn "$sys"
   update_results
 }
-# a setting the config leaves out takes the toolkit's default (SeqTrainConfig / GmmSeqConfig)
-seq_opts=(--seed "$seed")
-[ -n "${seq_epochs:-}" ] && seq_opts+=(--epochs "$seq_epochs")
-[ -n "${seq_lr:-}" ] && seq_opts+=(--lr "$seq_lr")
-[ -n "${seq_kappa:-}" ] && seq_opts+=(--kappa "$seq_kappa")
-[ -n "${seq_ce_smoothing:-}" ] && seq_opts+=(--ce-smoothing "$seq_ce_smoothing")
-[ "${seq_utts_per_epoch:-0}" -gt 0 ] && seq_opts+=(--utts-per-epoch "$seq_utts_per_epoch")
-run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" seq_stage "${seq_den:-lattice}" \
-  "${seq_lattice_beam:-6}" "${seq_realign:-false}" "${seq_den_lm_order:-2}" "${seq_opts[@]}"
+run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" "$exp/dnn $exp/tri3 $data" seq_stage "$seq_den" \
+  "$seq_lattice_beam" "$seq_realign" "$seq_den_lm_order" "${seq_opts[@]}"
 
 # 14: discriminative training of the GMM baseline too (like for like): tri3 + boosted MMI by
 # extended Baum-Welch over tri3's own denominator lattices (Kaldi steps/train_mmi.sh).
@@ -351,11 +341,8 @@ gmm_seq_stage() {
     --lmwt-from "$exp/tri3_bmmi/decode_dev" --nj "$nj"
   update_results
 }
-if [ "${gmm_bmmi:-true}" = true ]; then
-  bmmi_opts=(--criterion bmmi --select-taus "${gmm_bmmi_taus:-100,400}")
-  [ -n "${gmm_bmmi_iters:-}" ] && bmmi_opts+=(--iters "$gmm_bmmi_iters")
-  [ -n "${gmm_bmmi_boost:-}" ] && bmmi_opts+=(--boost "$gmm_bmmi_boost")
-  run_stage 14 tri3_bmmi "$exp/tri3_bmmi" gmm_seq_stage "${seq_lattice_beam:-6}" "${bmmi_opts[@]}"
+if [ "$gmm_bmmi" = true ]; then
+  run_stage 14 tri3_bmmi "$exp/tri3_bmmi" "$exp/tri3" gmm_seq_stage "$seq_lattice_beam" "${bmmi_opts[@]}"
 fi
 
 # 15: comparison report (report.md + plots), printed
