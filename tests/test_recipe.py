@@ -117,3 +117,23 @@ def test_stage_killed_while_decoding_resumes_with_the_decoding(full_run: Path):
     assert (mono / "decode_dev" / "scoring").stat().st_mtime_ns == dev_mtime
     assert (mono / "decode_test" / "scoring").read_text() == before
     assert (mono / ".recipe_done").is_file()
+
+
+@pytest.mark.slow
+def test_tiny_recipe_on_a_real_dask_cluster_gives_the_local_results(full_run: Path, tmp_path: Path):
+    """Issue 15: ``ASR_BACKEND=dask ASR_DASK_SCHEDULER=...`` sends every per-utterance job of every
+    stage (features, GMM accumulation and alignment, decoding, lattices) to the workers of a real
+    scheduler (two worker processes on localhost); RESULTS equal the local run's."""
+    distributed = pytest.importorskip("distributed")
+    exp = tmp_path / "exp_dask"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        env = {**os.environ, "ASR_BACKEND": "dask", "ASR_DASK_SCHEDULER": cluster.scheduler_address}
+        r = subprocess.run(["bash", str(RUN), "--config", str(TINY), "--exp", str(exp), "--stage", "1",
+                            "--corpus", str(full_run / "corpus")], cwd=TOP, capture_output=True, text=True,
+                           timeout=1500, env=env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert _results(exp) == _results(full_run)
+    # the jobs ran on the cluster: per-job logs name a Dask worker
+    logs = list((exp / "mono").rglob("*.log"))
+    assert logs and any("dask worker tcp://" in p.read_text() for p in logs), [str(p) for p in logs][:10]

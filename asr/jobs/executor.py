@@ -66,7 +66,7 @@ class _LoggedJob:
 
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with open(self.path, "w", encoding="utf-8") as log:
-            log.write(f"# {self.label} started {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()})\n")
+            log.write(f"# {self.label} started {time.strftime('%Y-%m-%d %H:%M:%S')} ({_where()})\n")
             log.flush()
             t0 = time.time()
             try:
@@ -85,6 +85,22 @@ class _LoggedJob:
                 raise
             log.write(f"# {self.label} finished in {time.time() - t0:.1f} s\n")
         return out
+
+
+def _where() -> str:
+    """Where a job runs, for its log header: pid, host, and the Dask worker's address if any."""
+    import socket
+    import sys
+
+    where = f"pid {os.getpid()} on {socket.gethostname()}"
+    if "distributed" in sys.modules:   # a Dask worker process has it imported; a local job need not
+        try:
+            from distributed import get_worker
+
+            where += f", dask worker {get_worker().address}"
+        except ValueError:  # not inside a worker
+            pass
+    return where
 
 
 def _job_error(i: int, n: int, e: BaseException, log_path: str | None) -> JobFailed:
