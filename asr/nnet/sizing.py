@@ -19,16 +19,12 @@ def units_for_hours(hours: float) -> int:
 
 def training_hours(data_dir: str | Path) -> float:
     """Hours of audio in ``data_dir/utt2dur`` (seconds per utterance)."""
+    from asr.datadir.table import read_table
+
     path = Path(data_dir) / "utt2dur"
     if not path.is_file():
         raise FileNotFoundError(f"--units auto needs {path} (the durations of the training utterances)")
-    total = 0.0
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{n}: expected 'utt-id seconds', got {line!r}")
-        total += float(parts[1])
-    return total / 3600.0
+    return sum(float(v) for v in read_table(path, what="utterance", columns=2).values()) / 3600.0
 
 
 def units_arg(text: str) -> int | str:

@@ -15,8 +15,8 @@ sequence training, ...) have their defaults here.
 ``python -m asr.recipe.config --config FILE [--set K=V ...] --shell --write-dir DIR`` prints the
 resolved settings as shell assignments for ``recipes/timit/run.sh`` (one option array per stage)
 and writes ``DIR/resolved.yaml`` plus ``DIR/<stage>.yaml``, the settings each stage ran with,
-which run.sh copies into the stage's directory. Standard library and PyYAML only: it runs in
-a fraction of a second, before anything imports torch.
+which run.sh copies into the stage's directory. It imports no torch and runs in a
+fraction of a second.
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from asr.jobs.atomic import write_text_atomic
+
 
 class ConfigError(ValueError):
     """A recipe config that cannot be used; the message names the file and the key."""
@@ -40,6 +42,10 @@ class ConfigError(ValueError):
 
 def _choice(*values: str) -> dict:
     return {"choices": values}
+
+
+POSITIVE = {"min": 1}                           # field metadata: an integer value must be at least 1
+COUNT_OR_AUTO = {"min": 1, "words": ("auto",)}  # ... or the word ``auto``
 
 
 @dataclass
@@ -55,14 +61,14 @@ class GmmSettings:
     default (``asr.gmm.stages.MonoConfig`` / ``TriConfig``: Kaldi s5's 1000 Gaussians for mono,
     2500 leaves / 15000 Gaussians as caps for the triphone systems, each stage's iteration count)."""
 
-    iters: int | None = None          # EM iterations of every GMM stage (realignments kept inside)
-    mono_gauss: int | None = None
-    tri1_leaves: int | None = None
-    tri1_gauss: int | None = None
-    tri2_leaves: int | None = None
-    tri2_gauss: int | None = None
-    tri3_leaves: int | None = None
-    tri3_gauss: int | None = None
+    iters: int | None = field(default=None, metadata=POSITIVE)          # EM iterations of every GMM stage (realignments kept inside)
+    mono_gauss: int | None = field(default=None, metadata=POSITIVE)
+    tri1_leaves: int | None = field(default=None, metadata=POSITIVE)
+    tri1_gauss: int | None = field(default=None, metadata=POSITIVE)
+    tri2_leaves: int | None = field(default=None, metadata=POSITIVE)
+    tri2_gauss: int | None = field(default=None, metadata=POSITIVE)
+    tri3_leaves: int | None = field(default=None, metadata=POSITIVE)
+    tri3_gauss: int | None = field(default=None, metadata=POSITIVE)
 
 
 @dataclass
@@ -72,10 +78,10 @@ class DnnSettings:
     (``PretrainConfig``, ``CETrainConfig``: Kaldi's TIMIT recipe, 6 x 1024, up to 20 epochs)."""
 
     feats: str = field(default="fmllr", metadata=_choice("fmllr", "fbank"))  # fmllr: tri3 LDA+MLLT+fMLLR (Kaldi)
-    layers: int | None = None
-    units: int | str | None = None    # an integer or "auto" (by training hours: asr.nnet.sizing)
-    dbn_epochs: int | None = None     # CD-1 epochs per Bernoulli RBM (the Gaussian one gets twice as many)
-    max_epochs: int | None = None     # CE epochs cap (newbob stops earlier)
+    layers: int | None = field(default=None, metadata=POSITIVE)
+    units: int | str | None = field(default=None, metadata=COUNT_OR_AUTO)   # an integer or "auto" (by training hours: asr.nnet.sizing)
+    dbn_epochs: int | None = field(default=None, metadata=POSITIVE)    # CD-1 epochs per Bernoulli RBM (the Gaussian one gets twice as many)
+    max_epochs: int | None = field(default=None, metadata=POSITIVE)    # CE epochs cap (newbob stops earlier)
     random_init_ablation: bool = True  # stage 12: the same network from random weights
 
 
@@ -91,11 +97,11 @@ class SeqSettings:
     lattice_beam: float = 6.0         # also the beam of stage 14's GMM lattices
     realign: bool = False
     den_lm_order: int = field(default=2, metadata=_choice(1, 2))
-    epochs: int | None = None
+    epochs: int | None = field(default=None, metadata=POSITIVE)
     lr: float | None = None
     kappa: float | None = None
     ce_smoothing: float | None = None
-    utts_per_epoch: int | None = None  # a random subset per epoch (None: all)
+    utts_per_epoch: int | None = field(default=None, metadata={"min": 0}) # a random subset per epoch (None: all)
 
 
 @dataclass
@@ -106,7 +112,7 @@ class BmmiSettings:
 
     enabled: bool = True
     taus: list[int] = field(default_factory=lambda: [100, 400])
-    iters: int | None = None
+    iters: int | None = field(default=None, metadata=POSITIVE)
     boost: float | None = None
 
 
@@ -116,7 +122,7 @@ class RecipeConfig:
     integer, or ``auto`` for the number of cores)."""
 
     seed: int = 1
-    nj: int | str = 2
+    nj: int | str = field(default=2, metadata=COUNT_OR_AUTO)
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     gmm: GmmSettings = field(default_factory=GmmSettings)
     dnn: DnnSettings = field(default_factory=DnnSettings)
@@ -156,14 +162,12 @@ def _check_value(f: dataclasses.Field, value: Any, hints: dict, where: str) -> A
     tp = hints[f.name]
     if not _type_ok(value, tp):
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if f.name == "nj" and isinstance(value, str) and value != "auto":
-        raise ConfigError(f"{where}: expected an integer or 'auto', got {value!r}")
-    if f.name == "units" and isinstance(value, str) and value != "auto":
-        raise ConfigError(f"{where}: expected an integer or 'auto', got {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool) and value < (0 if f.name == "utts_per_epoch" else 1) \
-            and f.name in ("nj", "iters", "epochs", "dbn_epochs", "max_epochs", "layers", "units", "mono_gauss") + \
-            tuple(f"tri{k}_{w}" for k in (1, 2, 3) for w in ("leaves", "gauss")):
-        raise ConfigError(f"{where}: must be at least 1, got {value}")
+    words = f.metadata.get("words")
+    if words is not None and isinstance(value, str) and value not in words:
+        raise ConfigError(f"{where}: expected an integer or {' / '.join(map(repr, words))}, got {value!r}")
+    low = f.metadata.get("min")
+    if low is not None and isinstance(value, int) and not isinstance(value, bool) and value < low:
+        raise ConfigError(f"{where}: must be at least {low}, got {value}")
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(map(str, choices))}; got {value!r}")
@@ -348,23 +352,16 @@ def to_yaml(data: dict, header: str = "") -> str:
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # standard library only (asr.jobs.atomic would do the same; importing asr.jobs pulls in torch)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_resolved(cfg: RecipeConfig, files: list[Path], overrides: list[str], out_dir: str | Path) -> None:
     """``out_dir/resolved.yaml`` (the whole config) and ``out_dir/<stage>.yaml`` per stage."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     header = "# resolved recipe config, from " + " <- ".join(map(str, files))
     header += "".join(f" --set {o}" for o in overrides) + "\n"
-    _write_atomic(out_dir / "resolved.yaml", to_yaml(dataclasses.asdict(cfg), header))
+    write_text_atomic(out_dir / "resolved.yaml", to_yaml(dataclasses.asdict(cfg), header))
     for stage in STAGE_SETTINGS:
         name = f"dnn_{cfg.seq.criterion}" if stage == "seq" else stage  # stage 13's directory name
-        _write_atomic(out_dir / f"{name}.yaml", to_yaml(stage_settings(cfg, stage),
+        write_text_atomic(out_dir / f"{name}.yaml", to_yaml(stage_settings(cfg, stage),
                                                           f"# settings of stage {name} (null: the stage's default)\n"))
 
 
