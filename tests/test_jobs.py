@@ -1,8 +1,14 @@
 """The executor: local processes and the Dask path give the same ordered results."""
+import hashlib
+import json
+import subprocess
+import sys
+
 import pytest
 
 from asr.jobs import map_jobs, split_by_speaker
-from asr.jobs.stage import clear_done, is_done, mark_done
+from asr.jobs.stage import clear_done, finished, is_done, mark_done, recipe_mark, set_recipe_mark
+from asr.recipe.markers import main as markers_main
 
 
 def _square_sum(job):
@@ -91,6 +97,62 @@ def test_stage_marker(tmp_path):
     assert not is_done(tmp_path, {"gauss": 2000, "seed": 1})
     clear_done(tmp_path)
     assert not is_done(tmp_path, cfg)
+
+
+def test_one_marker_file_holds_the_command_and_the_recipe_entries(tmp_path):
+    """Issue 15 item 2: the command's hash and the recipe's stage and step hashes live in the one
+    OUT/.done; a command rewriting or clearing its entry keeps the recipe's (so the steps of a
+    stage that share a directory do not erase each other), and dropping the recipe's entry keeps
+    the command's."""
+    out = tmp_path / "tri1"
+    set_recipe_mark(out, "aaaa", "lattices")              # a step before the command's first run
+    assert recipe_mark(out, "lattices") == "aaaa" and not finished(out)
+    mark_done(out, {"leaves": 10})
+    clear_done(out)                                       # the next command starts
+    assert recipe_mark(out, "lattices") == "aaaa" and not finished(out)
+    mark_done(out, {"leaves": 10})
+    set_recipe_mark(out, "aaaa", "train")
+    set_recipe_mark(out, "aaaa")
+    assert finished(out) and is_done(out, {"leaves": 10})
+    assert recipe_mark(out) == "aaaa" and recipe_mark(out, "train") == "aaaa"
+    assert [p.name for p in out.iterdir()] == [".done"]
+    set_recipe_mark(out, None)
+    assert recipe_mark(out) is None and recipe_mark(out, "train") == "aaaa" and finished(out)
+    set_recipe_mark(out, None, "train")
+    set_recipe_mark(out, None, "lattices")
+    assert "recipe" not in json.loads((out / ".done").read_text()) and finished(out)
+    clear_done(out)
+    assert not (out / ".done").exists()
+
+
+def test_markers_of_older_runs_are_read_and_replaced(tmp_path):
+    (tmp_path / ".recipe_done").write_text("bbbb\n")
+    (tmp_path / ".step_decode_dev").write_text("bbbb\n")
+    assert recipe_mark(tmp_path) == "bbbb" and recipe_mark(tmp_path, "decode_dev") == "bbbb"
+    set_recipe_mark(tmp_path, "cccc")
+    set_recipe_mark(tmp_path, None, "decode_dev")
+    assert recipe_mark(tmp_path) == "cccc" and recipe_mark(tmp_path, "decode_dev") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".done"]
+
+
+def test_recipe_marker_cli_hashes_deps_then_the_stage_text(tmp_path, capsys):
+    """run.sh's stage hash: SHA-1 of one line per dependency (its stage hash, or 'DIR: not
+    done') followed by the command text; `step` says skip only for the recorded hash and drops
+    a stale one."""
+    dep, missing, out = tmp_path / "mono", tmp_path / "nothing", tmp_path / "tri1"
+    set_recipe_mark(dep, "1234")
+    text = b"gmm_stage tri1 --leaves 10 "
+    r = subprocess.run([sys.executable, "-m", "asr.recipe.markers", "begin", str(out), str(dep), str(missing)],
+                       input=text, capture_output=True, check=True)
+    want = hashlib.sha1(f"1234\n{missing}: not done\n".encode() + text).hexdigest()[:16]
+    assert r.stdout.decode().split() == [want]             # no marker in OUT yet
+    set_recipe_mark(out, want, "train")
+    assert markers_main(["step", str(out), "train", want]) == 0 and capsys.readouterr().out == "skip\n"
+    assert markers_main(["step", str(out), "train", "other"]) == 0 and capsys.readouterr().out == "run\n"
+    assert recipe_mark(out, "train") is None
+    assert markers_main(["set", str(out), want]) == 0
+    assert markers_main(["get", str(out)]) == 0 and capsys.readouterr().out == want + "\n"
+    assert markers_main(["bogus"]) == 2
 
 
 def test_one_device_decision():

@@ -5,6 +5,8 @@ import argparse
 import json
 import time
 
+from asr.cli.common import args_record
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("corpus", help="generate corpora")
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     from asr.corpus.synth import SynthConfig, generate_corpus
+    from asr.jobs.stage import clear_done, mark_done
 
     if args.nj < 1:
         raise ValueError("--nj must be >= 1")
@@ -45,7 +48,9 @@ def _synth(args: argparse.Namespace) -> int:
             raise ValueError(f"--speakers {args.speakers!r}: expected TRAIN/DEV/TEST, e.g. 60/12/24") from None
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) if args.engines else None
     cfg = SynthConfig(size=args.size, seed=args.seed, speakers=speakers, engines=engines)
+    clear_done(args.out_dir)
     facts = generate_corpus(args.out_dir, cfg, nj=args.nj)
+    mark_done(args.out_dir, {"cmd": "corpus synth", **args_record(args)})
     facts["wall_seconds"] = round(time.time() - t0, 1)
     facts["hours"] = round(float(facts["seconds"]) / 3600, 3)  # type: ignore[arg-type]
     print(json.dumps(facts, indent=1))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from asr.cli.common import args_record
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("data", help="prepare / validate Kaldi-style data directories")
@@ -26,9 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _timit(args: argparse.Namespace) -> int:
     from asr.corpus.timit import prepare_timit
+    from asr.jobs.stage import clear_done, mark_done
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    clear_done(args.out_dir)
     dirs = prepare_timit(args.corpus_dir, args.out_dir, skip_bad=args.skip_bad)
+    mark_done(args.out_dir, {"cmd": "data timit", **args_record(args)})
     for name, dd in dirs.items():
         hours = sum(dd.utt2dur.values()) / 3600
         print(f"{args.out_dir}/{name}: {len(dd.utt2spk)} utterances, {len(dd.spk2gender)} "

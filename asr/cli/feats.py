@@ -24,11 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from asr.features.io import make_feats
+    from asr.jobs.stage import clear_done, mark_done
 
     for data_dir in args.data_dirs:
+        out = Path(data_dir) / "data"
+        clear_done(out)
         meta = make_feats(data_dir, args.feat_type, nj=args.nj,
                           sample_rate=args.sample_rate or None, progress=True)
+        mark_done(out, {"cmd": "feats", "data_dir": str(data_dir), "type": args.feat_type,
+                        "sample_rate": args.sample_rate})
         print(f"asr feats: {data_dir}: {meta['num_utts']} utterances, {meta['num_speakers']} speakers, "
               f"{meta['num_frames']} frames of {meta['type']} (dim {meta['dim']})")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from asr.cli.common import args_record
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("lang", help="lang directories and decoding graphs",
@@ -37,20 +39,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _phones(args: argparse.Namespace) -> int:
+    from asr.jobs.stage import clear_done, mark_done
     from asr.lang.langdir import make_phone_lang
 
+    clear_done(args.out)
     out = make_phone_lang(args.text, args.out, order=args.order)
+    mark_done(args.out, {"cmd": "lang phones", **args_record(args)})
     print(f"asr lang phones: wrote {out}")
     return 0
 
 
 def _words(args: argparse.Namespace) -> int:
+    from asr.jobs.stage import clear_done, mark_done
     from asr.lang.langdir import make_word_lang
 
+    clear_done(args.out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = make_word_lang(args.lexicon, args.text, args.out, order=args.order,
                              sil_prob=args.sil_prob)
+    mark_done(args.out, {"cmd": "lang words", **args_record(args)})
     for w in caught:
         print(f"asr lang words: warning: {w.message}")
     print(f"asr lang words: wrote {out}")
@@ -62,6 +70,7 @@ def _graph(args: argparse.Namespace) -> int:
 
     from asr.hmm import ContextDependency, Topology, TransitionModel
     from asr.jobs.safeio import load_data
+    from asr.jobs.stage import clear_done, mark_done
     from asr.lang.graph import make_hclg
 
     path = Path(args.model)
@@ -73,8 +82,10 @@ def _graph(args: argparse.Namespace) -> int:
     missing = [k for k in ("topo", "ctx", "trans") if k not in d]
     if missing:
         raise ValueError(f"model {path} lacks {missing}: not an HMM system file")
+    clear_done(args.out)
     hclg = make_hclg(args.lang, ContextDependency.from_dict(d["ctx"]), Topology.from_dict(d["topo"]),
                      TransitionModel.from_dict(d["trans"]), args.out,
                      self_loop_scale=args.self_loop_scale, transition_scale=args.transition_scale)
+    mark_done(args.out, {"cmd": "lang graph", **args_record(args)})
     print(f"asr lang graph: wrote {hclg}")
     return 0

@@ -31,6 +31,7 @@ from asr.gmm.train import (
 from asr.hmm import Topology, TransitionModel
 from asr.jobs.atomic import write_text_atomic
 from asr.jobs.safeio import save_data
+from asr.jobs.stage import finished, mark_done
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -98,7 +99,7 @@ def _check_previous(prev_dir: Path | None, stage: str) -> Path:
     want = PREVIOUS[stage]
     if prev_dir is None:
         raise ValueError(f"`asr gmm {stage}` needs --ali pointing at a finished `{want}` stage")
-    if not (prev_dir / ".done").is_file() or not (prev_dir / "final.pt").is_file():
+    if not finished(prev_dir) or not (prev_dir / "final.pt").is_file():
         raise FileNotFoundError(f"{prev_dir} is not a finished stage (no .done / final.pt): run "
                                 f"`asr gmm {want} --out {prev_dir} ...` first")
     return prev_dir
@@ -131,8 +132,6 @@ def _finish(out: Path, stage: str, state: TrainState, pipeline: FeaturePipeline,
             alis: dict[str, Tensor], failed: list[str], silence: int, cfg_dict: dict,
             fmllr: dict[str, Tensor] | None = None, si_model: str | None = None,
             ali_gmm: DiagGmmSet | None = None, fmllr_kept: list[str] | None = None) -> GmmSystem:
-    from asr.jobs.stage import mark_done
-
     sys_ = GmmSystem(state.topo, state.ctx, state.trans, state.gmm.to("cpu"), pipeline, stage, [silence],
                      fmllr, si_model, out, None if ali_gmm is None else ali_gmm.to("cpu"))
     chains = utterance_chains({u: data.phones[u] for u in alis}, state.ctx, state.topo)

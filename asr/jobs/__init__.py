@@ -7,6 +7,19 @@ job order, like Kaldi's ``run.pl``/``queue.pl`` pair: the same call runs on loca
 Any failing job fails the whole call (``JobFailed``), naming the job; with ``log_dir`` and
 ``task`` each job writes ``log_dir/<task>.<job>.log`` (Kaldi ``log/align.JOB.log``).
 """
-from asr.jobs.executor import JobFailed, map_jobs, split_by_speaker
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["JobFailed", "map_jobs", "split_by_speaker"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, so that the light helpers of this package (``asr.jobs.stage``,
+    # ``asr.jobs.atomic``: the recipe calls them once per stage) do not pay for
+    # multiprocessing and Dask's imports.
+    if name in __all__:
+        from asr.jobs import executor
+
+        return getattr(executor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,17 @@
 """Skip-if-done markers for stage directories (Kaldi-style recipes, made trustworthy).
 
-A stage writes ``OUT/.done`` as its very last action, holding a hash of the configuration
-it ran with. A re-run skips the stage only when the marker exists *and* the hash matches;
-a directory without a marker is an interrupted run: the stage resumes from its own
-checkpoints (if it keeps any) or starts again from scratch.
+One file per directory, ``OUT/.done`` (JSON), is the only marker:
+
+- ``hash`` / ``config``: written by an ``asr`` command as its very last action, the hash of the
+  configuration it ran with. A re-run skips the command only when the hash matches; a directory
+  without one is an interrupted run: the command resumes from its own checkpoints (if it keeps
+  any) or starts again from scratch.
+- ``recipe``: written by the recipe (``recipes/timit/run.sh`` through ``python -m
+  asr.recipe.markers``): ``recipe.stage`` is the stage's hash (its command, its settings and the
+  ``recipe.stage`` of every stage whose output it reads) once the whole stage finished, and
+  ``recipe.steps.<name>`` the same hash once one resumable part of it (training, a decoding)
+  finished. A command rewriting or clearing its own marker keeps the ``recipe`` entry, so the
+  steps of a stage that share a directory do not erase each other.
 """
 from __future__ import annotations
 
@@ -21,29 +29,94 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
+def finished(out_dir: str | Path) -> bool:
+    """True when a command finished in ``out_dir`` (its ``.done`` records a config hash)."""
+    return "hash" in _read_marker(out_dir)
+
+
 def is_done(out_dir: str | Path, config: dict[str, Any]) -> bool:
     """True when ``out_dir/.done`` exists and records the same config hash."""
+    return _read_marker(out_dir).get("hash") == config_hash(config)
+
+
+def _read_marker(out_dir: str | Path) -> dict[str, Any]:
+    """The ``.done`` file's content; ``{}`` when absent or unreadable (an interrupted write)."""
     marker = Path(out_dir) / ".done"
-    if not marker.is_file():
-        return False
     try:
-        return json.loads(marker.read_text()).get("hash") == config_hash(config)
-    except (json.JSONDecodeError, OSError):
-        return False
+        content = json.loads(marker.read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _write_marker(out_dir: str | Path, content: dict[str, Any]) -> None:
+    marker = Path(out_dir) / ".done"
+    if not content:
+        marker.unlink(missing_ok=True)
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, content, sort_keys=True, default=str, indent=1)
 
 
 def mark_done(out_dir: str | Path, config: dict[str, Any]) -> None:
-    """Atomically write the ``.done`` marker for ``config``."""
-    write_json_atomic(Path(out_dir) / ".done", {"hash": config_hash(config), "config": config},
-                      sort_keys=True, default=str, indent=1)
+    """Atomically write the ``.done`` marker for ``config`` (keeping the recipe's entry)."""
+    recipe = _read_marker(out_dir).get("recipe")
+    content: dict[str, Any] = {"hash": config_hash(config), "config": config}
+    if recipe:
+        content["recipe"] = recipe
+    _write_marker(out_dir, content)
 
 
 def clear_done(out_dir: str | Path) -> None:
-    """Remove the marker (a stage about to rewrite its directory calls this first)."""
-    try:
-        (Path(out_dir) / ".done").unlink()
-    except FileNotFoundError:
-        pass
+    """Forget that the command finished (a stage about to rewrite its directory calls this
+    first); the recipe's entry stays."""
+    recipe = _read_marker(out_dir).get("recipe")
+    _write_marker(out_dir, {"recipe": recipe} if recipe else {})
+
+
+# Markers of recipes written before the recipe's entry moved into ``.done`` (read, then removed).
+_LEGACY_STAGE = ".recipe_done"
+_LEGACY_STEP = ".step_{}"
+
+
+def recipe_mark(out_dir: str | Path, step: str | None = None) -> str | None:
+    """The recipe's hash recorded for the whole stage (``step=None``) or one step of it, else
+    ``None``. Reads the legacy ``.recipe_done`` / ``.step_<name>`` files of older runs too, so
+    their finished stages stay finished."""
+    recipe = _read_marker(out_dir).get("recipe") or {}
+    value = recipe.get("stage") if step is None else (recipe.get("steps") or {}).get(step)
+    if value is None:
+        legacy = Path(out_dir) / (_LEGACY_STAGE if step is None else _LEGACY_STEP.format(step))
+        if legacy.is_file():
+            value = legacy.read_text().strip() or None
+    return value
+
+
+def set_recipe_mark(out_dir: str | Path, value: str | None, step: str | None = None) -> None:
+    """Record (``value``) or drop (``None``) the recipe's hash of the stage or of one step,
+    atomically, keeping the command's entry; the legacy file of that mark is removed."""
+    content = _read_marker(out_dir)
+    recipe = dict(content.get("recipe") or {})
+    steps = dict(recipe.get("steps") or {})
+    if step is None:
+        recipe.pop("stage", None)
+        if value is not None:
+            recipe["stage"] = value
+    else:
+        steps.pop(step, None)
+        if value is not None:
+            steps[step] = value
+    if steps:
+        recipe["steps"] = steps
+    else:
+        recipe.pop("steps", None)
+    if recipe:
+        content["recipe"] = recipe
+    else:
+        content.pop("recipe", None)
+    if value is not None or content or (Path(out_dir) / ".done").exists():
+        _write_marker(out_dir, content)
+    (Path(out_dir) / (_LEGACY_STAGE if step is None else _LEGACY_STEP.format(step))).unlink(missing_ok=True)
 
 
 class StageFailed(RuntimeError):

@@ -21,13 +21,14 @@
 # Stages (number: name): 0 setup, 1 corpus, 2 data, 3 feats, 4 lang, 5 mono, 6 tri1, 7 tri2,
 # 8 tri3, 9 fmllr (DNN input features), 10 dbn, 11 dnn, 12 dnn_rand, 13 dnn_mpe,
 # 14 tri3_bmmi (GMM boosted MMI), 15 report.
-# Each stage's output directory gets a `.recipe_done` marker holding the hash of the exact
-# command it ran and of the markers of the stages it reads from (not of every earlier stage: a
-# new sequence-training learning rate reruns stage 13 only); a re-run skips a stage only when
-# that hash matches, so a stage killed mid-way (no marker) is run again from its own
-# checkpoints or from its start. The stage's settings are copied to OUT/stage_config.yaml. Within a stage,
-# training, each decoding and each lattice step leave a `.step_<name>` marker with the same
-# hash: a stage killed while decoding resumes with the decoding, not with training again.
+# One marker per stage, OUT/.done (asr/jobs/stage.py): its `recipe.stage` entry holds the hash of
+# the exact command the stage ran and of the markers of the stages it reads from (not of every
+# earlier stage: a new sequence-training learning rate reruns stage 13 only); a re-run skips a
+# stage only when that hash matches, so a stage killed mid-way is run again from its own
+# checkpoints or from its start. The stage's settings are copied to OUT/stage_config.yaml. Within
+# a stage, training, each decoding and each lattice step record the same hash under
+# `recipe.steps.<name>`: a stage killed while decoding resumes with the decoding, not with
+# training again.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -105,35 +106,38 @@ timing="$exp/stage_times.tsv"
 # as an argument), the body of a stage function, and the markers of DEPDIR (the stages whose
 # output CMD reads), so re-running a stage with other settings invalidates exactly the stages
 # that read from it, directly or through others.
-cur_out="" cur_hash="" cur_label="" step_ran=""
+cur_out="" cur_hash="" cur_label="" cur_resumed="" step_ran=""
+marker() { "$top/.venv/bin/python" -m asr.recipe.markers "$@"; }
 run_stage() {
   local num=$1 name=$2 out=$3 deps=$4; shift 4
-  local h d
-  h=$( { for d in $deps; do cat "$d/.recipe_done" 2>/dev/null || echo "$d: not done"; done
-         printf '%q ' "$@"; declare -f "$1" || true; } | sha1sum | cut -c1-16)
+  local h prev
   if [ "$num" -lt "$stage" ] || [ "$num" -gt "$stop_stage" ]; then
     return 0
   fi
-  if [ -f "$out/.recipe_done" ] && [ "$(cat "$out/.recipe_done")" = "$h" ]; then
+  # the hash (of the deps' markers, the command and the stage function) and the stage's marker
+  # shellcheck disable=SC2086
+  h=$({ printf '%q ' "$@"; declare -f "$1" || true; } | marker begin "$out" $deps)
+  read -r h prev <<< "$h"
+  if [ "$prev" = "$h" ]; then
     log "stage $num ($name): done already, skipping"
     return 0
   fi
   # A stage that finished (or was interrupted) with other settings, or after another upstream
   # run, starts afresh; one interrupted with the same settings resumes from its checkpoints.
-  local prev=""
-  [ -f "$out/.recipe_done" ] && prev=$(cat "$out/.recipe_done")
-  local started="$exp/.started/$num"
+  # (Only a stage resumed with the same settings can hold step markers.)
+  local started="$exp/.started/$num" resumed=""
   [ -z "$prev" ] && [ -f "$started" ] && prev=$(cat "$started")
   if [ -n "$prev" ] && [ "$prev" != "$h" ]; then
     log "stage $num ($name): settings changed since it ran, starting it afresh"
     rm -rf "$out"
+  elif [ "$prev" = "$h" ]; then
+    resumed=1
   fi
-  rm -f "$out/.recipe_done"
   mkdir -p "$exp/.started"
   echo "$h" > "$started"
   log "stage $num ($name): $*"
   local t0=$SECONDS c0 c1 st
-  cur_out=$out cur_hash=$h cur_label="stage $num ($name)" step_ran=""
+  cur_out=$out cur_hash=$h cur_label="stage $num ($name)" cur_resumed=$resumed step_ran=""
   read -r -a st < /proc/$$/stat 2>/dev/null || st=()
   c0=$(( ${st[15]:-0} + ${st[16]:-0} ))
   # peak memory of the stage's processes (PSS summed over the tree, or one process's VmHWM),
@@ -151,26 +155,30 @@ run_stage() {
   if [ -f "$exp/.config/$name.yaml" ]; then
     cp "$exp/.config/$name.yaml" "$out/stage_config.yaml.tmp" && mv "$out/stage_config.yaml.tmp" "$out/stage_config.yaml"
   fi
-  echo "$h" > "$out/.recipe_done.tmp" && mv "$out/.recipe_done.tmp" "$out/.recipe_done"
+  marker set "$out" "$h"
   printf '%s\t%s\t%d\t%d\n' "$num" "$name" $((SECONDS - t0)) "$rss" >> "$timing"
   log "stage $num ($name): finished in $((SECONDS - t0)) s (CPU $(( (c1 - c0) / $(getconf CLK_TCK) )) s), peak memory $rss MiB"
 }
 
 # step NAME CMD...: one separately resumable part of the running stage (training, a decoding).
-# Skipped when the stage's dir holds `.step_NAME` with this stage's hash and no earlier step of
-# this run of the stage had to run (so a step never outlives a redone step it depends on).
+# Skipped when the stage was resumed, its OUT/.done records this stage's hash for NAME and no
+# earlier step of this run of the stage had to run (so a step never outlives a redone step it
+# depends on); a stale mark is dropped before the step runs.
 step() {
   local name=$1; shift
-  local marker="$cur_out/.step_$name"
-  if [ -z "$step_ran" ] && [ -f "$marker" ] && [ "$(cat "$marker")" = "$cur_hash" ]; then
-    log "$cur_label: step $name done already, skipping"
-    return 0
+  if [ -n "$cur_resumed" ]; then
+    if [ -z "$step_ran" ]; then
+      if [ "$(marker step "$cur_out" "$name" "$cur_hash")" = skip ]; then
+        log "$cur_label: step $name done already, skipping"
+        return 0
+      fi
+    else
+      marker drop "$cur_out" "$name"
+    fi
   fi
   step_ran=1
-  rm -f "$marker"
   "$@"
-  mkdir -p "$cur_out"
-  echo "$cur_hash" > "$marker.tmp" && mv "$marker.tmp" "$marker"
+  marker set "$cur_out" "$cur_hash" "$name"
 }
 
 # Provenance for the report: commit, resolved config, seed, corpus, command line, machine.
