@@ -256,7 +256,7 @@ def run_tri1(data_dir, lang_dir, ali_dir, out_dir, cfg: TriConfig | None = None,
 @one_thread
 def run_tri2(data_dir, lang_dir, ali_dir, out_dir, cfg: LdaMlltConfig | None = None, nj: int = 1, seed: int = 0,
              device: str | None = None) -> GmmSystem:
-    """LDA+MLLT triphones (Kaldi ``train_lda_mllt.sh``): splice +-4 of the CMN'd MFCC, LDA to 40
+    """LDA+MLLT triphones (Kaldi ``train_lda_mllt.sh``): splice +-``cfg.context`` of the CMN'd MFCC, LDA to 40
     with pdf classes from ``ali_dir``'s alignment, new tree, MLLT on ``cfg.mllt_iters``."""
     cfg = cfg or LdaMlltConfig()
     psys, dev, out, data, alis = _tri_common(data_dir, lang_dir, ali_dir, out_dir, "tri2", cfg, nj, seed, device)
