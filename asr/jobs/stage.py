@@ -40,11 +40,11 @@ def is_done(out_dir: str | Path, config: dict[str, Any]) -> bool:
 
 
 def _read_marker(out_dir: str | Path) -> dict[str, Any]:
-    """The ``.done`` file's content; ``{}`` when absent or unreadable (an interrupted write)."""
+    """The ``.done`` file's content; ``{}`` when absent or unreadable."""
     marker = Path(out_dir) / ".done"
     try:
         content = json.loads(marker.read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+    except (OSError, ValueError):       # absent, unreadable, or not JSON (an interrupted write)
         return {}
     return content if isinstance(content, dict) else {}
 
