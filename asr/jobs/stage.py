@@ -114,8 +114,7 @@ def set_recipe_mark(out_dir: str | Path, value: str | None, step: str | None = N
         content["recipe"] = recipe
     else:
         content.pop("recipe", None)
-    if value is not None or content or (Path(out_dir) / ".done").exists():
-        _write_marker(out_dir, content)
+    _write_marker(out_dir, content)
     (Path(out_dir) / (_LEGACY_STAGE if step is None else _LEGACY_STEP.format(step))).unlink(missing_ok=True)
 
 
