@@ -263,7 +263,12 @@ def test_mllt_step_raises_the_likelihood_of_correlated_data():
     feats, chains, alis = {"u": x}, {"u": torch.arange(P)}, {"u": pdfs}
     A = mllt_step(state, feats, chains, alis, {"u": torch.ones(T, dtype=torch.float64)})
     y = x @ A.T
-    after = state.gmm.gauss_posteriors(y, pdfs)[2].mean() + torch.linalg.slogdet(A.double())[1]
+    torch.testing.assert_close(state.gmm.means, (gmm.means.double() @ A.double().T).float())
+    assert torch.equal(state.gmm.vars, gmm.vars)        # Kaldi: the EM update that follows sets them
+    accs = GmmAccs.zeros(P, D)
+    state.gmm.accumulate(accs, y, pdfs)
+    after_em = state.gmm.update(accs, min_count=1.0)
+    after = after_em.gauss_posteriors(y, pdfs)[2].mean() + torch.linalg.slogdet(A.double())[1]
     assert after > before + 0.3
 
 
