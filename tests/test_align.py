@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from asr.hmm import TransitionModel
-from asr.hmm.align import equal_align, forward_backward, viterbi, viterbi_align
+from asr.hmm.align import equal_align, forward_backward, viterbi, viterbi_align, viterbi_align_states
 
 
 def _random_hmm(S: int, T: int, seed: int):
@@ -153,6 +153,44 @@ def test_unalignable_and_bad_input():
         viterbi_align([torch.zeros(5, 3)], [torch.tensor([0, 7])], tm)
     with pytest.raises(ValueError):
         viterbi_align([torch.zeros(5, 3)], [], tm)
+
+
+def test_state_emissions_give_the_alignment_of_pdf_loglikes():
+    """viterbi_align_states on ``loglikes[:, chain]`` is viterbi_align, bit for bit; the GMM
+    helper that builds those emissions gives the columns of the full per-pdf matrix."""
+    from asr.gmm.model import DiagGmmSet
+    from asr.gmm.train import chain_state_loglikes
+
+    g = torch.Generator().manual_seed(5)
+    P, D = 6, 3
+    tm = TransitionModel(P)
+    tm.loop_prob = torch.rand(P, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    gmm = DiagGmmSet(torch.randn(2 * P, D, generator=g), torch.rand(2 * P, D, generator=g) + 0.5,
+                     torch.log(torch.full((2 * P,), 0.5)), torch.arange(P).repeat_interleave(2), P)
+    chains = [torch.tensor(c) for c in ([0, 1, 2, 1], [3, 4, 5, 0, 1], [5], [2, 2, 3])]
+    xs = [torch.randn(T, D, generator=g) for T in (9, 12, 4, 2)]
+    bias = torch.randn(P, generator=g)
+    full = [gmm.loglikes(x) + bias for x in xs]
+    ems = [chain_state_loglikes(gmm, x, c, bias) for x, c in zip(xs, chains)]
+    for e, f, c in zip(ems, full, chains):
+        torch.testing.assert_close(e, f[:, c], rtol=1e-5, atol=1e-5)
+    for a, b in zip(viterbi_align_states(ems, chains, tm, batch_size=2),
+                    viterbi_align([_scatter(e, c, P) for e, c in zip(ems, chains)], chains, tm, batch_size=2)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.states.tolist() == b.states.tolist() and a.score == b.score
+    assert viterbi_align_states(ems[3:], chains[3:], tm) == [None]          # 2 frames, 3 states
+    with pytest.raises(ValueError, match="utterance 0: emissions must be"):
+        viterbi_align_states([ems[0][:, :2]], chains[:1], tm)
+    with pytest.raises(ValueError, match="transition model"):
+        viterbi_align_states([torch.zeros(5, 2)], [torch.tensor([0, 7])], tm)
+
+
+def _scatter(e: torch.Tensor, chain: torch.Tensor, num_pdfs: int) -> torch.Tensor:
+    """(T, S) state emissions back into a (T, num_pdfs) matrix (-inf for pdfs off the chain)."""
+    out = torch.full((e.shape[0], num_pdfs), -math.inf)
+    out[:, chain] = e
+    return out
 
 
 def test_equal_align():

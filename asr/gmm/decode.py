@@ -18,7 +18,7 @@ from torch import Tensor
 
 from asr.gmm.adapt import estimate_speaker_fmllr
 from asr.gmm.system import GmmSystem, load_system, one_thread, phone_ids, read_transcripts, write_alignments
-from asr.gmm.train import chain_loglikes, utterance_chains
+from asr.gmm.train import chain_state_loglikes, utterance_chains
 from asr.jobs.atomic import copy_file_atomic, write_text_atomic
 from asr.jobs.safeio import save_data
 
@@ -62,12 +62,12 @@ def _lang_mode(lang_dir: str | Path) -> str:
 def align_phone_strings(sys_: GmmSystem, feats: dict[str, Tensor], phones: dict[str, Tensor]
                         ) -> tuple[dict[str, Tensor], list[str]]:
     """Chain-state Viterbi alignments of ``phones`` (utt -> ids) with ``sys_``; (alis, failed)."""
-    from asr.hmm.align import viterbi_align
+    from asr.hmm.align import viterbi_align_states
 
     utts = sorted(u for u in phones if u in feats)
     chains = utterance_chains({u: phones[u] for u in utts}, sys_.ctx, sys_.topo)
-    res = viterbi_align([chain_loglikes(sys_.gmm, feats[u], chains[u]) for u in utts], [chains[u] for u in utts],
-                        sys_.trans)
+    res = viterbi_align_states([chain_state_loglikes(sys_.gmm, feats[u], chains[u]) for u in utts],
+                               [chains[u] for u in utts], sys_.trans)
     alis = {u: r.states for u, r in zip(utts, res) if r is not None}
     return alis, sorted(set(phones) - set(alis))
 

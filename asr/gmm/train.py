@@ -170,27 +170,27 @@ def _job_data(job: _Job) -> dict[str, dict[str, Tensor]]:
                            "jobs on the local backend need the fork executor") from None
 
 
-def chain_loglikes(gmm: DiagGmmSet, x: Tensor, chain: Tensor, pdf_bias: Tensor | None = None) -> Tensor:
-    """``(T, num_pdfs)`` matrix whose columns for the pdfs in ``chain`` hold their
-    log-likelihoods (computed for those pdfs only, plus ``pdf_bias (num_pdfs,)`` if given);
-    other columns are ``-inf``."""
-    used = torch.unique(chain)
-    out = torch.full((x.shape[0], gmm.num_pdfs), -math.inf)
-    out[:, used] = gmm.loglikes_pdfs(x, used).cpu()
+def chain_state_loglikes(gmm: DiagGmmSet, x: Tensor, chain: Tensor, pdf_bias: Tensor | None = None) -> Tensor:
+    """``(T, S)`` log-likelihoods of each state of ``chain (S,)`` (pdf ids) for frames ``x (T, D)``,
+    plus ``pdf_bias (num_pdfs,)`` if given: the emissions :func:`asr.hmm.align.viterbi_align_states`
+    takes. Each distinct pdf of the chain is evaluated once; no ``(T, num_pdfs)`` matrix is built
+    (with 1,400 pdfs that matrix cost ~1 GB per alignment job on 0.9 h of audio)."""
+    used, inv = torch.unique(chain, return_inverse=True)
+    ll = gmm.loglikes_pdfs(x, used).cpu()
     if pdf_bias is not None:
-        out[:, used] += pdf_bias[used]
-    return out
+        ll += pdf_bias[used]
+    return ll[:, inv.cpu()]
 
 
 def _align_job(job: _Job) -> tuple[dict[str, Tensor], list[str], float, int]:
     """Viterbi-align ``job.utts``; returns (chain-state alis, failed utts, total score, frames)."""
-    from asr.hmm.align import viterbi_align
+    from asr.hmm.align import viterbi_align_states
 
     st = _job_data(job)
     gmm = DiagGmmSet.from_dict(job.gmm)
     trans = TransitionModel.from_dict(job.trans)
-    lls = [chain_loglikes(gmm, st["feats"][u], st["chains"][u], job.pdf_bias) for u in job.utts]
-    res = viterbi_align(lls, [st["chains"][u] for u in job.utts], trans, batch_size=job.batch)
+    ems = [chain_state_loglikes(gmm, st["feats"][u], st["chains"][u], job.pdf_bias) for u in job.utts]
+    res = viterbi_align_states(ems, [st["chains"][u] for u in job.utts], trans, batch_size=job.batch)
     alis, failed, score, frames = {}, [], 0.0, 0
     for u, r in zip(job.utts, res):
         if r is None:

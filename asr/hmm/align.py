@@ -4,7 +4,8 @@
   ``log_pi (S,)``, transition log-probs ``log_A (S, S)`` and per-frame emission
   log-likelihoods ``(T, S)`` (Rabiner 1989, eqs. 19-27 and 30-35, in the log domain).
 * :func:`viterbi_align`: forced alignment of utterances to left-to-right state chains with
-  self-loops (the training alignment of Kaldi's ``align-equal-compiled`` /
+  self-loops (:func:`viterbi_align_states` takes each chain state's emissions directly,
+  ``(T, S)`` instead of ``(T, num_pdfs)``: a few hundred times less memory with a large tree) (the training alignment of Kaldi's ``align-equal-compiled`` /
   ``gmm-align-compiled``, without a beam: the chain is exact Viterbi, so no beam failure),
   batched over utterances (padded to the longest T and chain), the time recursion
   vectorised over chain states. The path must start in chain state 0 and end in the last
@@ -137,19 +138,19 @@ def viterbi(log_pi: Tensor, log_A: Tensor, loglik: Tensor) -> tuple[Tensor, floa
     return path, float(score)
 
 
-def _align_batch(loglikes: Sequence[Tensor], chains: Sequence[Tensor],
+def _align_batch(emissions: Sequence[Tensor], chains: Sequence[Tensor],
                  loop_lp: Tensor, next_lp: Tensor) -> list[AlignResult | None]:
-    B = len(loglikes)
-    dev = loglikes[0].device
-    T_len = torch.tensor([x.shape[0] for x in loglikes], device=dev)
+    B = len(emissions)
+    dev = emissions[0].device
+    T_len = torch.tensor([x.shape[0] for x in emissions], device=dev)
     S_len = torch.tensor([c.numel() for c in chains], device=dev)
     Tm, Sm = int(T_len.max()), int(S_len.max())
     chain = torch.zeros(B, Sm, dtype=torch.long, device=dev)
     s_valid = torch.arange(Sm, device=dev).view(1, -1) < S_len.view(-1, 1)  # (B, Sm)
     em = torch.full((B, Tm, Sm), NEG_INF, dtype=torch.float64, device=dev)
-    for b, (x, c) in enumerate(zip(loglikes, chains)):
+    for b, (x, c) in enumerate(zip(emissions, chains)):
         chain[b, : c.numel()] = c
-        em[b, : x.shape[0], : c.numel()] = x[:, c].to(torch.float64)
+        em[b, : x.shape[0], : c.numel()] = x.to(torch.float64)
     em.masked_fill_(~s_valid.unsqueeze(1), NEG_INF)
     loop = torch.where(s_valid, loop_lp[chain], torch.full_like(chain, 0, dtype=torch.float64))
     adv = torch.where(s_valid, next_lp[chain], torch.full_like(chain, 0, dtype=torch.float64))
@@ -204,10 +205,6 @@ def viterbi_align(loglikes: Sequence[Tensor], chains: Sequence[Tensor], trans: T
     """
     if len(loglikes) != len(chains):
         raise ValueError(f"{len(loglikes)} log-likelihood matrices but {len(chains)} chains")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    results: list[AlignResult | None] = [None] * len(loglikes)
-    ok = []
     for i, (x, c) in enumerate(zip(loglikes, chains)):
         if x.dim() != 2:
             raise ValueError(f"utterance {i}: log-likelihoods must be (T, num_pdfs), got {tuple(x.shape)}")
@@ -215,15 +212,38 @@ def viterbi_align(loglikes: Sequence[Tensor], chains: Sequence[Tensor], trans: T
             raise ValueError(f"utterance {i}: chain must be 1-D, got {tuple(c.shape)}")
         if c.numel() and (int(c.min()) < 0 or int(c.max()) >= x.shape[1]):
             raise ValueError(f"utterance {i}: chain has pdf ids outside 0..{x.shape[1] - 1}")
+    return viterbi_align_states([x[:, c.to(x.device)] for x, c in zip(loglikes, chains)], chains, trans,
+                                batch_size)
+
+
+def viterbi_align_states(emissions: Sequence[Tensor], chains: Sequence[Tensor], trans: TransitionModel,
+                         batch_size: int = 64) -> list[AlignResult | None]:
+    """:func:`viterbi_align` from the emissions of each chain state: ``emissions[i] (T_i, S_i)``
+    holds at column ``s`` the log-likelihood of pdf ``chains[i][s]`` (what ``loglikes[:, chain]``
+    would give), so a caller never builds the ``(T, num_pdfs)`` matrix of pdfs absent from the
+    chain. Same arguments and results otherwise."""
+    if len(emissions) != len(chains):
+        raise ValueError(f"{len(emissions)} emission matrices but {len(chains)} chains")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    results: list[AlignResult | None] = [None] * len(emissions)
+    ok = []
+    for i, (x, c) in enumerate(zip(emissions, chains)):
+        if c.dim() != 1:
+            raise ValueError(f"utterance {i}: chain must be 1-D, got {tuple(c.shape)}")
+        if x.dim() != 2 or x.shape[1] != c.numel():
+            raise ValueError(f"utterance {i}: emissions must be (T, {c.numel()}) for its chain, got {tuple(x.shape)}")
+        if c.numel() and int(c.min()) < 0:
+            raise ValueError(f"utterance {i}: chain has negative pdf ids")
         if c.numel() and int(c.max()) >= trans.num_pdfs:
             raise ValueError(f"utterance {i}: chain pdf {int(c.max())} >= transition model's {trans.num_pdfs} pdfs")
         if 0 < c.numel() <= x.shape[0]:
             ok.append(i)
-    ok.sort(key=lambda i: (loglikes[i].shape[0], i))
+    ok.sort(key=lambda i: (emissions[i].shape[0], i))
     for k in range(0, len(ok), batch_size):
         idx = ok[k: k + batch_size]
-        dev = loglikes[idx[0]].device
-        res = _align_batch([loglikes[i] for i in idx], [chains[i].to(dev) for i in idx],
+        dev = emissions[idx[0]].device
+        res = _align_batch([emissions[i] for i in idx], [chains[i].to(dev) for i in idx],
                            trans.loop_logprob.to(dev), trans.next_logprob.to(dev))
         for i, r in zip(idx, res):
             results[i] = r
