@@ -272,6 +272,29 @@ def test_mllt_step_raises_the_likelihood_of_correlated_data():
     assert after > before + 0.3
 
 
+def test_gauss_posterior_pairs_are_the_dense_posteriors_entries():
+    """The pair list MLLT gathers (no (T, max components) matrices) holds the nonzero entries of
+    gauss_posteriors, bit for bit and in its row-major order."""
+    from asr.gmm.model import DiagGmmSet, GmmAccs
+
+    g = torch.Generator().manual_seed(8)
+    D, P, T = 6, 4, 700
+    pdfs = torch.randint(0, P, (T,), generator=g)
+    x = 2 * torch.randn(P, D, generator=g)[pdfs] + torch.randn(T, D, generator=g) @ torch.randn(D, D, generator=g)
+    gmm = DiagGmmSet.single(x.mean(0), x.var(0), P)
+    for target in (2 * P, 5 * P):                 # unequal component counts, as after mixing up
+        accs = GmmAccs.zeros(gmm.num_gauss, D)
+        gmm.accumulate(accs, x, pdfs)
+        occ = accs.occ.new_zeros(P).index_add_(0, gmm.gauss2pdf, accs.occ)
+        gmm = gmm.update(accs, min_count=1.0).split(target, occ * torch.arange(1, P + 1), g)
+    assert gmm.max_comp > int(gmm.num_comp.min())
+    gauss, post, _ = gmm.gauss_posteriors(x, pdfs)
+    keep = gauss >= 0
+    rows, ids, p = gmm.gauss_posterior_pairs(x, pdfs)
+    assert torch.equal(rows, torch.arange(T).unsqueeze(1).expand_as(gauss)[keep])
+    assert torch.equal(ids, gauss[keep]) and torch.equal(p, post[keep])
+
+
 def _distorted_speaker(seed: int = 5, D: int = 4, P: int = 6, utts: int = 3):
     from asr.gmm.model import DiagGmmSet
 

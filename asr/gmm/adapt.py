@@ -43,12 +43,11 @@ def mllt_step(state: TrainState, feats: dict[str, Tensor], chains: dict[str, Ten
     x = torch.cat([feats[u] for u in utts]).to(gmm.device)
     pdfs = torch.cat([chains[u][alis[u]] for u in utts])
     w = torch.cat([weights[u] for u in utts]).to(gmm.device)
-    g, p, _ = gmm.gauss_posteriors(x, pdfs)
-    keep = (g >= 0) & (p * w[:, None] > 1e-4)
-    rows = torch.arange(x.shape[0], device=gmm.device).unsqueeze(1).expand_as(g)[keep]
+    rows, ids, post = gmm.gauss_posterior_pairs(x, pdfs)
+    pw = post * w[rows]
+    keep = pw > 1e-4
+    rows, ids, pw = rows[keep].cpu(), ids[keep].cpu(), pw[keep].double().cpu()
     st = MlltModelStats(gmm.means.cpu(), gmm.vars.cpu())
-    ids, pw = g[keep].cpu(), (p * w[:, None])[keep].double().cpu()
-    rows = rows.cpu()
     x = x.cpu()
     step = 65536
     for i in range(0, ids.numel(), step):

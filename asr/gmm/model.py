@@ -279,6 +279,26 @@ class DiagGmmSet:
             gauss[rows, :m] = self.pdf_gauss[p, :m]
         return gauss, post, ll
 
+    def gauss_posterior_pairs(self, x: Tensor, pdfs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`gauss_posteriors` as a list of (frame, Gaussian) pairs, without its ``(T, M)``
+        matrices (``M`` the most components of any pdf: hundreds for silence after mixing up):
+        ``(rows (N,), gauss (N,), post (N,))`` in the order of those matrices' entries (by frame,
+        then component), the same numbers bit for bit."""
+        M = self.max_comp
+        rows_l, gauss_l, post_l, key_l = [], [], [], []
+        for p, rows, _, sel in self._by_pdf(x, pdfs):
+            m = sel.shape[1]
+            post = torch.exp(sel - torch.logsumexp(sel, 1)[:, None])
+            rows_l.append(rows.repeat_interleave(m))
+            gauss_l.append(self.pdf_gauss[p, :m].repeat(rows.numel()))
+            post_l.append(post.reshape(-1))
+            key_l.append((rows[:, None] * M + torch.arange(m, device=self.device)).reshape(-1))
+        if not rows_l:
+            empty = torch.empty(0, dtype=torch.long, device=self.device)
+            return empty, empty, torch.empty(0, device=self.device)
+        order = torch.argsort(torch.cat(key_l))
+        return torch.cat(rows_l)[order], torch.cat(gauss_l)[order], torch.cat(post_l)[order]
+
     def accumulate(self, accs: GmmAccs, x: Tensor, pdfs: Tensor) -> float:
         """E-step for frames ``x (T, D)`` aligned to ``pdfs (T,)``: adds each pdf's component
         statistics (``post^T [x, x^2, 1]``, float64) to ``accs``; returns the total log-likelihood."""
