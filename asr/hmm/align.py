@@ -4,12 +4,13 @@
   ``log_pi (S,)``, transition log-probs ``log_A (S, S)`` and per-frame emission
   log-likelihoods ``(T, S)`` (Rabiner 1989, eqs. 19-27 and 30-35, in the log domain).
 * :func:`viterbi_align`: forced alignment of utterances to left-to-right state chains with
-  self-loops (:func:`viterbi_align_states` takes each chain state's emissions directly,
-  ``(T, S)`` instead of ``(T, num_pdfs)``: a few hundred times less memory with a large tree) (the training alignment of Kaldi's ``align-equal-compiled`` /
+  self-loops (the training alignment of Kaldi's ``align-equal-compiled`` /
   ``gmm-align-compiled``, without a beam: the chain is exact Viterbi, so no beam failure),
   batched over utterances (padded to the longest T and chain), the time recursion
   vectorised over chain states. The path must start in chain state 0 and end in the last
   state; its score includes the exit transition of the last state.
+  :func:`viterbi_align_states` does the same from each chain state's emissions ``(T, S)``
+  instead of per-pdf log-likelihoods ``(T, num_pdfs)`` (far less memory with a large tree).
 * :func:`equal_align`: flat-start equal segmentation (Kaldi ``align-equal``).
 """
 from __future__ import annotations
