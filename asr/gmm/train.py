@@ -454,12 +454,10 @@ def build_tree_from_alignment(feats: dict[str, Tensor], phones: dict[str, Tensor
 
 
 def gaussian_posteriors_sparse(gmm: DiagGmmSet, x: Tensor, pdfs: Tensor) -> Tensor:
-    """Sparse COO ``(T, G)`` posteriors of the Gaussians of each frame's aligned pdf."""
-    g, p, _ = gmm.gauss_posteriors(x, pdfs)
-    keep = g >= 0
-    rows = torch.arange(x.shape[0]).unsqueeze(1).expand_as(g)[keep]
-    idx = torch.stack([rows, g[keep].cpu()])
-    return torch.sparse_coo_tensor(idx, p[keep].double().cpu(), (x.shape[0], gmm.num_gauss),
+    """Sparse COO ``(T, G)`` posteriors of the Gaussians of each frame's aligned pdf (from
+    :meth:`DiagGmmSet.gauss_posterior_pairs`)."""
+    rows, g, p = gmm.gauss_posterior_pairs(x, pdfs)
+    return torch.sparse_coo_tensor(torch.stack([rows.cpu(), g.cpu()]), p.double().cpu(), (x.shape[0], gmm.num_gauss),
                                    check_invariants=True).coalesce()
 
 
