@@ -77,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "mmi and arc-level mpe, which it would not change)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", default="auto")
+    t.add_argument("--select-on-dev", default=None, metavar="DEV",
+                   help="decode dev data dir DEV with every epoch's model and keep the one with the fewest dev "
+                        "errors, the CE model (its MODEL/decode_dev) included; needs --dev-graph")
+    t.add_argument("--dev-graph", default=None, help="decoding graph dir of --select-on-dev (exp/tri3/graph)")
+    t.add_argument("--nj", type=int, default=1, help="parallel jobs of the dev decodes")
+    t.add_argument("--mode", choices=("phone", "word"), default="phone", help="scoring of the dev decodes")
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -104,9 +110,20 @@ def _train(args: argparse.Namespace) -> int:
     given = _given(args, ("epochs", "lr", "momentum", "kappa", "boost", "ce_smoothing", "batch_utts",
                           "utts_per_epoch", "seed"))
     cfg = SeqTrainConfig(criterion=args.criterion, exclude_silence=args.exclude_silence, **given)
+    if (args.select_on_dev is None) != (args.dev_graph is None):
+        raise ValueError("--select-on-dev and --dev-graph go together")
+    if args.select_on_dev is not None:
+        from asr.seqtrain.select import read_errors
+
+        read_errors(Path(args.model) / "decode_dev")     # the CE model's dev figure, checked before training
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
                   StageLog(args.out, "train"), den=args.den or ("lattice" if args.lattices else "pdf-bigram"),
                   lattice_dir=args.lattices)
+    if args.select_on_dev is not None:
+        from asr.seqtrain.select import select_seq_epoch
+
+        select_seq_epoch(args.model, args.out, args.dev_graph, args.select_on_dev, nj=args.nj, mode=args.mode,
+                         log=StageLog(args.out, "train"))
     mark_done(args.out, {"cmd": "seq train", **args_record(args)})
     return 0
 

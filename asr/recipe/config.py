@@ -102,6 +102,7 @@ class SeqSettings:
     kappa: float | None = None
     ce_smoothing: float | None = None
     utts_per_epoch: int | None = field(default=None, metadata={"min": 0}) # a random subset per epoch (None: all)
+    select_epoch: bool = True         # the epoch (0 = the CE model) chosen on dev (asr.seqtrain.select)
 
 
 @dataclass
@@ -340,7 +341,8 @@ def shell_assignments(cfg: RecipeConfig) -> str:
         "seed": cfg.seed, "nj": cfg.jobs(), "corpus_size": cfg.corpus.size, "dnn_feats": cfg.dnn.feats,
         "dnn_rand_ablation": cfg.dnn.random_init_ablation, "seq_criterion": cfg.seq.criterion,
         "seq_den": cfg.seq.den, "seq_lattice_beam": cfg.seq.lattice_beam, "seq_realign": cfg.seq.realign,
-        "seq_den_lm_order": cfg.seq.den_lm_order, "gmm_bmmi": cfg.bmmi.enabled,
+        "seq_den_lm_order": cfg.seq.den_lm_order, "seq_select_epoch": cfg.seq.select_epoch,
+        "gmm_bmmi": cfg.bmmi.enabled,
     }
     lines = [f"{k}={shlex.quote(_fmt(v))}" for k, v in scalars.items()]
     for stage, opts in stage_options(cfg).items():

@@ -3,6 +3,7 @@ PER per speaker condition with the robustness test, what separates dev from test
 confusions, training curves and the provenance of the run."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -333,6 +334,7 @@ def provenance_lines(exp: Path, info: dict | None, table: SpeakerTable | None) -
         out.append(f"| | **total** | {sum(t.seconds for t in times)} | {'max ' + str(max(peaks)) if peaks else '-'} |")
     else:
         out.append("No `stage_times.tsv` in this directory.")
+    out += ["", *selection_lines(exp)]
     out += ["", "### Skipped and failed utterances per stage", ""]
     counts, bad = read_counts(exp)
     if counts:
@@ -345,6 +347,32 @@ def provenance_lines(exp: Path, info: dict | None, table: SpeakerTable | None) -
     for b in bad:
         out.append(f"- unreadable counts file: {b}")
     out.append("")
+    return out
+
+
+def _candidate_name(c: dict) -> str:
+    if "epoch" in c:
+        return "CE model" if c["epoch"] == 0 else f"epoch {c['epoch']}"
+    return "starting system" if not c.get("iter") else f"tau {c['tau']:g} iteration {c['iter']}"
+
+
+def selection_lines(exp: Path) -> list[str]:
+    """The settings stages chose on dev (``SYSTEM/selection.json`` of ``asr.seqtrain.select`` and
+    ``asr.seqtrain.gmm_select``): every candidate's dev errors and the winner."""
+    out = ["### Settings chosen on dev", ""]
+    found = sorted(exp.glob("*/selection.json"))
+    if not found:
+        return out + ["No stage of this run chose a setting on dev (no `*/selection.json`)."]
+    out += ["| system | candidates (dev errors) | chosen | improved on the starting model |", "|---|---|---|---|"]
+    for path in found:
+        try:
+            rec = json.loads(path.read_text())
+            cands = ", ".join(f"{_candidate_name(c)}: {c['dev_errors']}" for c in rec["candidates"])
+            best = rec["chosen"]
+            chosen = f"{_candidate_name(best)} ({best['dev_errors']} / {best['dev_ref']})"
+            out.append(f"| `{path.parent.name}` | {cands} | {chosen} | {'yes' if rec['improved_on_dev'] else '**no**'} |")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            out.append(f"| `{path.parent.name}` | unreadable `{path.name}` ({type(e).__name__}: {e}) | - | - |")
     return out
 
 

@@ -305,11 +305,13 @@ fi
 # lattice-free pdf-bigram HMM (criteria mpfe/smbr/mmi/bmmi only). As Kaldi's train_mpe.sh /
 # make_denlats.sh: seq_realign=true realigns the training data with the CE DNN first (numerator and
 # MPE reference, exp/dnn_ali); seq_den_lm_order=1 decodes the lattices with a phone unigram LM
-# (weak LM, exp/tri3/graph_den) instead of the decoding bigram.
+# (weak LM, exp/tri3/graph_den) instead of the decoding bigram. seq_select_epoch=true decodes dev
+# with every epoch's model and keeps the best, the CE model included (asr/seqtrain/select.py).
 seq_stage() {
-  local den=$1 lattice_beam=$2 realign=$3 den_order=$4; shift 4
+  local den=$1 lattice_beam=$2 realign=$3 den_order=$4 select=$5; shift 5
   local sys=dnn_$seq_criterion ali=$exp/tri3 dgraph=$exp/tri3/graph
-  local den_opts=(--den "$den")
+  local den_opts=(--den "$den") sel_opts=()
+  [ "$select" = true ] && sel_opts=(--select-on-dev "$dd/dev" --dev-graph "$exp/tri3/graph" --nj "$nj" --mode "$mode")
   if [ "$realign" = true ]; then
     step align "$asr" dnn align --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" --out "$exp/dnn_ali"
     ali=$exp/dnn_ali
@@ -325,12 +327,12 @@ seq_stage() {
     den_opts+=(--lattices "$exp/dnn_denlats")
   fi
   step train "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$ali" \
-    --graph "$dgraph" --out "$exp/$sys" "${den_opts[@]}" "$@"
+    --graph "$dgraph" --out "$exp/$sys" "${den_opts[@]}" "${sel_opts[@]}" "$@"
   decode_dnn "$sys"
   update_results
 }
 run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" "$exp/dnn $exp/tri3 $data" seq_stage "$seq_den" \
-  "$seq_lattice_beam" "$seq_realign" "$seq_den_lm_order" "${seq_opts[@]}"
+  "$seq_lattice_beam" "$seq_realign" "$seq_den_lm_order" "$seq_select_epoch" "${seq_opts[@]}"
 
 # 14: discriminative training of the GMM baseline too (like for like): tri3 + boosted MMI by
 # extended Baum-Welch over tri3's own denominator lattices (Kaldi steps/train_mmi.sh).
