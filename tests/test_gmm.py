@@ -190,3 +190,29 @@ def test_shortened_schedule_keeps_mixing_up_inside_it():
         assert short.max_iter_inc == min(cfg.max_iter_inc, 7), name
         assert short.total_gauss == cfg.total_gauss and short.realign_iters == cfg.realign_iters, name
         assert cfg.with_iters(cfg.num_iters).max_iter_inc == cfg.max_iter_inc, name
+
+
+def _tensor_floats(obj) -> int:
+    """Float elements held by an object's tensor attributes (incl. the buckets' matrices)."""
+    n = sum(v.numel() for v in vars(obj).values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+    return n + sum(w.numel() for _, _, w in getattr(obj, "_buckets", []))
+
+
+def test_decoding_never_builds_the_matrices_padded_to_the_largest_pdf():
+    # one pdf with 300 components (silence after mixing up), 199 with 2: padding everything to 300
+    # would be ~150x the model; decoding (loglikes) and alignment (loglikes_pdfs) must stay compact
+    gen = torch.Generator().manual_seed(5)
+    comps = (300,) + (2,) * 199
+    m = _random_set(gen, num_pdfs=200, dim=3, comps=comps)
+    x = torch.randn(40, 3, generator=gen)
+    ll = m.loglikes(x)
+    sub = m.loglikes_pdfs(x, torch.tensor([0, 3, 150]))
+    compact = m.num_gauss * (2 * 3 + 1)
+    assert _tensor_floats(m) < 6 * compact, _tensor_floats(m)
+    torch.testing.assert_close(ll.double(), _direct_loglikes(m, x), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(sub, ll[:, [0, 3, 150]], rtol=0, atol=1e-4)
+    # the training E-step builds the (P, M, 2D+1) table once, with the same numbers
+    _, _, lp = m.gauss_posteriors(x, torch.zeros(40, dtype=torch.long))
+    torch.testing.assert_close(lp, ll[:, 0], rtol=0, atol=1e-4)
+    assert m._params_pdf.shape == (200, 300, 7)
+    assert torch.equal(m._params_pdf[0], m._pdf_rows(torch.tensor([0]), 300)[0])

@@ -137,13 +137,19 @@ class DiagGmmSet:
         return cls(d["means"], d["vars"], d["log_weights"], d["gauss2pdf"], int(d["num_pdfs"]))
 
     def _prepare(self) -> None:
-        """Precompute the padded ``(2D+1, P*M)`` parameter matrix and the pdf -> Gaussian layout."""
+        """Precompute each Gaussian's row of ``[x^2, x, 1]`` coefficients and the pdfs' buckets.
+
+        Everything is kept compact (``(G, 2D+1)`` rows, buckets padded to their own maximum): a
+        ``(2D+1, P*M)`` matrix padded to the largest pdf (``M`` in the hundreds for silence after
+        mixing up) is ~50x the model's size and is built only if :meth:`component_loglikes` asks."""
         P, D = self.num_pdfs, self.dim
         counts = torch.bincount(self.gauss2pdf, minlength=P)
         self.num_comp = counts
         M = int(counts.max())
         first = torch.cumsum(counts, 0) - counts
+        self._first = first
         slot = torch.arange(self.num_gauss, device=self.device) - first[self.gauss2pdf]
+        self._slot = slot
         self.max_comp = M
         # Gaussian index of (pdf, slot), -1 for padding.
         self.pdf_gauss = torch.full((P, M), -1, dtype=torch.long, device=self.device)
@@ -152,15 +158,14 @@ class DiagGmmSet:
         mu = self.means.double()
         const = (self.log_weights.double()
                  - 0.5 * ((mu * mu * inv).sum(1) + torch.log(self.vars.double()).sum(1) + D * LOG_2PI))
-        params = torch.zeros(2 * D + 1, P * M, dtype=torch.float64, device=self.device)
-        params[2 * D] = -math.inf
-        cols = self.gauss2pdf * M + slot
-        params[:D, cols] = (-0.5 * inv).T
-        params[D:2 * D, cols] = (mu * inv).T
-        params[2 * D, cols] = const
-        self._params = params.float()
-        # Same parameters as (P, M, 2D+1): the rows of one pdf, for aligned-pdf-only E-steps.
-        self._params_pdf = self._params.T.reshape(P, M, 2 * D + 1).contiguous()
+        rows = torch.empty(self.num_gauss, 2 * D + 1, dtype=torch.float64, device=self.device)
+        rows[:, :D] = -0.5 * inv
+        rows[:, D:2 * D] = mu * inv
+        rows[:, 2 * D] = const
+        # (G, 2D+1): log(w_g N(x; g)) = [x^2, x, 1] . row g; a pdf's rows are contiguous (sorted by pdf)
+        self._gauss_params = rows.float()
+        self._dense_params: Tensor | None = None
+        self._dense_params_pdf: Tensor | None = None
         # Pdfs bucketed by component count (1, 2, 3-4, 5-8, ...), each bucket padded to its own
         # maximum: the per-pdf log-sum-exp is a dense reduction, with at most 2x padding.
         bucket = torch.ceil(torch.log2(counts.clamp_min(1).double())).long()
@@ -171,10 +176,47 @@ class DiagGmmSet:
         for b in torch.unique(bucket).tolist():
             pdfs_b = torch.nonzero(bucket == b).flatten()
             m_b = int(counts[pdfs_b].max())
-            cols_b = (pdfs_b.view(-1, 1) * M + torch.arange(m_b, device=self.device).view(1, -1)).flatten()
             self._bucket_of_pdf[pdfs_b] = len(self._buckets)
             self._pos_in_bucket[pdfs_b] = torch.arange(pdfs_b.numel(), device=self.device)
-            self._buckets.append((pdfs_b, m_b, self._params[:, cols_b].contiguous()))
+            self._buckets.append((pdfs_b, m_b, self._pdf_rows(pdfs_b, m_b).reshape(-1, 2 * D + 1).T.contiguous()))
+
+    def _pdf_rows(self, pdfs: Tensor, m: int) -> Tensor:
+        """``(U, m, 2D+1)``: the coefficient rows of ``pdfs``' first ``m`` components; slots a pdf
+        lacks are padding rows ``[0, ..., 0, -inf]`` (log-likelihood ``-inf``)."""
+        D = self.dim
+        s = torch.arange(m, device=self.device)
+        valid = s[None, :] < self.num_comp[pdfs][:, None]                         # (U, m)
+        g = (self._first[pdfs][:, None] + s[None, :]).clamp_max(self.num_gauss - 1)
+        out = self._gauss_params[g]                                               # (U, m, 2D+1)
+        pad = torch.zeros(2 * D + 1, device=self.device)
+        pad[2 * D] = -math.inf
+        out[~valid] = pad
+        return out
+
+    @property
+    def _params(self) -> Tensor:
+        """The padded ``(2D+1, P*M)`` matrix of :meth:`component_loglikes` (column ``p*M + slot``),
+        built on first use."""
+        if self._dense_params is None:
+            D, M = self.dim, self.max_comp
+            dense = torch.zeros(2 * D + 1, self.num_pdfs * M, device=self.device)
+            dense[2 * D] = -math.inf
+            dense[:, self.gauss2pdf * M + self._slot] = self._gauss_params.T
+            self._dense_params = dense
+        return self._dense_params
+
+    @property
+    def _params_pdf(self) -> Tensor:
+        """The same coefficients as ``(P, M, 2D+1)`` (padding rows ``[0, ..., 0, -inf]``), built on
+        first use by the aligned-pdf E-steps (:meth:`_by_pdf`): training only, never decoding. Its
+        layout is kept because a one-frame product's rounding depends on where its rows lie in memory."""
+        if self._dense_params_pdf is None:
+            D, M = self.dim, self.max_comp
+            dense = torch.zeros(self.num_pdfs, M, 2 * D + 1, device=self.device)
+            dense[:, :, 2 * D] = -math.inf
+            dense[self.gauss2pdf, self._slot] = self._gauss_params
+            self._dense_params_pdf = dense
+        return self._dense_params_pdf
 
     # -- likelihoods ----------------------------------------------------------------------------
     @staticmethod
@@ -237,7 +279,7 @@ class DiagGmmSet:
         for b in torch.unique(bucket).tolist():
             pos = torch.nonzero(bucket == b).flatten()
             m_b = int(m_of[pos].max())
-            w = self._params_pdf[pdfs[pos], :m_b].reshape(-1, 2 * self.dim + 1)     # (U_b*m_b, 2D+1)
+            w = self._pdf_rows(pdfs[pos], m_b).reshape(-1, 2 * self.dim + 1)     # (U_b*m_b, 2D+1)
             out[:, pos] = _logsumexp_last((aug @ w.T).view(x.shape[0], pos.numel(), m_b))
         return out
 
