@@ -311,7 +311,9 @@ seq_stage() {
   local den=$1 lattice_beam=$2 realign=$3 den_order=$4 select=$5; shift 5
   local sys=dnn_$seq_criterion ali=$exp/tri3 dgraph=$exp/tri3/graph
   local den_opts=(--den "$den") sel_opts=()
-  [ "$select" = true ] && sel_opts=(--select-on-dev "$dd/dev" --dev-graph "$exp/tri3/graph" --nj "$nj" --mode "$mode")
+  if [ "$select" = true ]; then
+    sel_opts=(--select-on-dev "$dd/dev" --dev-graph "$exp/tri3/graph" --nj "$nj" --mode "$mode")
+  fi
   if [ "$realign" = true ]; then
     step align "$asr" dnn align --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" --out "$exp/dnn_ali"
     ali=$exp/dnn_ali
