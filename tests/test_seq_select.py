@@ -13,7 +13,8 @@ import torch
 import asr.nnet.stages as stages
 from asr.jobs.safeio import save_data
 from asr.nnet import HybridDNN, NetConfig, load_model, save_model
-from asr.seqtrain.select import read_errors, select_seq_epoch
+from asr.decode.pipeline import read_scoring_errors as read_errors
+from asr.seqtrain.select import select_seq_epoch
 
 REF = 1000
 

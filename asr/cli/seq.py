@@ -113,9 +113,9 @@ def _train(args: argparse.Namespace) -> int:
     if (args.select_on_dev is None) != (args.dev_graph is None):
         raise ValueError("--select-on-dev and --dev-graph go together")
     if args.select_on_dev is not None:
-        from asr.seqtrain.select import read_errors
+        from asr.decode.pipeline import read_scoring_errors
 
-        read_errors(Path(args.model) / "decode_dev")     # the CE model's dev figure, checked before training
+        read_scoring_errors(Path(args.model) / "decode_dev")     # the CE model's dev figure, checked before training
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
                   StageLog(args.out, "train"), den=args.den or ("lattice" if args.lattices else "pdf-bigram"),
                   lattice_dir=args.lattices)

@@ -88,6 +88,20 @@ def read_best_lmwt(decode_dir: str | Path | None) -> float | None:
     return float(p.read_text().split()[0])
 
 
+def read_scoring_errors(decode_dir: str | Path) -> tuple[int, int]:
+    """(errors, reference tokens) of a decoding's ``DECODE_DIR/scoring`` line (``%WER x [ E / N, ...``),
+    the figure dev-based choices compare; a missing file says to decode the set first."""
+    path = Path(decode_dir) / "scoring"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: decode the dev set first")
+    line = path.read_text().split()
+    try:
+        i = line.index("[")
+        return int(line[i + 1]), int(line[i + 3].rstrip(","))
+    except (ValueError, IndexError):
+        raise ValueError(f"{path}: not a scoring line ({' '.join(line)[:80]!r})") from None
+
+
 def _fmt(lmwt: float) -> str:
     return f"{lmwt:g}"
 

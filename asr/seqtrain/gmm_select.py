@@ -17,16 +17,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from asr.decode.pipeline import read_scoring_errors
 from asr.jobs.atomic import copy_file_atomic, write_text_atomic
 from asr.jobs.safeio import save_data
 from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
-
-
-def _read_errors(decode_dir: Path) -> tuple[int, int]:
-    """(errors, reference tokens) of a decode dir's ``scoring`` line."""
-    line = (decode_dir / "scoring").read_text().split()
-    i = line.index("[")
-    return int(line[i + 1]), int(line[i + 3].rstrip(","))
 
 
 def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: str | Path, out_dir: str | Path,
@@ -45,7 +39,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     base_dev = model_dir / "decode_dev"
     if not (base_dev / "scoring").is_file():
         raise FileNotFoundError(f"{base_dev}/scoring not found: decode dev with {model_dir} first")
-    err, ref = _read_errors(base_dev)
+    err, ref = read_scoring_errors(base_dev)
     cands = [{"tau": None, "iter": 0, "dev_errors": err, "dev_ref": ref, "model": str(model_dir)}]
     base = load_system(model_dir).to_dict()
     for tau in taus:
@@ -65,7 +59,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
                 os.symlink((sub / "graph").resolve(), cand / "graph")
             if not (cand / "decode_dev" / "scoring").is_file():
                 decode_system(cand, lang_dir, dev_dir, cand / "decode_dev", nj=nj, transform_dir=dev_transform_dir)
-            e, r = _read_errors(cand / "decode_dev")
+            e, r = read_scoring_errors(cand / "decode_dev")
             cands.append({"tau": float(tau), "iter": it, "dev_errors": e, "dev_ref": r, "model": str(cand)})
             log(f"tau {tau:g} iteration {it}: dev errors {e} / {r} (starting system {err})")
     best = min(cands, key=lambda x: (x["dev_errors"], x["iter"]))

@@ -16,22 +16,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from asr.decode.pipeline import read_scoring_errors
 from asr.jobs.atomic import copy_file_atomic, write_text_atomic
 from asr.jobs.safeio import load_data
 from asr.nnet.model import load_model, save_model
-
-
-def read_errors(decode_dir: str | Path) -> tuple[int, int]:
-    """(errors, reference tokens) of a decode dir's ``scoring`` line (``%WER x [ E / N, ...``)."""
-    path = Path(decode_dir) / "scoring"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: decode the dev set first")
-    line = path.read_text().split()
-    try:
-        i = line.index("[")
-        return int(line[i + 1]), int(line[i + 3].rstrip(","))
-    except (ValueError, IndexError):
-        raise ValueError(f"{path}: not a scoring line ({' '.join(line)[:80]!r})") from None
 
 
 def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | Path, dev_dir: str | Path,
@@ -45,8 +33,8 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
     from asr.nnet.stages import run_decode
 
     ce_dir, out = Path(ce_dir), Path(out_dir)
-    err0, ref0 = read_errors(ce_dir / "decode_dev")
-    cands = [{"epoch": 0, "dev_errors": err0, "dev_ref": ref0, "model": str(ce_dir / "final.pt")}]
+    err0, ref0 = read_scoring_errors(ce_dir / "decode_dev")
+    cands = [{"epoch": 0, "dev_errors": err0, "dev_ref": ref0, "model": str(ce_dir / "final.pt")}]   # its weights
     ckpts = sorted((out / "ckpt").glob("epoch*.pt"))
     if not ckpts:
         raise FileNotFoundError(f"no epoch checkpoint under {out / 'ckpt'}: train first")
@@ -65,11 +53,11 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
             save_model(model, cand / "final.pt", extra={**final_extra, "epoch": epoch})
             run_decode(cand, graph_dir, dev_dir, cand / "decode_dev", nj=nj, mode=mode, mbr=mbr)
             write_text_atomic(source, digest + "\n")
-        e, r = read_errors(cand / "decode_dev")
+        e, r = read_scoring_errors(cand / "decode_dev")
         if r != ref0:
             raise ValueError(f"{cand / 'decode_dev'} scored {r} reference tokens, the CE model's "
                              f"{ce_dir / 'decode_dev'} {ref0}: not the same dev set")
-        cands.append({"epoch": epoch, "dev_errors": e, "dev_ref": r, "model": str(cand / "final.pt")})
+        cands.append({"epoch": epoch, "dev_errors": e, "dev_ref": r, "model": str(ck_path)})
         log(f"epoch {epoch}: dev errors {e} / {r} (CE model {err0})")
         (cand / "final.pt").unlink(missing_ok=True)     # ~ the network's size each; the chosen one is kept below
     best = min(cands, key=lambda c: (c["dev_errors"], c["epoch"]))
