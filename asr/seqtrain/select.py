@@ -22,6 +22,13 @@ from asr.jobs.safeio import load_data
 from asr.nnet.model import load_model, save_model
 
 
+def _save_epoch_model(ce_dir: Path, ck_path: Path, dest: Path, extra: dict) -> None:
+    """The CE network with the weights of sequence-training checkpoint ``ck_path``, saved as ``dest``."""
+    model = load_model(ce_dir)
+    model.load_state_dict(load_data(ck_path, what="sequence-training checkpoint")["model"])
+    save_model(model, dest, extra=extra)
+
+
 def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | Path, dev_dir: str | Path,
                      nj: int = 1, mode: str = "phone", mbr: bool = False,
                      log: Callable[[str], None] = print) -> dict:
@@ -48,9 +55,7 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
         if not (source.is_file() and source.read_text().strip() == digest):   # new or stale candidate
             (cand / "decode_dev" / "scoring").unlink(missing_ok=True)
         if not (cand / "decode_dev" / "scoring").is_file():
-            model = load_model(ce_dir)
-            model.load_state_dict(load_data(ck_path, what="sequence-training checkpoint")["model"])
-            save_model(model, cand / "final.pt", extra={**final_extra, "epoch": epoch})
+            _save_epoch_model(ce_dir, ck_path, cand / "final.pt", {**final_extra, "epoch": epoch})
             run_decode(cand, graph_dir, dev_dir, cand / "decode_dev", nj=nj, mode=mode, mbr=mbr)
             write_text_atomic(source, digest + "\n")
         e, r = read_scoring_errors(cand / "decode_dev")
@@ -66,10 +71,7 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
         log(f"no epoch beat the CE model on dev ({err0} errors): the stage keeps {ce_dir}'s model "
             f"(selection.json says so)")
     else:
-        model = load_model(ce_dir)
-        ck_path = out / "ckpt" / f"epoch{best['epoch']:03d}.pt"
-        model.load_state_dict(load_data(ck_path, what="sequence-training checkpoint")["model"])
-        save_model(model, out / "final.pt", extra={**final_extra, "epoch": best["epoch"]})
+        _save_epoch_model(ce_dir, Path(best["model"]), out / "final.pt", {**final_extra, "epoch": best["epoch"]})
         log(f"chosen on dev: epoch {best['epoch']}: {best['dev_errors']} errors (CE model {err0})")
     rec = {"candidates": cands, "chosen": best, "improved_on_dev": best["epoch"] > 0}
     write_text_atomic(out / "selection.json", json.dumps(rec, indent=1) + "\n")
