@@ -307,7 +307,9 @@ def provenance_lines(exp: Path, info: dict | None, table: SpeakerTable | None) -
             f"- command: `{info.get('command', '?')}` (started {info.get('started', '?')})",
             f"- seed: {info.get('seed', '?')}",
             f"- corpus: `{info.get('corpus')}`",
-            f"- machine: {m.get('cores', '?')} cores, GPU: {m.get('gpu') or 'none'}, torch {m.get('torch', '?')}, "
+            f"- machine: {m.get('cores', '?')} cores"
+            + (f" ({m['cpu']}, torch CPU kernels: {m.get('cpu_isa') or '?'})" if m.get("cpu") else "")
+            + f", GPU: {m.get('gpu') or 'none'}, torch {m.get('torch', '?')}, "
             f"Python {m.get('python', '?')}",
         ]
         for e in info.get("earlier_runs", []) or []:

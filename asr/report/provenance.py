@@ -40,13 +40,30 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return r.stdout if r.returncode == 0 else None
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine_info() -> dict[str, object]:
-    """Cores, GPU name (None without CUDA), torch and Python versions of this machine."""
+    """Cores, CPU model and the vector instruction set torch's CPU kernels dispatch to (float
+    results can differ in the last bits between e.g. AVX2 and AVX512 machines, so runs compare
+    bit for bit only on the same kind), GPU name (None without CUDA), torch and Python versions."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
-            "python": platform.python_version()}
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # older torch
+        isa = None
+    return {"cores": os.cpu_count(), "cpu": _cpu_model(), "cpu_isa": isa, "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def write_run_info(exp: str | Path, config: str | Path, seed: int, corpus: str | Path, command: str,
