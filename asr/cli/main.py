@@ -63,33 +63,60 @@ def main(argv: list[str] | None = None) -> int:
     return int(rc or 0)
 
 
-def run() -> None:
-    """Console-script entry: ``main`` then a fast exit.
+def finish_process(rc: int, force_exit: bool = False) -> None:
+    """End the process after a command: flush output, close log handlers, then ``os._exit``
+    unless a child process or non-daemon thread is still alive (then the normal ``sys.exit``
+    path waits for it; ``force_exit``: join them here, then ``os._exit``).
 
     Interpreter teardown after ``import torch`` (freeing thousands of modules) costs about
-    1.3 s per process, which a recipe pays ~45 times on the tiny corpus. Once ``main`` has
-    returned, output is flushed and log handlers closed; if no child process or non-daemon
-    thread is still alive the process then ends with ``os._exit`` instead, otherwise it
-    leaves through the normal ``sys.exit`` path.
+    1.3 s per process, which a recipe pays ~45 times on the tiny corpus.
     """
     import logging
     import multiprocessing
     import os
     import threading
 
-    rc = main()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
     logging.shutdown()
-    busy = multiprocessing.active_children() or any(
-        t.is_alive() and not t.daemon for t in threading.enumerate()
-        if t is not threading.main_thread())
-    if busy:
-        sys.exit(rc)
+    busy_threads = [t for t in threading.enumerate()
+                    if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    children = multiprocessing.active_children()
+    if busy_threads or children:
+        if not force_exit:
+            sys.exit(rc)
+        for t in busy_threads:
+            t.join()
+        for p in children:
+            p.join()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
     os._exit(rc)
+
+
+def run() -> None:
+    """Console-script entry: ``main`` then :func:`finish_process`.
+
+    With ``ASR_FORKSERVER`` set (``recipes/timit/run.sh`` sets it), the command runs in a child
+    of the fork server named there, which imported torch and the command modules once
+    (``asr.jobs.forkserver``); where the server cannot be reached, it runs here.
+    """
+    import os
+
+    path = os.environ.get("ASR_FORKSERVER")
+    if path:
+        from asr.jobs import forkserver
+
+        code = forkserver.call(path, sys.argv[1:])
+        if code is not None:
+            forkserver.exit_with(code)
+    finish_process(main())
 
 
 if __name__ == "__main__":
