@@ -221,11 +221,16 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
     for i, (rbm, cfg) in enumerate(zip(dbn.rbms, cfg_list)):
         if i > 0:
             if isinstance(lifted, Tensor) and data.shape[0] * dbn.sizes[i] * 4 <= max_lift_bytes:
-                prev = lifted
-                assert isinstance(prev, Tensor)
+                # filled in place (a torch.cat of the chunks would hold the layer twice) and the
+                # layer below dropped unless it is the caller's data
+                prev, below = lifted, dbn.rbms[i - 1]
                 with torch.no_grad():
-                    lifted = torch.cat([dbn.rbms[i - 1].hidden_probs(prev[j:j + 8192].to(dev))
-                                        for j in range(0, prev.shape[0], 8192)])
+                    first = below.hidden_probs(prev[:8192].to(dev))
+                    lifted = torch.empty(prev.shape[0], first.shape[1], dtype=first.dtype, device=dev)
+                    lifted[:8192] = first
+                    for j in range(8192, prev.shape[0], 8192):
+                        lifted[j:j + 8192] = below.hidden_probs(prev[j:j + 8192].to(dev))
+                del prev, first
             elif isinstance(data, Tensor):
                 full = data
 
