@@ -125,12 +125,16 @@ def test_stage_killed_while_decoding_resumes_with_the_decoding(full_run: Path):
 def test_tiny_recipe_on_a_real_dask_cluster_gives_the_local_results(full_run: Path, tmp_path: Path):
     """Issue 15: ``ASR_BACKEND=dask ASR_DASK_SCHEDULER=...`` sends every per-utterance job of every
     stage (features, GMM accumulation and alignment, decoding, lattices) to the workers of a real
-    scheduler (two worker processes on localhost); RESULTS equal the local run's."""
+    scheduler (two worker processes on localhost); RESULTS equal the local run's. Run with
+    ``ASR_FORKSERVER=off``, it also checks that the fork server changes no result."""
     distributed = pytest.importorskip("distributed")
     exp = tmp_path / "exp_dask"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        env = {**os.environ, "ASR_BACKEND": "dask", "ASR_DASK_SCHEDULER": cluster.scheduler_address}
+        # and without the fork server (each asr call its own process): the same RESULTS as the
+        # served local run, so neither the backend nor the server changes a result
+        env = {**os.environ, "ASR_BACKEND": "dask", "ASR_DASK_SCHEDULER": cluster.scheduler_address,
+               "ASR_FORKSERVER": "off"}
         r = subprocess.run(["bash", str(RUN), "--config", str(TINY), "--exp", str(exp), "--stage", "1",
                             "--corpus", str(full_run / "corpus")], cwd=TOP, capture_output=True, text=True,
                            timeout=1500, env=env)
