@@ -54,7 +54,23 @@ def test_unset_stage_settings_are_not_passed(tmp_path):
     assert opts["seq"] == ["--seed", "3"]
     assert opts["tri2"] == ["--nj", "2", "--seed", "3"]
     assert stage_settings(cfg, "tri2") == {"seed": 3, "nj": 2, "gmm": {"iters": None, "tri2_leaves": None,
-                                                                       "tri2_gauss": None}}
+                                                                       "tri2_gauss": None},
+                                           "decode": {"beam": None, "lattice_beam": None}}
+    assert opts["decode"] == []          # Kaldi's beams: nothing passed, the stages' hashes unchanged
+
+
+def test_decode_beams_reach_every_decode_of_the_recipe(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("decode:\n  beam: 10\n  lattice_beam: 4\n")
+    cfg, _ = load_config(f)
+    assert stage_options(cfg)["decode"] == ["--beam", "10", "--lattice-beam", "4"]
+    assert stage_settings(cfg, "dnn")["decode"] == {"beam": 10.0, "lattice_beam": 4.0}
+    run_sh = (TOP / "recipes" / "timit" / "run.sh").read_text()
+    # every decoding command of the recipe (and the dev decodes of the two selections) takes them
+    for cmd in ("gmm decode", "dnn decode", "seq gmm-train"):
+        lines = [ln for ln in run_sh.splitlines() if f'"$asr" {cmd}' in ln or f'$asr" {cmd}' in ln]
+        assert lines, cmd
+    assert run_sh.count('"${decode_opts[@]}"') >= 7
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -62,6 +78,8 @@ def test_unset_stage_settings_are_not_passed(tmp_path):
     ("seq:\n  lr: fast\n", "seq.lr: expected float or null"),
     ("seq:\n  learning_rate: 8\n", "seq.learning_rate: unknown setting"),
     ("gmm:\n  tri1_leaves: 0\n", "gmm.tri1_leaves: must be at least 1"),
+    ("decode:\n  beam: 0\n", "decode.beam: must be positive"),
+    ("decode:\n  lattice_beam: -2.5\n", "decode.lattice_beam: must be positive"),
     ("dnn:\n  feats: mfcc\n", "dnn.feats: must be one of fmllr, fbank"),
     ("nj: many\n", "nj: expected an integer or 'auto'"),
     ("bmmi:\n  enabled: yes please\n", "bmmi.enabled: expected bool"),

@@ -32,6 +32,20 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
                    help="beam of the word lattice MBR decodes (default: the lattice beam, as Kaldi)")
 
 
+def add_beam_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    """``--beam`` / ``--lattice-beam`` of the lattice search (``DecodeConfig``; unset: its
+    defaults, 13 and 6 as Kaldi's ``decode.sh``). ``what`` names the decodes they apply to."""
+    p.add_argument("--beam", type=float, default=None,
+                   help=f"search beam{what} (default 13, Kaldi's decode.sh)")
+    p.add_argument("--lattice-beam", type=float, default=None,
+                   help=f"lattice beam{what} (default 6, Kaldi's decode.sh)")
+
+
+def beam_kwargs(args: argparse.Namespace) -> dict:
+    """``DecodeConfig`` fields from ``add_beam_args``'s options that were given."""
+    return {k: v for k in ("beam", "lattice_beam") if (v := getattr(args, k, None)) is not None}
+
+
 def scoring_kwargs(args: argparse.Namespace) -> dict:
     """``DecodeConfig`` fields from ``add_scoring_args``'s options."""
     return {"mbr": args.mbr, "mbr_beam": args.mbr_beam}

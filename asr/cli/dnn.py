@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from asr.cli.common import args_record
-from asr.cli.decode import add_scoring_args, scoring_kwargs
+from asr.cli.decode import add_beam_args, add_scoring_args, beam_kwargs, scoring_kwargs
 from asr.jobs.stage import StageLog
 from asr.nnet.sizing import resolve_units, units_arg
 from asr.nnet.pretrain import PretrainConfig
@@ -107,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "weight is still chosen at scoring time")
     d.add_argument("--mode", choices=("phone", "word"), default="phone")
     d.add_argument("--nj", type=int, default=1)
+    add_beam_args(d)
     add_scoring_args(d)
     d.set_defaults(func=_decode)
 
@@ -206,7 +207,7 @@ def _decode(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     clear_done(args.out)
     res = run_decode(args.model, args.graph, args.data, args.out, nj=args.nj, lmwt=lmwt, acwt=args.acwt,
-                     mode=args.mode, **scoring_kwargs(args))
+                     mode=args.mode, **beam_kwargs(args), **scoring_kwargs(args))
     print((Path(args.out) / "scoring").read_text().strip() if (Path(args.out) / "scoring").is_file() else res)
     mark_done(args.out, {"cmd": "dnn decode", **args_record(args)})
     return 0

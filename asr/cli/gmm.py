@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 import time
 
-from asr.cli.decode import add_scoring_args, scoring_kwargs
+from asr.cli.decode import add_beam_args, add_scoring_args, beam_kwargs, scoring_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, help="e.g. EXP/decode_test")
     d.add_argument("--lmwt-from", default=None, help="dev decode dir whose best_lmwt to apply (test sets)")
     d.add_argument("--nj", type=int, default=1)
-    d.add_argument("--beam", type=float, default=None)
+    add_beam_args(d, " of the final pass (the fMLLR passes keep decode_fmllr.sh's)")
     d.add_argument("--mode", choices=("phone", "word"), default=None, help="default: from the lang dir")
     d.add_argument("--transform-dir", default=None,
                    help="SAT systems: use this decode dir's trans.pt (per-speaker fMLLR) instead of "
@@ -100,8 +100,7 @@ def _decode(args: argparse.Namespace) -> int:
     from asr.decode import DecodeConfig
     from asr.gmm.decode import decode_system
 
-    kw = scoring_kwargs(args) if args.beam is None else {"beam": args.beam, **scoring_kwargs(args)}
-    cfg = DecodeConfig(**kw)
+    cfg = DecodeConfig(**beam_kwargs(args), **scoring_kwargs(args))
     t0 = time.time()
     res = decode_system(args.model, args.lang, args.data, args.out, nj=args.nj, lmwt_from=args.lmwt_from,
                         cfg=cfg, mode=args.mode, transform_dir=args.transform_dir)

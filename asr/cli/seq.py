@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from asr.cli.common import args_record
+from asr.cli.decode import add_beam_args, beam_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gt.add_argument("--dev-transform-dir", default=None,
                     help="the input system's dev decode dir, whose trans.pt the candidates reuse (--select-taus)")
     gt.add_argument("--nj", type=int, default=1, help="parallel jobs of the dev decodes")
+    add_beam_args(gt, " of the dev decodes (--select-taus; as the input system's decode_dev)")
     gt.set_defaults(func=_gmm_train)
     t = sub.add_parser("train", help="train from a CE model (lattice or lattice-free denominator)")
     t.add_argument("--criterion", choices=("mpe", "mpfe", "smbr", "mmi", "bmmi"), default="mpe",
@@ -82,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "errors, the CE model (its MODEL/decode_dev) included; needs --dev-graph")
     t.add_argument("--dev-graph", default=None, help="decoding graph dir of --select-on-dev (exp/tri3/graph)")
     t.add_argument("--nj", type=int, default=1, help="parallel jobs of the dev decodes")
+    add_beam_args(t, " of the dev decodes (--select-on-dev; as the CE model's decode_dev)")
     t.add_argument("--mode", choices=("phone", "word"), default="phone", help="scoring of the dev decodes")
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -123,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
         from asr.seqtrain.select import select_seq_epoch
 
         select_seq_epoch(args.model, args.out, args.dev_graph, args.select_on_dev, nj=args.nj, mode=args.mode,
-                         log=StageLog(args.out, "train"))
+                         log=StageLog(args.out, "train"), **beam_kwargs(args))
     mark_done(args.out, {"cmd": "seq train", **args_record(args)})
     return 0
 
@@ -157,6 +160,7 @@ def _gmm_train(args: argparse.Namespace) -> int:
     _boost(args)
     cfg = GmmSeqConfig(criterion=args.criterion, **_given(args, ("iters", "kappa", "boost", "E", "tau")))
     if args.select_taus:
+        from asr.decode import DecodeConfig
         from asr.seqtrain.gmm_select import select_gmm_seq
 
         missing = [o for o in ("lang", "dev", "dev_transform_dir") if getattr(args, o) is None]
@@ -167,7 +171,8 @@ def _gmm_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--select-taus {args.select_taus!r}: expected comma-separated numbers") from None
         select_gmm_seq(args.model, args.data, args.lattices, args.out, args.lang, args.dev, args.dev_transform_dir,
-                       taus, cfg, nj=args.nj, log=StageLog(args.out, "train"))
+                       taus, cfg, nj=args.nj, log=StageLog(args.out, "train"),
+                       decode_cfg=DecodeConfig(**beam_kwargs(args)))
     else:
         run_gmm_seq_train(args.model, args.data, args.lattices, args.out, cfg, StageLog(args.out, "train"))
     mark_done(args.out, {"cmd": "seq gmm-train", **args_record(args)})

@@ -242,15 +242,17 @@ def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: D
 
 def run_decode(model_dir: str | Path, graph_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                nj: int = 1, lmwt: float | None = None, acwt: float = DNN_ACWT, mode: str = "phone",
-               mbr: bool = True, mbr_beam: float | None = None):
+               mbr: bool = True, mbr_beam: float | None = None, beam: float | None = None,
+               lattice_beam: float | None = None):
     """Hybrid decoding with ``asr.decode.decode_and_score`` (LM weight tuned when ``lmwt`` is None;
-    ``mbr``, ``mbr_beam``: see ``DecodeConfig``)."""
+    ``mbr``, ``mbr_beam``, ``beam``, ``lattice_beam``: see ``DecodeConfig``, None its default)."""
     from asr.decode import DecodeConfig, decode_and_score
 
     model_path = Path(model_dir) / "final.pt" if Path(model_dir).is_dir() else Path(model_dir)
     load_model(model_path)  # fail early with a clear message
     job = functools.partial(loglike_job, str(model_path), str(data_dir))
-    cfg = DecodeConfig(acwt=acwt, mbr=mbr, mbr_beam=mbr_beam)
+    beams = {k: v for k, v in (("beam", beam), ("lattice_beam", lattice_beam)) if v is not None}
+    cfg = DecodeConfig(acwt=acwt, mbr=mbr, mbr_beam=mbr_beam, **beams)
     return decode_and_score(graph_dir, data_dir, out_dir, job, cfg, nj=nj, lmwt=lmwt, mode=mode)
 
 

@@ -118,6 +118,17 @@ class BmmiSettings:
 
 
 @dataclass
+class DecodeSettings:
+    """The lattice search of every decode of the recipe (dev and test of each system, the dev decodes
+    that choose sequence training's epoch and bMMI's τ; not the denominator lattices, whose beam is
+    ``seq.lattice_beam``). ``None``: ``asr.decode.DecodeConfig``'s defaults (Kaldi ``decode.sh``:
+    beam 13, lattice beam 6)."""
+
+    beam: float | None = field(default=None, metadata={"positive": True})
+    lattice_beam: float | None = field(default=None, metadata={"positive": True})
+
+
+@dataclass
 class RecipeConfig:
     """Everything ``recipes/timit/run.sh`` lets a config choose. ``nj``: parallel jobs (an
     integer, or ``auto`` for the number of cores)."""
@@ -129,6 +140,7 @@ class RecipeConfig:
     dnn: DnnSettings = field(default_factory=DnnSettings)
     seq: SeqSettings = field(default_factory=SeqSettings)
     bmmi: BmmiSettings = field(default_factory=BmmiSettings)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
 
     def jobs(self) -> int:
         """``nj`` resolved: ``auto`` is the number of cores this process may run on."""
@@ -169,6 +181,8 @@ def _check_value(f: dataclasses.Field, value: Any, hints: dict, where: str) -> A
     low = f.metadata.get("min")
     if low is not None and isinstance(value, int) and not isinstance(value, bool) and value < low:
         raise ConfigError(f"{where}: must be at least {low}, got {value}")
+    if f.metadata.get("positive") and isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value}")
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(map(str, choices))}; got {value!r}")
@@ -304,16 +318,17 @@ def stage_options(cfg: RecipeConfig) -> dict[str, list[str]]:
         "seq": _flags(seed=cfg.seed, epochs=s.epochs, lr=s.lr, kappa=s.kappa, ce_smoothing=s.ce_smoothing,
                       utts_per_epoch=s.utts_per_epoch),
         "bmmi": ["--criterion", "bmmi"] + _flags(select_taus=b.taus, iters=b.iters, boost=b.boost),
+        "decode": _flags(beam=cfg.decode.beam, lattice_beam=cfg.decode.lattice_beam),
     }
 
 
 # which settings each stage reads (written to the stage's directory as the config it ran with)
 STAGE_SETTINGS = {
-    "corpus": ("seed", "nj", "corpus"), "mono": ("seed", "nj", "gmm.iters", "gmm.mono_gauss"),
-    **{f"tri{k}": ("seed", "nj", "gmm.iters", f"gmm.tri{k}_leaves", f"gmm.tri{k}_gauss") for k in (1, 2, 3)},
+    "corpus": ("seed", "nj", "corpus"), "mono": ("seed", "nj", "gmm.iters", "gmm.mono_gauss", "decode"),
+    **{f"tri{k}": ("seed", "nj", "gmm.iters", f"gmm.tri{k}_leaves", f"gmm.tri{k}_gauss", "decode") for k in (1, 2, 3)},
     "fmllr": ("dnn.feats",), "dbn": ("seed", "dnn.feats", "dnn.layers", "dnn.units", "dnn.dbn_epochs"),
-    "dnn": ("seed", "dnn"), "dnn_rand": ("seed", "dnn"), "seq": ("seed", "nj", "seq"),
-    "tri3_bmmi": ("nj", "seq.lattice_beam", "bmmi"),
+    "dnn": ("seed", "dnn", "decode"), "dnn_rand": ("seed", "dnn", "decode"), "seq": ("seed", "nj", "seq", "decode"),
+    "tri3_bmmi": ("nj", "seq.lattice_beam", "bmmi", "decode"),
 }
 
 

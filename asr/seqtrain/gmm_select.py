@@ -25,10 +25,13 @@ from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
 def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: str | Path, out_dir: str | Path,
                    lang_dir: str | Path, dev_dir: str | Path, dev_transform_dir: str | Path, taus: tuple[float, ...],
-                   cfg: GmmSeqConfig = GmmSeqConfig(), nj: int = 1, log: Callable[[str], None] = print) -> dict:
+                   cfg: GmmSeqConfig = GmmSeqConfig(), nj: int = 1, log: Callable[[str], None] = print,
+                   decode_cfg=None) -> dict:
     """Train one system per τ in ``taus`` into ``out_dir/tau<τ>``, decode dev after every iteration,
     and write the best candidate (fewest dev errors; the input system if none beats it) as the
     system in ``out_dir`` (``final.pt``, ``trans.pt``, ``graph/``) plus ``selection.json``.
+    ``decode_cfg``: the ``asr.decode.DecodeConfig`` of the dev decodes (None: its defaults), which
+    must be the one ``model_dir/decode_dev`` was made with.
     Returns the selection record."""
     from asr.gmm.decode import decode_system
     from asr.gmm.system import load_system
@@ -58,7 +61,8 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
             if not (cand / "graph").exists():
                 os.symlink((sub / "graph").resolve(), cand / "graph")
             if not (cand / "decode_dev" / "scoring").is_file():
-                decode_system(cand, lang_dir, dev_dir, cand / "decode_dev", nj=nj, transform_dir=dev_transform_dir)
+                decode_system(cand, lang_dir, dev_dir, cand / "decode_dev", nj=nj, cfg=decode_cfg,
+                              transform_dir=dev_transform_dir)
             e, r = read_scoring_errors(cand / "decode_dev")
             cands.append({"tau": float(tau), "iter": it, "dev_errors": e, "dev_ref": r, "model": str(cand)})
             log(f"tau {tau:g} iteration {it}: dev errors {e} / {r} (starting system {err})")

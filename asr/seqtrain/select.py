@@ -31,12 +31,14 @@ def _save_epoch_model(ce_dir: Path, ck_path: Path, dest: Path, extra: dict) -> N
 
 def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | Path, dev_dir: str | Path,
                      nj: int = 1, mode: str = "phone", mbr: bool = False,
-                     log: Callable[[str], None] = print) -> dict:
+                     log: Callable[[str], None] = print, beam: float | None = None,
+                     lattice_beam: float | None = None) -> dict:
     """Decode ``dev_dir`` with each epoch checkpoint of ``out_dir/ckpt`` (candidates under
     ``out_dir/select/epochN``) and write the one with the fewest dev errors (CE model of
     ``ce_dir`` = epoch 0, scored by ``ce_dir/decode_dev``) as ``out_dir/final.pt`` plus
     ``out_dir/selection.json``. ``mbr``: decode as ``asr dnn decode`` does (its default: Viterbi
-    best paths), which must be how ``ce_dir/decode_dev`` was made. Returns the selection record."""
+    best paths), which must be how ``ce_dir/decode_dev`` was made, as must ``beam`` and
+    ``lattice_beam`` (None: ``DecodeConfig``'s defaults). Returns the selection record."""
     from asr.nnet.stages import run_decode
 
     ce_dir, out = Path(ce_dir), Path(out_dir)
@@ -56,7 +58,8 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
             (cand / "decode_dev" / "scoring").unlink(missing_ok=True)
         if not (cand / "decode_dev" / "scoring").is_file():
             _save_epoch_model(ce_dir, ck_path, cand / "final.pt", {**final_extra, "epoch": epoch})
-            run_decode(cand, graph_dir, dev_dir, cand / "decode_dev", nj=nj, mode=mode, mbr=mbr)
+            run_decode(cand, graph_dir, dev_dir, cand / "decode_dev", nj=nj, mode=mode, mbr=mbr, beam=beam,
+                       lattice_beam=lattice_beam)
             write_text_atomic(source, digest + "\n")
         e, r = read_scoring_errors(cand / "decode_dev")
         if r != ref0:

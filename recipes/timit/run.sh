@@ -138,7 +138,10 @@ run_stage() {
   fi
   # the hash (of the deps' markers, the command and the stage function) and the stage's marker
   # shellcheck disable=SC2086
-  h=$({ printf '%q ' "$@"; declare -f "$1" || true; } | marker begin "$out" $deps)
+  # (the decode options, e.g. conf/tiny.yaml's narrower beams, count for the stages that decode)
+  h=$({ printf '%q ' "$@"; declare -f "$1" || true
+        if [ "$num" -ge 5 ] && [ ${#decode_opts[@]} -gt 0 ]; then printf 'decode %q ' "${decode_opts[@]}"; fi
+      } | marker begin "$out" $deps)
   read -r h prev <<< "$h"
   if [ "$prev" = "$h" ]; then
     log "stage $num ($name): done already, skipping"
@@ -244,9 +247,10 @@ fi
 # decode_gmm SYS: decode dev (choosing the LM weight there) then test with dev's choice
 decode_gmm() {
   local sys=$1
-  step decode_dev "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/dev" --out "$exp/$sys/decode_dev" --nj "$nj"
+  step decode_dev "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/dev" --out "$exp/$sys/decode_dev" \
+    --nj "$nj" "${decode_opts[@]}"
   step decode_test "$asr" gmm decode --model "$exp/$sys" --lang "$lang" --data "$data/test" --out "$exp/$sys/decode_test" \
-    --lmwt-from "$exp/$sys/decode_dev" --nj "$nj"
+    --lmwt-from "$exp/$sys/decode_dev" --nj "$nj" "${decode_opts[@]}"
 }
 # RESULTS is rebuilt from the decode dirs after every stage, so a resumed run ends with the
 # same file as an uninterrupted one.
@@ -293,9 +297,9 @@ fi
 decode_dnn() {
   local sys=$1
   step decode_dev "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/dev" \
-    --out "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
+    --out "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj" "${decode_opts[@]}"
   step decode_test "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/test" \
-    --out "$exp/$sys/decode_test" --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj"
+    --out "$exp/$sys/decode_test" --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj" "${decode_opts[@]}"
 }
 
 # 10: DBN pretraining (stack of RBMs from asr.generative), unless --init-dbn reuses one
@@ -332,7 +336,7 @@ seq_stage() {
   local sys=dnn_$seq_criterion ali=$exp/tri3 dgraph=$exp/tri3/graph
   local den_opts=(--den "$den") sel_opts=()
   if [ "$select" = true ]; then
-    sel_opts=(--select-on-dev "$dd/dev" --dev-graph "$exp/tri3/graph" --nj "$nj" --mode "$mode")
+    sel_opts=(--select-on-dev "$dd/dev" --dev-graph "$exp/tri3/graph" --nj "$nj" --mode "$mode" "${decode_opts[@]}")
   fi
   if [ "$realign" = true ]; then
     step align "$asr" dnn align --model "$exp/dnn" --data "$dd/train" --ali "$exp/tri3" --out "$exp/dnn_ali"
@@ -364,13 +368,13 @@ gmm_seq_stage() {
     --ali "$exp/tri3" --out "$exp/tri3_denlats" --lattice-beam "$lattice_beam" --no-segments --nj "$nj"
   step train "$asr" seq gmm-train --model "$exp/tri3" --data "$data/train" --lattices "$exp/tri3_denlats" \
     --out "$exp/tri3_bmmi" --lang "$lang" --dev "$data/dev" --dev-transform-dir "$exp/tri3/decode_dev" \
-    --nj "$nj" "$@"
+    --nj "$nj" "${decode_opts[@]}" "$@"
   # the candidates reuse tri3's speaker transforms (Kaldi --transform-dir)
   step decode_dev "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/dev" \
-    --out "$exp/tri3_bmmi/decode_dev" --transform-dir "$exp/tri3/decode_dev" --nj "$nj"
+    --out "$exp/tri3_bmmi/decode_dev" --transform-dir "$exp/tri3/decode_dev" --nj "$nj" "${decode_opts[@]}"
   step decode_test "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/test" \
     --out "$exp/tri3_bmmi/decode_test" --transform-dir "$exp/tri3/decode_test" \
-    --lmwt-from "$exp/tri3_bmmi/decode_dev" --nj "$nj"
+    --lmwt-from "$exp/tri3_bmmi/decode_dev" --nj "$nj" "${decode_opts[@]}"
   update_results
 }
 if [ "$gmm_bmmi" = true ]; then
