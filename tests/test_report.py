@@ -290,3 +290,23 @@ def test_cli_errors(tmp_path, capsys):
     assert asr_main(["report", "--exp", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_corpus_identity_covers_the_audio_not_just_the_plan(tmp_path):
+    """Two corpora with the same speaker plan (SPEAKERS.TSV) but one audio sample apart get
+    different identities (seen: one speaker's audio differed between two syntheses on a fresh
+    machine while the plan was equal); the same files give the same identity."""
+    from asr.report.provenance import corpus_identity
+
+    digests = []
+    for k, last in enumerate((b"\x01", b"\x02", b"\x01")):
+        c = tmp_path / f"c{k}"
+        (c / "DOC").mkdir(parents=True)
+        (c / "DOC" / "SPEAKERS.TSV").write_text("spk_id\tengine\nFAB0\tespeak\n")
+        (c / "TRAIN" / "DR1" / "FAB0").mkdir(parents=True)
+        (c / "TRAIN" / "DR1" / "FAB0" / "SA1.WAV").write_bytes(b"NIST_1A" + b"\0" * 100 + last)
+        (c / "TRAIN" / "DR1" / "FAB0" / "SA1.PHN").write_text("0 10 h#\n")
+        digest, what, _ = corpus_identity(tmp_path / "exp", c)
+        assert "3 audio and label files" in what
+        digests.append(digest)
+    assert digests[0] != digests[1] and digests[0] == digests[2]

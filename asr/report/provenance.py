@@ -120,23 +120,31 @@ class SetFacts:
     hours: float | None
 
 
+CORPUS_SUFFIXES = (".wav", ".phn", ".wrd", ".txt", ".tsv")
+
+
 def corpus_identity(exp: Path, corpus: Path | None) -> tuple[str, str, dict[str, SetFacts]]:
     """(hash, what was hashed, facts per set) of the corpus of ``exp``: the SHA-256 (first 16
-    hex digits) of ``CORPUS/DOC/SPEAKERS.TSV`` for a generated corpus, else of the
-    ``text`` files of ``EXP/data/{train,dev,test}``; speakers, utterances and hours per set
-    from the data directories (hours from ``utt2dur``)."""
+    hex digits) of every audio and label file of the corpus directory (``*.WAV``, ``*.PHN``,
+    ``*.WRD``, ``*.TXT``, ``DOC/SPEAKERS.TSV``: relative path and bytes, in path order), so two
+    runs compare equal only on the same audio, not just the same plan; else of the ``text``
+    files of ``EXP/data/{train,dev,test}``; speakers, utterances and hours per set from the
+    data directories (hours from ``utt2dur``)."""
     corpus = corpus or exp / "corpus"
-    tsv = corpus / "DOC" / "SPEAKERS.TSV"
     h = hashlib.sha256()
-    if tsv.is_file():
-        h.update(tsv.read_bytes())
-        what = f"`{tsv}`"
+    files = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in CORPUS_SUFFIXES and p.is_file()) \
+        if corpus.is_dir() else []
+    if files:
+        for p in files:
+            h.update(str(p.relative_to(corpus)).encode() + b"\0")
+            h.update(p.read_bytes())
+        what = f"the {len(files)} audio and label files of `{corpus}`"
     else:
         for s in ("train", "dev", "test"):
             f = exp / "data" / s / "text"
             if f.is_file():
                 h.update(f.read_bytes())
-        what = "`data/{train,dev,test}/text` (no SPEAKERS.TSV)"
+        what = "`data/{train,dev,test}/text` (corpus directory not found)"
     facts = {}
     for s in ("train", "dev", "test"):
         d = exp / "data" / s
