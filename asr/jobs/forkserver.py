@@ -257,6 +257,7 @@ def serve(path: str, parent: int | None = None, target: str = "asr.cli.main:main
 
     def accept() -> None:
         conn, _ = lsock.accept()
+        fds: list[int] = []
         try:
             conn.settimeout(30)
             msg, fds, _flags, _addr = socket.recv_fds(conn, _LEN.size, 3)
@@ -268,6 +269,8 @@ def serve(path: str, parent: int | None = None, target: str = "asr.cli.main:main
             req = json.loads(body)
             conn.settimeout(None)
         except (OSError, ValueError):
+            for fd in fds:             # a refused request leaves no descriptor open here
+                os.close(fd)
             conn.close()
             return
         pid = os.fork()
