@@ -63,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     return int(rc or 0)
 
 
+def flush_std_streams() -> None:
+    """Flush stdout and stderr, ignoring streams that are closed or gone."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def finish_process(rc: int, force_exit: bool = False) -> None:
     """End the process after a command: flush output, close log handlers, then ``os._exit``
     unless a child process or non-daemon thread is still alive (then the normal ``sys.exit``
@@ -76,11 +85,7 @@ def finish_process(rc: int, force_exit: bool = False) -> None:
     import os
     import threading
 
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    flush_std_streams()
     logging.shutdown()
     busy_threads = [t for t in threading.enumerate()
                     if t is not threading.main_thread() and t.is_alive() and not t.daemon]
@@ -92,11 +97,7 @@ def finish_process(rc: int, force_exit: bool = False) -> None:
             t.join()
         for p in children:
             p.join()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        flush_std_streams()
     os._exit(rc)
 
 

@@ -89,13 +89,8 @@ def call(path: str, argv: list[str]) -> int | None:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
-    try:
-        while True:
-            try:
-                tail = _recv_exact(sock, _RC.size)
-                break
-            except InterruptedError:
-                continue
+    try:       # a forwarded signal does not interrupt the wait (PEP 475: recv is retried)
+        tail = _recv_exact(sock, _RC.size)
     except OSError:
         tail = None
     finally:
@@ -109,11 +104,9 @@ def call(path: str, argv: list[str]) -> int | None:
 
 def exit_with(code: int) -> None:
     """Leave this process as the child left: with its exit code, or by its signal."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    from asr.cli.main import flush_std_streams
+
+    flush_std_streams()
     if code < 0:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
@@ -172,10 +165,7 @@ def _child(conn: socket.socket, fds: list[int], req: dict[str, Any], close: list
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own streams
         sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
-        import random
-
-        random.seed()
-        try:
+        try:   # (Python's own generator reseeds itself in a forked child)
             import numpy as np
 
             np.random.seed()
