@@ -224,13 +224,11 @@ def pretrain_dbn(dbn: DBN, data: DataSource,
                 # filled in place (a torch.cat of the chunks would hold the layer twice) and the
                 # layer below dropped unless it is the caller's data
                 prev, below = lifted, dbn.rbms[i - 1]
+                lifted = torch.empty(prev.shape[0], dbn.sizes[i], dtype=below.W.dtype, device=dev)
                 with torch.no_grad():
-                    first = below.hidden_probs(prev[:8192].to(dev))
-                    lifted = torch.empty(prev.shape[0], first.shape[1], dtype=first.dtype, device=dev)
-                    lifted[:8192] = first
-                    for j in range(8192, prev.shape[0], 8192):
+                    for j in range(0, prev.shape[0], 8192):
                         lifted[j:j + 8192] = below.hidden_probs(prev[j:j + 8192].to(dev))
-                del prev, first
+                del prev
             elif isinstance(data, Tensor):
                 full = data
 
