@@ -104,12 +104,16 @@ def test_an_exception_in_the_command_gives_a_traceback_and_status_1(server, tmp_
     assert "RuntimeError: boom" in err
 
 
-def test_killing_the_caller_kills_its_command(server, tmp_path):
-    sock, _ = server
+def _sleeping_command(sock: Path, tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """A caller whose command sleeps: (the caller, the command's pid once it runs)."""
     pidfile = tmp_path / "pid"
     c = _client(sock, ["sleep", str(pidfile)], tmp_path)
     assert _wait(pidfile.exists)
-    child = int(pidfile.read_text())
+    return c, int(pidfile.read_text())
+
+
+def test_killing_the_caller_kills_its_command(server, tmp_path):
+    c, child = _sleeping_command(server[0], tmp_path)
     assert _alive(child)
     c.kill()
     c.wait(10)
@@ -117,11 +121,7 @@ def test_killing_the_caller_kills_its_command(server, tmp_path):
 
 
 def test_a_signal_to_the_caller_reaches_the_command_and_its_status_is_the_signal(server, tmp_path):
-    sock, _ = server
-    pidfile = tmp_path / "pid"
-    c = _client(sock, ["sleep", str(pidfile)], tmp_path)
-    assert _wait(pidfile.exists)
-    child = int(pidfile.read_text())
+    c, child = _sleeping_command(server[0], tmp_path)
     c.send_signal(signal.SIGTERM)
     c.wait(10)
     assert c.returncode == -signal.SIGTERM       # as if the command itself had been killed
@@ -154,19 +154,18 @@ def test_the_real_cli_through_the_server_gives_the_same_output(tmp_path):
     hyp = tmp_path / "hyp"
     ref.write_text("u1 a b c d\nu2 e f g\n")
     hyp.write_text("u1 a x c\nu2 e f g g\n")
-    asr = str(Path(sys.executable).with_name("asr"))
-    if not Path(asr).exists():
-        pytest.skip("the asr console script is not installed next to this interpreter")
+    # what the installed ``asr`` console script runs
+    asr = [sys.executable, "-c", "import sys; sys.argv[0] = 'asr'; from asr.cli.main import run; run()"]
     sock = tmp_path / "s"
     env = dict(os.environ)
     env.pop("ASR_FORKSERVER", None)
     srv = subprocess.Popen([sys.executable, "-m", "asr.jobs.forkserver", "--socket", str(sock)], env=env)
     try:
         assert _wait(sock.exists)
-        alone = subprocess.run([asr, "score", str(ref), str(hyp)], env=env, capture_output=True, text=True)
-        served = subprocess.run([asr, "score", str(ref), str(hyp)], env=dict(env, ASR_FORKSERVER=str(sock)),
+        alone = subprocess.run([*asr, "score", str(ref), str(hyp)], env=env, capture_output=True, text=True)
+        served = subprocess.run([*asr, "score", str(ref), str(hyp)], env=dict(env, ASR_FORKSERVER=str(sock)),
                                 capture_output=True, text=True)
-        bad = subprocess.run([asr, "score", str(ref)], env=dict(env, ASR_FORKSERVER=str(sock)),
+        bad = subprocess.run([*asr, "score", str(ref)], env=dict(env, ASR_FORKSERVER=str(sock)),
                              capture_output=True, text=True)
     finally:
         srv.terminate()
