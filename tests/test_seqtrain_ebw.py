@@ -1,11 +1,15 @@
 """Extended Baum-Welch for (boosted) MMI of GMMs: reduces to ML without denominator, keeps
-variances positive, and raises the MMI objective on a toy two-class problem."""
+variances positive, and raises the MMI objective on a toy two-class problem; the batch statistics
+that score only the lattices' (frame, pdf) pairs equal the dense computation."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from asr.gmm.model import DiagGmmSet, GmmAccs
-from asr.seqtrain.ebw import accumulate_den, ebw_update
+from asr.seqtrain.ebw import accumulate_batch, accumulate_den, ebw_update
+from asr.seqtrain.lattice import expand_lattice, lattice_forward_backward, lattice_frame_accuracy
+from test_seqtrain_lattice import PDF2PHONE, PDF2STATE, random_lattice
 
 torch.set_num_threads(1)
 
@@ -62,3 +66,43 @@ def test_ebw_raises_mmi_objective_and_keeps_variances_positive():
     num, den = _stats(gmm, x, y)
     same, _ = ebw_update(gmm, num, den, E=1e9, tau=0.0)
     torch.testing.assert_close(same.means, gmm.means, atol=1e-5, rtol=0)
+
+
+def test_batch_statistics_over_used_pairs_equal_the_dense_computation():
+    """accumulate_batch (only the lattice and reference pairs scored) against a dense (T, P)
+    likelihood matrix, the dense lattice forward-backward and the per-utterance accumulators; a
+    lattice whose total is not finite adds nothing."""
+    g = torch.Generator().manual_seed(4)
+    num_pdfs, dim = 4, 3
+    comps = [1, 3, 2, 4]
+    gauss2pdf = torch.repeat_interleave(torch.arange(num_pdfs), torch.tensor(comps))
+    G = int(gauss2pdf.numel())
+    gmm = DiagGmmSet(torch.randn(G, dim, generator=g), torch.rand(G, dim, generator=g) + 0.5,
+                     torch.log_softmax(torch.randn(G, generator=g), 0), gauss2pdf, num_pdfs)
+    lens = (5, 4, 6)
+    refs = [torch.randint(0, num_pdfs, (t,), generator=g) for t in lens]
+    lats = [expand_lattice(random_lattice(s, t_len=t), num_pdfs, PDF2PHONE, PDF2STATE, r)
+            for s, (t, r) in enumerate(zip(lens, refs))]
+    lats[2].final.fill_(float("-inf"))                         # no complete path: left out
+    feats = [torch.randn(t, dim, generator=g) for t in lens]
+    kappa = 0.3
+    boost = [0.1 * lattice_frame_accuracy(la, r, "mpfe", PDF2PHONE) for la, r in zip(lats, refs)]
+    num, den = GmmAccs.zeros(G, dim), GmmAccs.zeros(G, dim)
+    logz, num_score = accumulate_batch(gmm, num, den, feats, refs, lats, kappa, boost)
+
+    pad = torch.zeros(3, max(lens), num_pdfs, dtype=torch.float64)
+    for k, x in enumerate(feats):
+        pad[k, :lens[k]] = gmm.loglikes(x).double()
+    fb = lattice_forward_backward(lats, kappa * pad, boost=boost)
+    num_ref, den_ref = GmmAccs.zeros(G, dim), GmmAccs.zeros(G, dim)
+    for k in range(2):
+        gmm.accumulate(num_ref, feats[k], refs[k])
+        accumulate_den(gmm, den_ref, feats[k], fb.occ[k, :lens[k]])
+        score = kappa * pad[k, torch.arange(lens[k]), refs[k]].sum()
+        assert float(num_score[k]) == pytest.approx(float(score), abs=1e-5)
+    torch.testing.assert_close(logz[:2], fb.logz[:2], atol=1e-5, rtol=0)
+    assert not torch.isfinite(logz[2])
+    for got, want in ((num, num_ref), (den, den_ref)):
+        assert float(want.occ.sum()) == pytest.approx(sum(lens[:2]), abs=1e-3)
+        for f in ("occ", "x", "x2"):
+            torch.testing.assert_close(getattr(got, f), getattr(want, f), atol=1e-5, rtol=1e-5)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -208,7 +209,7 @@ class DiagGmmSet:
     @property
     def _params_pdf(self) -> Tensor:
         """The same coefficients as ``(P, M, 2D+1)`` (padding rows ``[0, ..., 0, -inf]``), built on
-        first use by the aligned-pdf E-steps (:meth:`_by_pdf`): training only, never decoding. Its
+        first use by the aligned-pdf E-steps (:meth:`components_by_pdf`): training only, never decoding. Its
         layout is kept because a one-frame product's rounding depends on where its rows lie in memory."""
         if self._dense_params_pdf is None:
             D, M = self.dim, self.max_comp
@@ -283,9 +284,10 @@ class DiagGmmSet:
             out[:, pos] = _logsumexp_last((aug @ w.T).view(x.shape[0], pos.numel(), m_b))
         return out
 
-    def _by_pdf(self, x: Tensor, pdfs: Tensor):
+    def components_by_pdf(self, x: Tensor, pdfs: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
         """Frames grouped by aligned pdf: yields ``(pdf, rows (n,), aug (n, 2D+1), log w N (n, m))``
-        for each pdf present, ``m`` its number of components (one small matmul per pdf)."""
+        for each pdf present, ``m`` its number of components (one small matmul per pdf); ``aug``
+        is ``[x^2, x, 1]`` of the rows, so ``post^T @ aug`` gives the ``x2, x, occ`` statistics."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
         if pdfs.shape != (x.shape[0],):
@@ -313,7 +315,7 @@ class DiagGmmSet:
         gauss = torch.full((T, M), -1, dtype=torch.long, device=self.device)
         post = torch.zeros(T, M, device=self.device)
         ll = torch.zeros(T, device=self.device)
-        for p, rows, _, sel in self._by_pdf(x, pdfs):
+        for p, rows, _, sel in self.components_by_pdf(x, pdfs):
             m = sel.shape[1]
             lse = torch.logsumexp(sel, 1)
             ll[rows] = lse
@@ -328,7 +330,7 @@ class DiagGmmSet:
         then component), the same numbers bit for bit."""
         M = self.max_comp
         rows_l, gauss_l, post_l, key_l = [], [], [], []
-        for p, rows, _, sel in self._by_pdf(x, pdfs):
+        for p, rows, _, sel in self.components_by_pdf(x, pdfs):
             m = sel.shape[1]
             post = torch.exp(sel - torch.logsumexp(sel, 1)[:, None])
             rows_l.append(rows.repeat_interleave(m))
@@ -346,7 +348,7 @@ class DiagGmmSet:
         statistics (``post^T [x, x^2, 1]``, float64) to ``accs``; returns the total log-likelihood."""
         D = self.dim
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for p, rows, a, sel in self._by_pdf(x, pdfs):
+        for p, rows, a, sel in self.components_by_pdf(x, pdfs):
             m = sel.shape[1]
             lse = torch.logsumexp(sel, 1)
             total += lse.double().sum()

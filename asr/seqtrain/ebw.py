@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from asr.gmm.model import DiagGmmSet, GmmAccs
+from asr.seqtrain.lattice import DenLattice, lattice_arc_forward_backward
 
 
 def ebw_update(gmm: DiagGmmSet, num: GmmAccs, den: GmmAccs, E: float = 2.0, tau: float = 400.0,
@@ -64,3 +65,62 @@ def accumulate_den(gmm: DiagGmmSet, accs: GmmAccs, x: Tensor, occ: Tensor, min_p
     xr = x[t]
     gauss, post, _ = gmm.gauss_posteriors(xr, j)
     accs.accumulate(xr.to(gmm.device), gauss, post * occ[t, j].to(post.dtype).to(post.device).unsqueeze(1))
+
+
+def accumulate_batch(gmm: DiagGmmSet, num: GmmAccs, den: GmmAccs, feats: list[Tensor], ref: list[Tensor],
+                     lats: list[DenLattice], kappa: float, boost: list[Tensor] | None = None,
+                     min_post: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """Numerator and denominator statistics of a batch of utterances, scoring only what is used.
+
+    ``feats`` (T_b, D), ``ref`` (T_b,) reference pdfs, ``lats`` their denominator lattices; ``boost``
+    per lattice (A_b,) bMMI boosting. Only the (frame, pdf) pairs on a lattice arc or on the
+    reference are evaluated — a few per frame, where a dense ``(T, P)`` likelihood matrix costs
+    every Gaussian of every pdf — each pair's component log-likelihoods once, grouped by pdf
+    (:meth:`DiagGmmSet.components_by_pdf`); they give the arc scores κ·ll of the lattice
+    forward-backward and, afterwards, the Gaussian posteriors that share a pair's numerator
+    (1 on the reference) and denominator occupancy (below ``min_post`` dropped) among its
+    components. Utterances whose lattice total is not finite add nothing.
+
+    Returns ``(logz (B,), num_score (B,))``: the denominator log total and κ·Σ_t ll(t, ref_t),
+    float64; the MMI objective of utterance b is ``num_score[b] − logz[b]``.
+    """
+    dev = gmm.device
+    P = gmm.num_pdfs
+    lens = [int(x.shape[0]) for x in feats]
+    offs = torch.tensor([0] + lens[:-1], dtype=torch.long).cumsum(0).to(dev)
+    arc_key = torch.cat([(offs[k] + la.frame.long().to(dev)) * P + la.pdf.long().to(dev) for k, la in enumerate(lats)])
+    ref_key = torch.cat([(offs[k] + torch.arange(n, device=dev)) * P + r.long().to(dev)
+                         for k, (n, r) in enumerate(zip(lens, ref))])
+    pairs, inv = torch.unique(torch.cat([arc_key, ref_key]), return_inverse=True)
+    arc_pair, ref_pair = inv[:arc_key.numel()], inv[arc_key.numel():]
+    x_all = torch.cat([x.to(dev, torch.float32) for x in feats])
+    groups = list(gmm.components_by_pdf(x_all[pairs // P], pairs % P))
+    ll = torch.empty(pairs.numel(), device=dev)
+    for _, rows, _, sel in groups:
+        ll[rows] = torch.logsumexp(sel, 1)
+    fb = lattice_arc_forward_backward(lats, kappa * ll[arc_pair].double(), boost=boost)
+    ok = torch.isfinite(fb.logz)
+    arc_utt = torch.repeat_interleave(torch.arange(len(lats), device=dev),
+                                      torch.tensor([la.num_arcs for la in lats], device=dev))
+    ref_utt = torch.repeat_interleave(torch.arange(len(lats), device=dev), torch.tensor(lens, device=dev))
+    w_den = torch.zeros(pairs.numel(), dtype=torch.float64, device=dev).index_add_(
+        0, arc_pair, torch.where(ok[arc_utt], fb.gamma, 0.0))
+    w_den = torch.where(w_den > min_post, w_den, 0.0)
+    w_num = torch.zeros(pairs.numel(), dtype=torch.float64, device=dev).index_add_(
+        0, ref_pair, ok[ref_utt].double())
+    D = gmm.dim
+    for p, rows, a, sel in groups:
+        w = torch.stack([w_num[rows], w_den[rows]], 1)                          # (n, 2)
+        if not bool(w.any()):
+            continue
+        post = torch.exp(sel - ll[rows, None]).double()                         # (n, m)
+        ad = a.double()
+        stats = post.T @ torch.cat([ad * w[:, :1], ad * w[:, 1:]], 1)          # (m, 2 (2D+1))
+        g = gmm.pdf_gauss[p, :post.shape[1]]
+        for acc, st in ((num, stats[:, :2 * D + 1]), (den, stats[:, 2 * D + 1:])):
+            acc.x2.index_add_(0, g, st[:, :D])
+            acc.x.index_add_(0, g, st[:, D:2 * D])
+            acc.occ.index_add_(0, g, st[:, 2 * D])
+    num_score = torch.zeros(len(lats), dtype=torch.float64, device=dev).index_add_(
+        0, ref_utt, kappa * ll[ref_pair].double())
+    return fb.logz, num_score

@@ -50,8 +50,8 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
     from asr.gmm.system import load_system
     from asr.nnet.io import read_alignments
     from asr.seqtrain.denlats import load_den_lattices, phone_classes
-    from asr.seqtrain.ebw import accumulate_den, ebw_update
-    from asr.seqtrain.lattice import lattice_forward_backward, lattice_frame_accuracy
+    from asr.seqtrain.ebw import accumulate_batch, ebw_update
+    from asr.seqtrain.lattice import lattice_frame_accuracy
 
     if cfg.criterion not in ("mmi", "bmmi"):
         raise ValueError(f"GMM sequence training supports mmi | bmmi, not {cfg.criterion!r}")
@@ -101,22 +101,15 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
         obj, frames = 0.0, 0
         for i in range(0, len(utts), cfg.batch_utts):
             bu = utts[i:i + cfg.batch_utts]
-            lls = [gmm.loglikes(feats[u]).double() for u in bu]
-            t_max = max(x.shape[0] for x in lls)
-            pad = torch.zeros(len(bu), t_max, gmm.num_pdfs, dtype=torch.float64)
-            for k, x in enumerate(lls):
-                pad[k, :x.shape[0]] = x
-            bl = [lats[u] for u in bu]
-            fb = lattice_forward_backward(bl, cfg.kappa * pad, boost=[boosts[u] for u in bu] if boosts else None)
+            logz, num_score = accumulate_batch(gmm, num, den, [feats[u] for u in bu], [alis[u] for u in bu],
+                                               [lats[u] for u in bu], cfg.kappa,
+                                               [boosts[u] for u in bu] if boosts else None)
             for k, u in enumerate(bu):
-                x, ref, n = feats[u], alis[u].long(), lls[k].shape[0]
-                if not torch.isfinite(fb.logz[k]):
+                if not torch.isfinite(logz[k]):
                     dropped.append(u)
                     continue
-                gmm.accumulate(num, x, ref)
-                accumulate_den(gmm, den, x, fb.occ[k, :n])
-                obj += float(cfg.kappa * lls[k][torch.arange(n), ref].sum() - fb.logz[k])
-                frames += n
+                obj += float(num_score[k] - logz[k])
+                frames += int(feats[u].shape[0])
         nonfinite.update(dropped)
         write_counts(out, {"nonfinite_lattices": sorted(nonfinite)})
         if dropped:

@@ -313,20 +313,34 @@ class LatticeFB:
     grad: Tensor | None = None
 
 
-def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: list[Tensor] | None = None,
-                             final_acc: list[Tensor] | None = None, boost: list[Tensor] | None = None) -> LatticeFB:
-    """Forward-backward over a batch of ``DenLattice``s, vectorised over the arcs of a frame.
+@dataclass
+class ArcFB:
+    """Per-arc results of :func:`lattice_arc_forward_backward` for a batch: logz (B,); gamma (A,)
+    arc posteriors (arcs of all lattices concatenated in batch order); exp_acc (B,) and
+    acc_grad (A,) = γ(a)·(c(a) − E[A]) when accuracies were given."""
 
-    scores: (B, T, P) acoustic scores κ·ll; arc_acc: per lattice (A_b,) arc accuracies (and
-    final_acc (N_b,)) -> expected accuracy and its gradient; boost: per lattice (A_b,) amounts
-    subtracted from the arc scores (boosted MMI). Float64 throughout, on the device of ``scores``
-    (the lattices are moved there once per batch; the frame loop makes no host round trip).
+    logz: Tensor
+    gamma: Tensor
+    exp_acc: Tensor | None = None
+    acc_grad: Tensor | None = None
+
+
+def lattice_arc_forward_backward(lats: list[DenLattice], arc_scores: Tensor, arc_acc: list[Tensor] | None = None,
+                                 final_acc: list[Tensor] | None = None, boost: list[Tensor] | None = None) -> ArcFB:
+    """Forward-backward over a batch of ``DenLattice``s given each arc's acoustic score.
+
+    arc_scores: (A,) κ·ll of every arc (the lattices' arcs concatenated in batch order; the graph
+    weights are added here, then ``boost`` subtracted, as in :func:`lattice_forward_backward`).
+    Callers that score only the (frame, pdf) pairs the lattices use (GMM EBW) call this directly;
+    :func:`lattice_forward_backward` gathers the scores from a dense ``(B, T, P)`` matrix.
+    Vectorised over the arcs of a frame; on the device of ``arc_scores``.
     """
-    b, t_max, p = scores.shape
+    b = len(lats)
     dt = torch.float64
-    dev = scores.device
+    dev = arc_scores.device
     offs = np.cumsum([0] + [la.num_nodes for la in lats])
     n = int(offs[-1])
+    t_max = max([la.num_frames for la in lats] + [int(la.frame.max()) + 1 for la in lats if la.num_arcs])
 
     def cat(f) -> Tensor:
         return torch.cat([f(k, la) for k, la in enumerate(lats)]).to(dev)
@@ -334,8 +348,9 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
     dst = cat(lambda k, la: la.dst.long() + int(offs[k]))
     frame = cat(lambda k, la: la.frame.long())
     utt = cat(lambda k, la: torch.full((la.num_arcs,), k, dtype=torch.long))
-    flat = (utt * t_max + frame) * p + cat(lambda k, la: la.pdf.long())
-    s = scores.to(dt).reshape(-1)[flat] + cat(lambda k, la: la.weight.to(dt))
+    if arc_scores.shape != frame.shape:
+        raise ValueError(f"{tuple(arc_scores.shape)} arc scores for {frame.numel()} arcs")
+    s = arc_scores.to(dt) + cat(lambda k, la: la.weight.to(dt))
     if boost is not None:
         s = s - torch.cat(boost).to(dev, dt)
     acc = torch.cat(arc_acc).to(dev, dt) if arc_acc is not None else None
@@ -368,8 +383,8 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
         exp_acc = torch.zeros(b, dtype=dt, device=dev).index_add_(0, node_utt, pf * (aacc + facc))
     beta = fin.clone()
     bacc = facc.clone() if acc is not None else None
-    occ = torch.zeros(b * t_max * p, dtype=dt, device=dev)
-    grad = torch.zeros_like(occ) if acc is not None else None
+    gamma = torch.zeros_like(s)
+    acc_grad = torch.zeros_like(s) if acc is not None else None
     for t in range(t_max - 1, -1, -1):
         a = order[bounds[t]:bounds[t + 1]]
         if a.numel() == 0:
@@ -377,16 +392,41 @@ def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: li
         sa, da = src[a], dst[a]
         e = s[a] + beta[da]
         gam = torch.exp(alpha[sa] + e - logz[utt[a]]).nan_to_num(0.0)
-        occ.index_add_(0, flat[a], gam)
+        gamma[a] = gam
         if acc is not None:
             c = aacc[sa] + acc[a] + bacc[da]
-            grad.index_add_(0, flat[a], gam * (c - exp_acc[utt[a]]))
+            acc_grad[a] = gam * (c - exp_acc[utt[a]])
         u, v, mean = group_logsumexp(e, sa, acc[a] + bacc[da] if acc is not None else None)
         beta[u] = v
         if acc is not None:
             bacc[u] = mean
+    return ArcFB(logz=logz, gamma=gamma, exp_acc=exp_acc, acc_grad=acc_grad)
+
+
+def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: list[Tensor] | None = None,
+                             final_acc: list[Tensor] | None = None, boost: list[Tensor] | None = None) -> LatticeFB:
+    """Forward-backward over a batch of ``DenLattice``s with dense acoustic scores.
+
+    scores: (B, T, P) acoustic scores κ·ll; arc_acc: per lattice (A_b,) arc accuracies (and
+    final_acc (N_b,)) -> expected accuracy and its gradient; boost: per lattice (A_b,) amounts
+    subtracted from the arc scores (boosted MMI). Float64 throughout, on the device of ``scores``
+    (the lattices are moved there once per batch; the frame loop makes no host round trip).
+    Arc posteriors are summed per (frame, pdf) in arc order, as they were added frame by frame.
+    """
+    b, t_max, p = scores.shape
+    dt = torch.float64
+    dev = scores.device
+
+    def cat(f) -> Tensor:
+        return torch.cat([f(k, la) for k, la in enumerate(lats)]).to(dev)
+    frame = cat(lambda k, la: la.frame.long())
+    utt = cat(lambda k, la: torch.full((la.num_arcs,), k, dtype=torch.long))
+    flat = (utt * t_max + frame) * p + cat(lambda k, la: la.pdf.long())
+    fb = lattice_arc_forward_backward(lats, scores.to(dt).reshape(-1)[flat], arc_acc, final_acc, boost)
+    occ = torch.zeros(b * t_max * p, dtype=dt, device=dev).index_add_(0, flat, fb.gamma)
+    grad = (torch.zeros_like(occ).index_add_(0, flat, fb.acc_grad) if fb.acc_grad is not None else None)
     shape = (b, t_max, p)
-    return LatticeFB(logz=logz, occ=occ.view(shape), exp_acc=exp_acc,
+    return LatticeFB(logz=fb.logz, occ=occ.view(shape), exp_acc=fb.exp_acc,
                      grad=grad.view(shape) if grad is not None else None)
 
 
