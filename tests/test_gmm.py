@@ -216,3 +216,17 @@ def test_decoding_never_builds_the_matrices_padded_to_the_largest_pdf():
     torch.testing.assert_close(lp, ll[:, 0], rtol=0, atol=1e-4)
     assert m._params_pdf.shape == (200, 300, 7)
     assert torch.equal(m._params_pdf[0], m._pdf_rows(torch.tensor([0]), 300)[0])
+
+
+def test_floored_logsumexp_equals_the_plain_one_bit_for_bit():
+    """The log-likelihoods raise exp() arguments below EXP_FLOOR (underflowing terms, a slow path of
+    the CPU's exp) to the floor; the result must not change: components hundreds of nats apart,
+    -inf padding, rows with one finite entry."""
+    from asr.gmm.model import EXP_FLOOR, _logsumexp_last
+
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(300, 40, 24, generator=g) * torch.tensor([1.0, 30.0, 300.0]).repeat(8)
+    c[:, :, 20:] = float("-inf")
+    c[:7, :5, 1:] = float("-inf")
+    assert bool((c - c.amax(-1, keepdim=True) < EXP_FLOOR).any())
+    assert torch.equal(_logsumexp_last(c.clone()), torch.logsumexp(c, -1))
