@@ -9,7 +9,12 @@ on them, then
 - denominator lattices are made as ``asr seq lattices`` makes them (the CE model's scores over
   the loop-marked HCLG, kaldi-decoder, arrays, segment expansion with MPE accuracies): their
   cost per audio second and its parts, and their size (arcs per frame, raw and expanded);
-- arc-level MPE trains one epoch over those lattices.
+- arc-level MPE trains one epoch over those lattices;
+- the boosted-MMI statistics of a GMM (8 Gaussians per pdf around the task's pdf means) over the
+  same lattices without segment expansion (``--no-segments``, as stage 14 makes them), as
+  ``asr seq gmm-train`` accumulates them (only the (frame, pdf) pairs of the
+  lattices and the reference scored) and as a dense ``(T, P)`` likelihood matrix with the dense
+  forward-backward would: each in reference units per audio second, and their ratio.
 
 Throughputs are given as ratios to CE training in the same run, and times in units of a float32
 matmul measured in the same run (``bench/reference.py``); CE training also as a fraction of the
@@ -73,12 +78,13 @@ def phone_task(tmp: Path, n_utts: int, target_pdfs: int, dim: int, seed: int):
     return tmp / "graph", loops, ctx, feats, alis
 
 
-def make_lattices(model: HybridDNN, graph: Graph, ctx, feats, alis, utts, beam: float) -> tuple[dict, dict]:
-    """Denominator lattices of ``utts`` as ``asr seq lattices`` makes them; (lattices, facts)."""
+def make_lattices(model: HybridDNN, graph: Graph, ctx, feats, alis, utts, beam: float) -> tuple[dict, dict, dict]:
+    """Denominator lattices of ``utts`` as ``asr seq lattices`` makes them; (segment-expanded
+    lattices, the same without segments as ``--no-segments`` makes them for bMMI, facts)."""
     cfg = DecodeConfig(lattice_beam=beam)
     model.eval()
     t_score = t_dec = t_exp = 0.0
-    lats, raw_arcs, arcs, frames = {}, 0, 0, 0
+    lats, flat, raw_arcs, arcs, frames = {}, {}, 0, 0, 0
     for u in utts:
         t0 = time.process_time()
         with torch.no_grad():
@@ -90,9 +96,54 @@ def make_lattices(model: HybridDNN, graph: Graph, ctx, feats, alis, utts, beam: 
         lats[u] = expand_lattice(la, ctx.num_pdfs, ctx.pdf2phone, ctx.pdf2state, alis[u])
         t3 = time.process_time()
         t_score, t_dec, t_exp = t_score + t1 - t0, t_dec + t2 - t1, t_exp + t3 - t2
+        flat[u] = expand_lattice(la, ctx.num_pdfs, ctx.pdf2phone, ctx.pdf2state, alis[u], segments=False)
         raw_arcs, arcs, frames = raw_arcs + la.src.numel(), arcs + lats[u].num_arcs, frames + ll.shape[0]
-    return lats, {"frames": frames, "score_s": t_score, "decode_s": t_dec, "arrays_expand_s": t_exp,
+    return lats, flat, {"frames": frames, "score_s": t_score, "decode_s": t_dec, "arrays_expand_s": t_exp,
                   "raw_arcs_per_frame": raw_arcs / frames, "arcs_per_frame": arcs / frames}
+
+
+def ebw_timing(lats: dict, feats: dict, alis: dict, utts: list[str], num_pdfs: int, ref: Reference,
+               batch: int = 16, seed: int = 0) -> dict:
+    """CPU seconds of one pass of bMMI statistics over ``lats``, sparse (the recipe's) and dense."""
+    from asr.gmm.model import DiagGmmSet, GmmAccs
+    from asr.seqtrain.ebw import accumulate_batch, accumulate_den
+    from asr.seqtrain.lattice import lattice_forward_backward
+
+    g = torch.Generator().manual_seed(seed)
+    dim = next(iter(feats.values())).shape[1]
+    sums = torch.zeros(num_pdfs, dim)
+    counts = torch.zeros(num_pdfs)
+    for u in utts:
+        sums.index_add_(0, alis[u], feats[u])
+        counts.index_add_(0, alis[u], torch.ones(len(alis[u])))
+    mu = sums / counts.clamp_min(1).unsqueeze(1)
+    m = 8
+    gmm = DiagGmmSet((mu.repeat_interleave(m, 0) + 0.3 * torch.randn(num_pdfs * m, dim, generator=g)),
+                     torch.ones(num_pdfs * m, dim), torch.full((num_pdfs * m,), -float(torch.log(torch.tensor(m)))),
+                     torch.arange(num_pdfs).repeat_interleave(m), num_pdfs)
+    out = {}
+    for kind in ("sparse", "dense"):
+        num, den = GmmAccs.zeros(gmm.num_gauss, dim), GmmAccs.zeros(gmm.num_gauss, dim)
+        t0 = time.process_time()
+        for i in range(0, len(utts), batch):
+            bu = utts[i:i + batch]
+            bl = [lats[u] for u in bu]
+            if kind == "sparse":
+                accumulate_batch(gmm, num, den, [feats[u] for u in bu], [alis[u] for u in bu], bl, 0.1)
+                continue
+            lls = [gmm.loglikes(feats[u]).double() for u in bu]
+            pad = torch.zeros(len(bu), max(x.shape[0] for x in lls), num_pdfs, dtype=torch.float64)
+            for k, x in enumerate(lls):
+                pad[k, :x.shape[0]] = x
+            fb = lattice_forward_backward(bl, 0.1 * pad)
+            for k, u in enumerate(bu):
+                gmm.accumulate(num, feats[u], alis[u])
+                accumulate_den(gmm, den, feats[u], fb.occ[k, :lls[k].shape[0]])
+        out[kind] = time.process_time() - t0
+    audio = sum(feats[u].shape[0] for u in utts) * 0.01
+    return {"sparse_units_per_audio_s": round(ref.units(out["sparse"]) / audio, 2),
+            "dense_units_per_audio_s": round(ref.units(out["dense"]) / audio, 2),
+            "dense_over_sparse": round(out["dense"] / out["sparse"], 2), "gaussians": gmm.num_gauss}
 
 
 def main() -> None:
@@ -126,7 +177,9 @@ def main() -> None:
             torch.manual_seed(args.seed)
             model = HybridDNN(NetConfig(40, p, (args.units,) * args.layers, 5, 5))
             model.set_normalisation(*train.spliced_moments())
-            res = train_ce(model, train, cv, CETrainConfig(max_epochs=1), f"{d}/ce_{dev}", dev, log=lambda s: None)
+            # min_epochs=1: the epoch is kept whatever its CV loss (this is a timing, not a model)
+            res = train_ce(model, train, cv, CETrainConfig(max_epochs=1, min_epochs=1), f"{d}/ce_{dev}", dev,
+                           log=lambda s: None)
             ce_s = res.history[-1]["seconds"]                  # the training loop only, as below
             ce = len(train.utts) / ce_s
             weights = sum(x.numel() for n, x in model.named_parameters() if n.endswith("weight"))
@@ -138,7 +191,7 @@ def main() -> None:
                 r[f"{crit}_ratio_to_ce"] = round(h[-1]["utts_per_s"] / ce, 3)
             if dev == "cpu":                                   # lattices: made once, on the host
                 model.cpu()
-                lats, facts = make_lattices(model, Graph(gdir, fst=loops, num_pdfs=2 * p), ctx, feats, alis,
+                lats, flat, facts = make_lattices(model, Graph(gdir, fst=loops, num_pdfs=2 * p), ctx, feats, alis,
                                             train.utts, args.lattice_beam)
                 audio = facts["frames"] * 0.01
                 out["lattices"] = {
@@ -150,6 +203,7 @@ def main() -> None:
                         facts["score_s"] + facts["decode_s"] + facts["arrays_expand_s"]), 3),
                     "raw_arcs_per_frame": round(facts["raw_arcs_per_frame"], 1),
                     "arcs_per_frame": round(facts["arcs_per_frame"], 1), "lattice_beam": args.lattice_beam}
+                out["gmm_bmmi_statistics"] = ebw_timing(flat, feats, alis, train.utts, p, ref)
             h = train_sequence(model, train, cv, lats, SeqTrainConfig(criterion="mpe", epochs=1), f"{d}/lat_{dev}",
                                pdf2phone=ctx.pdf2phone, device=dev, log=lambda s: None)
             r["lattice_mpe_ratio_to_ce"] = round(h[-1]["utts_per_s"] / ce, 3)
