@@ -20,16 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asr.report.provenance import read_run_info, read_stage_times  # noqa: E402
-from asr.datadir.table import read_table  # noqa: E402
+from asr.report.provenance import data_dir_hours, read_run_info, read_stage_times  # noqa: E402
 
 
 def train_hours(exp: Path) -> float:
     """Training hours of ``exp`` from ``data/train/utt2dur`` (a clear error if it is missing)."""
-    f = exp / "data" / "train" / "utt2dur"
-    if not f.is_file():
-        raise SystemExit(f"{f} not found: is {exp} an experiment dir of recipes/timit/run.sh past stage 2?")
-    return sum(float(v) for v in read_table(f, what="utterance", columns=2).values()) / 3600.0
+    hours = data_dir_hours(exp / "data" / "train")
+    if hours is None:
+        raise SystemExit(f"{exp}/data/train/utt2dur not found: is {exp} an experiment dir of recipes/timit/run.sh "
+                         f"past stage 2?")
+    return hours
 
 
 def fit_power(hours: list[float], seconds: list[float]) -> tuple[float, float] | None:

@@ -123,6 +123,13 @@ class SetFacts:
 CORPUS_SUFFIXES = (".wav", ".phn", ".wrd", ".txt", ".tsv")
 
 
+def data_dir_hours(d: Path) -> float | None:
+    """Hours of audio of data dir ``d`` from its ``utt2dur`` (None when it has none)."""
+    if not (d / "utt2dur").is_file():
+        return None
+    return sum(float(v) for v in read_table(d / "utt2dur", what="utterance", columns=2).values()) / 3600.0
+
+
 def corpus_identity(exp: Path, corpus: Path | None) -> tuple[str, str, dict[str, SetFacts]]:
     """(hash, what was hashed, facts per set) of the corpus of ``exp``: the SHA-256 (first 16
     hex digits) of every audio and label file of the corpus directory (``*.WAV``, ``*.PHN``,
@@ -151,11 +158,7 @@ def corpus_identity(exp: Path, corpus: Path | None) -> tuple[str, str, dict[str,
         if not (d / "utt2spk").is_file():
             continue
         utt2spk = read_table(d / "utt2spk", what="utterance", columns=2)
-        hours = None
-        if (d / "utt2dur").is_file():
-            dur = read_table(d / "utt2dur", what="utterance", columns=2)
-            hours = sum(float(v) for v in dur.values()) / 3600.0
-        facts[s] = SetFacts(len(set(utt2spk.values())), len(utt2spk), hours)
+        facts[s] = SetFacts(len(set(utt2spk.values())), len(utt2spk), data_dir_hours(d))
     return h.hexdigest()[:16], what, facts
 
 
