@@ -100,11 +100,9 @@ def accumulate_batch(gmm: DiagGmmSet, num: GmmAccs, den: GmmAccs, feats: list[Te
         ll[rows] = torch.logsumexp(sel, 1)
     fb = lattice_arc_forward_backward(lats, kappa * ll[arc_pair].double(), boost=boost)
     ok = torch.isfinite(fb.logz)
-    arc_utt = torch.repeat_interleave(torch.arange(len(lats), device=dev),
-                                      torch.tensor([la.num_arcs for la in lats], device=dev))
     ref_utt = torch.repeat_interleave(torch.arange(len(lats), device=dev), torch.tensor(lens, device=dev))
     w_den = torch.zeros(pairs.numel(), dtype=torch.float64, device=dev).index_add_(
-        0, arc_pair, torch.where(ok[arc_utt], fb.gamma, 0.0))
+        0, arc_pair, torch.where(ok[fb.arc_utt], fb.gamma, 0.0))
     w_den = torch.where(w_den > min_post, w_den, 0.0)
     w_num = torch.zeros(pairs.numel(), dtype=torch.float64, device=dev).index_add_(
         0, ref_pair, ok[ref_utt].double())

@@ -316,11 +316,13 @@ class LatticeFB:
 @dataclass
 class ArcFB:
     """Per-arc results of :func:`lattice_arc_forward_backward` for a batch: logz (B,); gamma (A,)
-    arc posteriors (arcs of all lattices concatenated in batch order); exp_acc (B,) and
-    acc_grad (A,) = γ(a)·(c(a) − E[A]) when accuracies were given."""
+    arc posteriors (arcs of all lattices concatenated in batch order); arc_utt (A,) the batch
+    index of each arc's lattice; exp_acc (B,) and acc_grad (A,) = γ(a)·(c(a) − E[A]) when
+    accuracies were given."""
 
     logz: Tensor
     gamma: Tensor
+    arc_utt: Tensor
     exp_acc: Tensor | None = None
     acc_grad: Tensor | None = None
 
@@ -400,7 +402,7 @@ def lattice_arc_forward_backward(lats: list[DenLattice], arc_scores: Tensor, arc
         beta[u] = v
         if acc is not None:
             bacc[u] = mean
-    return ArcFB(logz=logz, gamma=gamma, exp_acc=exp_acc, acc_grad=acc_grad)
+    return ArcFB(logz=logz, gamma=gamma, arc_utt=utt, exp_acc=exp_acc, acc_grad=acc_grad)
 
 
 def lattice_forward_backward(lats: list[DenLattice], scores: Tensor, arc_acc: list[Tensor] | None = None,
