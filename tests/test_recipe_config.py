@@ -81,6 +81,8 @@ def test_decode_beams_reach_every_decode_of_the_recipe(tmp_path):
     ("decode:\n  beam: 0\n", "decode.beam: must be positive"),
     ("decode:\n  lattice_beam: -2.5\n", "decode.lattice_beam: must be positive"),
     ("dnn:\n  feats: mfcc\n", "dnn.feats: must be one of fmllr, fbank"),
+    ("dnn:\n  dropout: 1.0\n", "dnn.dropout: must be below 1"),
+    ("dnn:\n  dropout: -0.1\n", "dnn.dropout: must be at least 0"),
     ("nj: many\n", "nj: expected an integer or 'auto'"),
     ("bmmi:\n  enabled: yes please\n", "bmmi.enabled: expected bool"),
     ("seq: 4\n", "seq: expected a mapping"),
@@ -92,6 +94,14 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path, text, where):
     with pytest.raises(ConfigError) as e:
         load_config(f)
     assert str(f) in str(e.value) and where in str(e.value), str(e.value)
+
+
+def test_dropout_reaches_the_ce_stages_only_when_set():
+    cfg, _ = load_config(CONF / "default.yaml", ["dnn.dropout=0.2"])
+    opts = stage_options(cfg)["dnn"]
+    assert opts[opts.index("--dropout") + 1] == "0.2"
+    cfg, _ = load_config(CONF / "default.yaml")
+    assert "--dropout" not in stage_options(cfg)["dnn"]   # unset: the stage hash of earlier runs holds
 
 
 def test_overrides_beat_the_file_and_are_checked(tmp_path):

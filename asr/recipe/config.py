@@ -82,6 +82,7 @@ class DnnSettings:
     units: int | str | None = field(default=None, metadata=COUNT_OR_AUTO)   # an integer or "auto" (by training hours: asr.nnet.sizing)
     dbn_epochs: int | None = field(default=None, metadata=POSITIVE)    # CD-1 epochs per Bernoulli RBM (the Gaussian one gets twice as many)
     max_epochs: int | None = field(default=None, metadata=POSITIVE)    # CE epochs cap (newbob stops earlier)
+    dropout: float | None = field(default=None, metadata={"min": 0, "below": 1})   # CE hidden-unit dropout (None/0: off, as Kaldi nnet1)
     random_init_ablation: bool = True  # stage 12: the same network from random weights
 
 
@@ -179,8 +180,12 @@ def _check_value(f: dataclasses.Field, value: Any, hints: dict, where: str) -> A
     if words is not None and isinstance(value, str) and value not in words:
         raise ConfigError(f"{where}: expected an integer or {' / '.join(map(repr, words))}, got {value!r}")
     low = f.metadata.get("min")
-    if low is not None and isinstance(value, int) and not isinstance(value, bool) and value < low:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if low is not None and number and value < low:
         raise ConfigError(f"{where}: must be at least {low}, got {value}")
+    below = f.metadata.get("below")
+    if below is not None and number and value >= below:
+        raise ConfigError(f"{where}: must be below {below}, got {value}")
     if f.metadata.get("positive") and isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
         raise ConfigError(f"{where}: must be positive, got {value}")
     choices = f.metadata.get("choices")
@@ -314,7 +319,7 @@ def stage_options(cfg: RecipeConfig) -> dict[str, list[str]]:
         "tri2": gmm + _flags(leaves=g.tri2_leaves, gauss=g.tri2_gauss),
         "tri3": gmm + _flags(leaves=g.tri3_leaves, gauss=g.tri3_gauss),
         "dbn": _flags(layers=d.layers, units=d.units, epochs=d.dbn_epochs, seed=cfg.seed),
-        "dnn": _flags(layers=d.layers, units=d.units, max_epochs=d.max_epochs, seed=cfg.seed),
+        "dnn": _flags(layers=d.layers, units=d.units, max_epochs=d.max_epochs, dropout=d.dropout, seed=cfg.seed),
         "seq": _flags(seed=cfg.seed, epochs=s.epochs, lr=s.lr, kappa=s.kappa, ce_smoothing=s.ce_smoothing,
                       utts_per_epoch=s.utts_per_epoch),
         "bmmi": ["--criterion", "bmmi"] + _flags(select_taus=b.taus, iters=b.iters, boost=b.boost),
