@@ -283,3 +283,31 @@ def test_variance_guard_rescales_an_exploding_gaussian_rbm():
     h2 = train_rbm(rbm2, data, RBMTrainConfig(epochs=1, batch_size=400, lr=0.0, init_visible_bias=False),
                    torch.Generator().manual_seed(0))
     assert h2[0]["guard"] == 0 and torch.equal(rbm2.W, W0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sample_bernoulli_is_torch_bernoulli_bit_for_bit(dtype):
+    """The fast sampler must draw exactly what torch.bernoulli draws and leave the generator where
+    it would, so switching to it changed no trained model (CPU)."""
+    from asr.generative.rbm import sample_bernoulli
+    p = torch.rand(37, 129, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    p[0, :5] = torch.tensor([0.0, 1.0, 0.5, 1e-8, 1 - 1e-8], dtype=dtype)
+    for probs in (p, p.t()):                       # contiguous and transposed
+        g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+        ref, got = torch.bernoulli(probs, generator=g1), sample_bernoulli(probs, g2)
+        assert got.dtype == dtype and got.shape == probs.shape
+        assert torch.equal(ref, got)
+        assert torch.equal(torch.rand(8, generator=g1), torch.rand(8, generator=g2))
+
+
+def test_monitored_free_energy_equals_the_model_free_energy():
+    from asr.generative.rbm import _free_energy_from_pre
+    g = torch.Generator().manual_seed(2)
+    for visible in ("bernoulli", "gaussian"):
+        rbm = RBM(20, 30, visible=visible)
+        rbm.W.data.normal_(0.0, 4.0, generator=g)  # pre-activations well beyond +-20 as well
+        v = torch.rand(50, 20, generator=g)
+        pre = torch.addmm(rbm.c, v, rbm.W)
+        assert pre.abs().max() > 25
+        torch.testing.assert_close(_free_energy_from_pre(rbm, v, pre), rbm.free_energy(v).mean(),
+                                   rtol=1e-6, atol=1e-4)
