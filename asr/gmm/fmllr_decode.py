@@ -97,8 +97,8 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
     data_dir, utts, cfg: FmllrDecodeConfig, grid)``. Returns ``(transforms speaker -> W,
     speakers left with the identity, first-pass hypotheses per LM weight of ``grid`` ({utt: words}), utterances the
     first pass could not decode)``."""
-    from asr.decode.decoder import LATTICE_OK, NOT_DECODED, DecodeConfig, Graph, decode_lattice, lattice_best_words
-    from asr.decode.lattice import lattice_to_arrays
+    from asr.decode.decoder import LATTICE_OK, NOT_DECODED, DecodeConfig, Graph, decode_lattice
+    from asr.decode.lattice import iter_best_paths, lattice_to_arrays
     from asr.decode.posteriors import lattice_pdf_posteriors
     from asr.gmm.system import load_system, read_transcripts
     from asr.transforms import apply_fmllr, identity_fmllr
@@ -123,6 +123,7 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
 
     def posteriors(gmm: DiagGmmSet, feats: dict[str, Tensor], conf: DecodeConfig, keep_hyps: bool):
         res = {}
+        lats = []
         for u, x in feats.items():
             lat, status = decode_lattice(graph, u, gmm.loglikes(x).cpu(), conf)
             if keep_hyps and status != LATTICE_OK:
@@ -130,10 +131,14 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
             if lat is None:
                 continue
             if keep_hyps:
-                for k, w in enumerate(grid):
-                    hyps[k][u] = graph.word_strings(lattice_best_words(lat, w))
+                lats.append((u, lat))
             fr, pdf, post, _ = lattice_pdf_posteriors(lattice_to_arrays(lat), cfg.acwt)
             res[u] = (fr, pdf, post)
+        # the speaker's best paths for every LM weight of the grid at once (dev: 20 of them in one
+        # dynamic programme, the same words as a shortest path per weight)
+        for u, paths in iter_best_paths(lats, grid):
+            for k, ids in enumerate(paths):
+                hyps[k][u] = graph.word_strings(ids)
         return res
 
     for spk, us in spk2utts.items():
