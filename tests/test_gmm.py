@@ -180,6 +180,39 @@ def test_component_loglikes_rows_match_the_dense_table():
     torch.testing.assert_close(rows[~pad], dense[~pad], rtol=1e-5, atol=1e-5)
 
 
+def test_soft_gauss_posteriors_share_each_rows_weight_among_its_pdfs_gaussians():
+    """Kaldi gmm-post-to-gpost: row r's weight goes to pdf[r]'s Gaussians in proportion to their
+    posteriors for x[frame[r]]; pdfs of very different sizes (one large, as silence after mixing
+    up) are evaluated bucket by bucket, and rows on the same frame add up."""
+    from asr.gmm.fmllr_decode import soft_gauss_posteriors
+    from asr.gmm.model import DiagGmmSet
+
+    g = torch.Generator().manual_seed(3)
+    P, D, T = 12, 4, 20
+    counts = torch.randint(1, 5, (P,), generator=g)
+    counts[0] = 60
+    g2p = torch.repeat_interleave(torch.arange(P), counts)
+    G = g2p.numel()
+    m = DiagGmmSet(torch.randn(G, D, generator=g), torch.rand(G, D, generator=g) + 0.5,
+                   torch.log_softmax(torch.randn(G, generator=g), 0), g2p, P)
+    x = torch.randn(T, D, generator=g)
+    fr, pd = torch.randint(0, T, (40,), generator=g), torch.randint(0, P, (40,), generator=g)
+    pd[:5] = 0
+    w = torch.rand(40, generator=g)
+    got = soft_gauss_posteriors(m, x, fr, pd, w).to_dense()
+    ref = torch.zeros(T, G, dtype=torch.float64)
+    comp = m.component_loglikes(x)                                   # (T, P, M)
+    first = torch.cumsum(counts, 0) - counts
+    for r in range(40):
+        p, t = int(pd[r]), int(fr[r])
+        post = torch.softmax(comp[t, p, :int(counts[p])].double(), 0)
+        ref[t, first[p]:first[p] + counts[p]] += float(w[r]) * post
+    assert got.shape == (T, G)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    empty = soft_gauss_posteriors(m, x, fr[:0], pd[:0], w[:0])
+    assert empty.shape == (T, G) and empty._nnz() == 0
+
+
 def test_shortened_schedule_keeps_mixing_up_inside_it():
     from asr.gmm.stages import STAGE_CONFIGS
 

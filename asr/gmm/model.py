@@ -237,11 +237,20 @@ class DiagGmmSet:
         padding). Evaluated per bucket of pdfs with similar component counts (as ``loglikes``), for
         the frames that bucket's rows need, so a pdf with many Gaussians (silence) does not pad
         every other pdf to its size."""
+        out = torch.full((frames.numel(), self.max_comp), -math.inf, device=self.device)
+        for sel, comp in self.component_loglikes_row_buckets(x, frames, pdfs):
+            out[sel, :comp.shape[1]] = comp
+        return out
+
+    def component_loglikes_row_buckets(self, x: Tensor, frames: Tensor, pdfs: Tensor
+                                       ) -> Iterator[tuple[Tensor, Tensor]]:
+        """:meth:`component_loglikes_rows` one bucket of pdfs at a time, unpadded to the largest
+        pdf: yields ``(sel (R_b,), comp (R_b, m_b))``, the rows ``sel`` whose pdf is in the bucket
+        and their log(w_g N(x_t; g)) for the bucket's ``m_b`` slots (``-inf`` = padding)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
         frames, pdfs = frames.to(self.device), pdfs.to(self.device)
         aug = self._augment(x.to(self.device, torch.float32))
-        out = torch.full((frames.numel(), self.max_comp), -math.inf, device=self.device)
         row_bucket, row_pos = self._bucket_of_pdf[pdfs], self._pos_in_bucket[pdfs]
         for b, (pdfs_b, m_b, params_b) in enumerate(self._buckets):
             sel = torch.nonzero(row_bucket == b).flatten()
@@ -249,8 +258,7 @@ class DiagGmmSet:
                 continue
             uf, inv = torch.unique(frames[sel], return_inverse=True)
             comp = (aug[uf] @ params_b).view(uf.numel(), pdfs_b.numel(), m_b)
-            out[sel, :m_b] = comp[inv, row_pos[sel]]
-        return out
+            yield sel, comp[inv, row_pos[sel]]
 
     def loglikes(self, x: Tensor, chunk: int = 20000) -> Tensor:
         """``x (T, D)`` -> per-pdf log-likelihoods ``(T, num_pdfs)`` (float32): per bucket of pdfs
