@@ -406,32 +406,6 @@ def test_raw_lattice_arrays_trims_and_rejects_what_is_no_state_level_lattice(gra
         _parse_vector_lattice(b"\0" * 64)
 
 
-def test_rescore_lattice_puts_new_acoustic_costs_on_the_same_lattice(graph):
-    """Kaldi gmm-rescore-lattice: rescoring with the log-likelihoods the lattice was searched with
-    changes nothing (to float32 rounding); with other log-likelihoods every emitting arc carries
-    -loglike of its frame and pdf, and graph costs, labels and structure stay."""
-    from asr.decode.lattice import lattice_to_arrays, rescore_lattice
-
-    gdir, topo, ctx = graph
-    g = Graph(gdir)
-    ll = _loglikes(topo, ctx, seed=7)["u1"] * 0.3
-    lat = lattice_one(g, "u1", ll, DecodeConfig(lattice_beam=8.0))
-    a = lattice_to_arrays(lat)
-    same = lattice_to_arrays(rescore_lattice(lat, ll))
-    for k in ("src", "dst", "pdf", "word", "frame", "final", "graph_cost"):
-        assert torch.equal(getattr(a, k), getattr(same, k)), k
-    torch.testing.assert_close(same.acoustic_cost, a.acoustic_cost, rtol=1e-5, atol=1e-4)
-    other = torch.randn(ll.shape, generator=torch.Generator().manual_seed(1)) * 5
-    b = lattice_to_arrays(rescore_lattice(lat, other))
-    assert torch.equal(a.src, b.src) and torch.equal(a.graph_cost, b.graph_cost)
-    emit = b.pdf >= 0
-    want = -other[b.frame[b.src[emit]], b.pdf[emit]].double()
-    torch.testing.assert_close(b.acoustic_cost[emit], want, rtol=0, atol=1e-6)
-    assert bool((b.acoustic_cost[~emit] == 0).all())
-    with pytest.raises(ValueError, match="do not cover"):
-        rescore_lattice(lat, other[:-1])
-
-
 def test_best_paths_of_a_whole_lmwt_grid_equal_openfst_shortest_paths(graph):
     """The batched dynamic programme over all lattices and LM weights gives OpenFst's shortest
     path of every (lattice, LM weight) — here on lattices whose best path changes with the weight."""

@@ -42,12 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, help="e.g. EXP/decode_test")
     d.add_argument("--lmwt-from", default=None, help="dev decode dir whose best_lmwt to apply (test sets)")
     d.add_argument("--nj", type=int, default=1)
-    add_beam_args(d, " of the main pass (a SAT system's speaker-independent first pass keeps "
-                     "decode_fmllr.sh's first beam, 10)")
+    add_beam_args(d, " of the final pass (the fMLLR passes keep decode_fmllr.sh's)")
     d.add_argument("--mode", choices=("phone", "word"), default=None, help="default: from the lang dir")
     d.add_argument("--transform-dir", default=None,
                    help="SAT systems: use this decode dir's trans.pt (per-speaker fMLLR) instead of "
-                        "estimating them as decode_fmllr.sh (Kaldi --transform-dir)")
+                        "estimating transforms in two adaptation passes (Kaldi --transform-dir)")
     add_scoring_args(d)
     d.set_defaults(func=_decode)
     f = sub.add_parser("fmllr-feats", help="write a SAT system's LDA+MLLT+fMLLR features as a data dir (DNN input)")

@@ -169,66 +169,23 @@ def _read_raw_lattice(lat) -> tuple[int, int, np.ndarray, np.ndarray]:
     final weight (2 float32), int64 arc count and 20-byte arcs) — the float32 weights exactly,
     where the text form keeps 6 digits. The state records have variable length; their offsets
     are found by pointer doubling over every word position (log2(S) vectorised steps)."""
-    return _parse_vector_lattice(_lattice_bytes(lat))[:4]
-
-
-def _lattice_bytes(lat) -> bytes:
-    """The OpenFst binary form of a ``kaldifst.Lattice`` (through a temporary file)."""
     fd, path = tempfile.mkstemp(suffix=".lat", dir=_TMP_DIR)
     os.close(fd)
     try:
         if not lat.write(path):
             raise OSError(f"could not write a lattice to {path}")
-        return Path(path).read_bytes()
+        buf = Path(path).read_bytes()
     finally:
         os.unlink(path)
-
-
-def _lattice_from_bytes(buf: bytes):
-    """A ``kaldifst.Lattice`` read from its OpenFst binary form."""
-    import kaldifst
-
-    fd, path = tempfile.mkstemp(suffix=".lat", dir=_TMP_DIR)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf)
-        lat = kaldifst.Lattice.read(path)
-    finally:
-        os.unlink(path)
-    if lat is None:
-        raise ValueError("not a readable OpenFst lattice")
-    return lat
-
-
-def rescore_lattice(lat, loglikes: Tensor):
-    """A copy of the raw state-level lattice ``lat`` (``asr.decode.decoder.decode_lattice``: input
-    labels ``pdf + 1``, weights (graph, unscaled acoustic)) whose every emitting arc carries the
-    acoustic cost ``-loglikes[t, pdf]`` of its frame ``t`` instead of the one it was searched with
-    (Kaldi ``gmm-rescore-lattice``: ``decode_fmllr.sh`` rescores its main pass's lattice with the
-    final speaker transform rather than searching again). Structure, graph costs and ε-arcs are
-    unchanged; arcs on no complete path keep their old cost. ``loglikes``: (T, num_pdfs), T the
-    lattice's frames."""
-    buf = bytearray(_lattice_bytes(lat))
-    n, start, arcs, finals, arc_word, body_off = _parse_vector_lattice(bytes(buf))
-    r = _sorted_lattice(n, start, arcs, finals)
-    emit = r.ilabel > 0
-    t = r.frame[r.src[emit]]
-    ll = loglikes.detach().cpu().numpy()
-    if ll.ndim != 2 or (t.size and (int(t.max()) >= ll.shape[0] or int(r.ilabel[emit].max()) > ll.shape[1])):
-        raise ValueError(f"log-likelihoods of shape {ll.shape} do not cover the lattice "
-                         f"({int(r.frame.max()) if r.n else 0} frames)")
-    f32 = np.frombuffer(memoryview(buf)[body_off:], "<f4")
-    f32[arc_word[r.arc[emit]] + 3] = -ll[t, r.ilabel[emit] - 1]
-    return _lattice_from_bytes(bytes(buf))
+    return _parse_vector_lattice(buf)
 
 
 _TMP_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 _MAGIC = 2125659606
 
 
-def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, int]:
-    """See ``_read_raw_lattice``; also each arc's first 4-byte word in the body and the body's
-    byte offset (where ``rescore_lattice`` writes)."""
+def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """See ``_read_raw_lattice``."""
     def header_string(off: int) -> tuple[str, int]:
         k = int(np.frombuffer(buf, "<i4", 1, off)[0])
         return buf[off + 4:off + 4 + k].decode(), off + 4 + k
@@ -245,7 +202,7 @@ def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray,
     body = np.frombuffer(buf[off + 40:], "<i4")
     w = body.size
     if n == 0:
-        return 0, start, np.zeros((0, 6)), np.zeros((0, 2)), np.zeros(0, dtype=np.int64), off + 40
+        return 0, start, np.zeros((0, 6)), np.zeros((0, 2))
     # a state record at word p: final (2 words), arc count (int64: 2 words), 5 words per arc
     p = np.arange(w - 3)
     cnt = body[2:w - 1].astype(np.int64)
@@ -272,7 +229,7 @@ def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray,
     arcs[:, 4] = f32[arc_word + 2]
     arcs[:, 5] = f32[arc_word + 3]
     finals = np.stack([f32[states], f32[states + 1]], 1).astype(np.float64)
-    return n, start, arcs, finals, arc_word, off + 40
+    return n, start, arcs, finals
 
 
 class _Sorted(NamedTuple):
@@ -289,7 +246,6 @@ class _Sorted(NamedTuple):
     final: np.ndarray       # (S, 2), +inf = not final
     frame: np.ndarray
     level: np.ndarray
-    arc: np.ndarray         # (A,) each arc's row in the lattice as read
 
 
 def lattice_to_arrays(lat) -> LatticeArrays:
@@ -317,7 +273,6 @@ def _sorted_lattice(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) ->
     a = arcs[:, :4].astype(np.int64)
     src, dst, il, ol = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
     ga = arcs[:, 4:]
-    idx = np.arange(a.shape[0])
     final = finals[:, 0] + finals[:, 1]
     emit = (il > 0).astype(np.int64)
     res = _frame_order(n, start, src, dst, emit, final)
@@ -334,7 +289,7 @@ def _sorted_lattice(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) ->
         new = np.full(n, -1, dtype=np.int64)
         new[ids] = np.arange(ids.size)
         k = acc[src] & acc[dst] & keep_arc
-        src, dst, il, ol, ga, emit, idx = new[src[k]], new[dst[k]], il[k], ol[k], ga[k], emit[k], idx[k]
+        src, dst, il, ol, ga, emit = new[src[k]], new[dst[k]], il[k], ol[k], ga[k], emit[k]
         n, start, final, finals = ids.size, int(new[start]), final[ids], finals[ids]
         res = _frame_order(n, start, src, dst, emit, final)
         if res is None:
@@ -345,7 +300,7 @@ def _sorted_lattice(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) ->
     src, dst = new_id[src], new_id[dst]
     srt = np.lexsort((dst, src))
     return _Sorted(n=n, start=int(new_id[start]), src=src[srt], dst=dst[srt], ilabel=il[srt], olabel=ol[srt],
-                   weight=ga[srt], final=finals[order], frame=frame[order], level=level[order], arc=idx[srt])
+                   weight=ga[srt], final=finals[order], frame=frame[order], level=level[order])
 
 
 def lattice_best_paths(lats: Sequence, lmwts: Sequence[float]) -> list[list[list[int]]]:

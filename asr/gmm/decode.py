@@ -1,10 +1,10 @@
 """Alignment and decoding with a trained GMM system (Kaldi ``align_si.sh`` / ``align_fmllr.sh``,
 ``decode.sh`` / ``decode_fmllr.sh``).
 
-SAT systems decode as Kaldi's ``decode_fmllr.sh`` (:mod:`asr.gmm.fmllr_decode`): a speaker-independent
-first pass with the SAT system's alignment model, whose lattice posteriors estimate a first fMLLR
-transform per speaker; a main pass on the adapted features, whose lattice posteriors estimate a
-second one; the main pass's lattices rescored with the composed transform are the result.
+SAT systems decode in two passes (Kaldi ``decode_fmllr.sh``): the speaker-independent system the
+SAT model was trained from decodes first; its 1-best phone strings are force-aligned with that
+SI model, the alignment (chain states, tree-independent) gives SAT pdfs whose Gaussian posteriors
+estimate one fMLLR transform per test speaker; the second pass decodes the adapted features.
 """
 from __future__ import annotations
 
@@ -101,9 +101,8 @@ def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | P
     """Decode ``data_dir`` with the system in ``model_dir`` into ``out_dir`` and score it.
 
     ``lmwt_from``: a dev decode dir whose ``best_lmwt`` is applied (test sets); without it the LM
-    weight is chosen on this set. SAT systems decode as Kaldi's ``decode_fmllr.sh`` (:func:`adapt_speakers`:
-    ``out_dir/si`` = the scored first pass, ``out_dir/trans.pt`` the transforms, the main pass's
-    lattices rescored with them scored into ``out_dir``), unless
+    weight is chosen on this set. SAT systems estimate each speaker's fMLLR in two adaptation passes
+    (:func:`adapt_speakers`; ``out_dir/si`` = the scored first pass) before the final decode, unless
     ``transform_dir`` names a decode dir whose ``trans.pt`` to use (Kaldi ``--transform-dir``, e.g.
     the SAT system's own decode for its discriminatively trained version).
     Returns the ``asr.score.ScoreResult`` of the final pass.
@@ -125,20 +124,17 @@ def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | P
         if not sys_.si_model:
             raise ValueError(f"{model_dir} is not a SAT system: --transform-dir does not apply")
     elif sys_.si_model:
-        return adapt_speakers(model_dir, lang_dir, data_dir, out, nj, lmwt_from, mode, final=cfg)
+        fmllr_path = adapt_speakers(model_dir, lang_dir, data_dir, out, nj, lmwt_from, mode)
     job = functools.partial(gmm_loglike_job, model_dir=str(model_dir), data_dir=str(data_dir),
                             fmllr_path=None if fmllr_path is None else str(fmllr_path))
     return decode_and_score(ensure_graph(model_dir, lang_dir), data_dir, out, job, cfg, nj=nj, lmwt=lmwt, mode=mode)
 
 
 def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, out: Path, nj: int,
-                   lmwt_from: str | Path | None, mode: str, cfg=None, final=None):
-    """``decode_fmllr.sh`` (:mod:`asr.gmm.fmllr_decode`) for every speaker of ``data_dir``: the scored
-    first pass in ``out/si`` (LM weight from ``lmwt_from/si`` when given), ``out/trans.pt``
-    (speaker -> fMLLR), and the main pass's lattices, rescored with those transforms, scored into
-    ``out`` (LM weight from ``lmwt_from`` when given; ``final``: its ``DecodeConfig``). Speakers left
-    with the identity are named. Returns the ``asr.score.ScoreResult`` of the final scoring."""
-    from asr.decode import DecodeConfig
+                   lmwt_from: str | Path | None, mode: str, cfg=None) -> Path:
+    """Passes 1-2 of ``decode_fmllr.sh`` (:mod:`asr.gmm.fmllr_decode`) for every speaker of
+    ``data_dir``: writes ``out/trans.pt`` (speaker -> fMLLR) and the scored first pass in ``out/si``
+    (LM weight from ``lmwt_from/si`` when given). Speakers left with the identity are named."""
     from asr.decode.pipeline import read_best_lmwt, score_hyps
     from asr.gmm.fmllr_decode import FmllrDecodeConfig, adapt_job
     from asr.jobs import map_jobs, split_by_speaker
@@ -146,42 +142,34 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     from asr.score import read_utt2spk
 
     cfg = cfg or FmllrDecodeConfig()
-    final = final or DecodeConfig()
     gdir = ensure_graph(model_dir, lang_dir)
     si_lmwt = read_best_lmwt(Path(lmwt_from) / "si") if lmwt_from else None
     grid = (si_lmwt,) if si_lmwt is not None else tuple(cfg.lmwt_grid)
-    lmwt = read_best_lmwt(lmwt_from)
-    final_grid = (lmwt,) if lmwt is not None else tuple(final.lmwt_grid)
     utt2spk = read_utt2spk(Path(data_dir) / "utt2spk")
-    jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid, final, final_grid)
+    jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid)
             for utts in split_by_speaker(utt2spk, nj)]
     res = map_jobs(adapt_job, jobs, nj=nj, desc=f"fmllr {out.name}", log_dir=out / "log", task="fmllr")
     fm: dict[str, Tensor] = {}
     identity: list[str] = []
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
-    final_hyps: list[dict[str, list[str]]] = [{} for _ in final_grid]
     events: dict[str, list[str]] = {}
-    final_events: dict[str, list[str]] = {}
-    for t, ident, h, ev, fh, fev in res:
+    for t, ident, h, ev in res:
         fm.update(t)
         identity += ident
-        for into, got in ((events, ev), (final_events, fev)):
-            for kind, utts in got.items():
-                into.setdefault(kind, []).extend(utts)
+        for kind, utts in ev.items():
+            events.setdefault(kind, []).extend(utts)
         for k in range(len(grid)):
             hyps[k].update(h[k])
-        for k in range(len(final_grid)):
-            final_hyps[k].update(fh[k])
     score_hyps(out / "si", data_dir, grid, hyps, events, mode)
     identity.sort()
-    save_data(fm, out / "trans.pt")
-    result = score_hyps(out, data_dir, final_grid, final_hyps, final_events, mode)
     write_counts(out, {"fmllr_identity_speakers": identity})
     if identity:
         print(f"asr gmm decode: {len(identity)} speaker(s) kept the identity transform (too little "
               f"non-silence data or singular statistics): {', '.join(identity[:5])}"
               + (" ..." if len(identity) > 5 else ""))
-    return result
+    path = out / "trans.pt"
+    save_data(fm, path)
+    return path
 
 
 @one_thread

@@ -7,11 +7,10 @@ Per speaker, without transcripts:
 2. pdf posteriors of that lattice at acoustic scale ``acwt`` (1/12), silence pdfs weighted
    ``silence_weight`` (0.01), spread over the Gaussians of each pdf by the alignment model, give
    fMLLR statistics for the SAT model's Gaussians on the unadapted features -> ``W1``;
-3. main pass on the ``W1`` features with the SAT model (the decode's own beams); its lattice
-   posteriors (SAT Gaussians, ``W1`` features) give a second transform ``W2``; the speaker's
-   transform is ``W2 o W1``;
-4. the main pass's lattices are rescored with the log-likelihoods of the ``W2 o W1`` features
-   (Kaldi ``gmm-rescore-lattice``) and scored: no third search.
+3. second pass on the ``W1`` features with the SAT model; its lattice posteriors (SAT Gaussians,
+   ``W1`` features) give a second transform ``W2``; the speaker's transform is ``W2 o W1``.
+
+The final decode of the adapted features is the ordinary decode with those transforms.
 Tensors in, tensors out, except :func:`adapt_job`, the picklable per-job runner.
 """
 from __future__ import annotations
@@ -101,31 +100,18 @@ def speaker_fmllr_from_posteriors(stat_gmm: DiagGmmSet, post_gmm: DiagGmmSet, fe
         return None
 
 
-def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str, list[str]]], dict[str, list[str]],
-                                    list[dict[str, list[str]]], dict[str, list[str]]]:
-    """All passes of ``decode_fmllr.sh`` for the utterances of one job (whole speakers).
-
-    ``args = (model_dir, graph_dir, data_dir, utts, cfg: FmllrDecodeConfig, grid, final: DecodeConfig,
-    final_grid)``: ``grid`` the LM weights the first pass is scored at, ``final`` the decode settings
-    of the main pass (its beams, retry beam, MBR; its acoustic scale is ``cfg.acwt``, Kaldi's) and
-    ``final_grid`` the LM weights it is scored at. The main pass searches the ``W1`` features once;
-    its lattices give ``W2`` and are then rescored with ``W2 o W1`` (Kaldi ``gmm-rescore-lattice``),
-    not searched again.
-
-    Returns ``(transforms speaker -> W, speakers left with the identity, first-pass hypotheses per
-    LM weight of ``grid`` ({utt: words}), first-pass events, final hypotheses per LM weight of
-    ``final_grid``, final events)``; events: utterance lists by ``decode_lattice`` status
-    (``retry_beam``, ``partial_lattice``, ``not_decoded``)."""
-    from dataclasses import replace
-
+def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str, list[str]]], dict[str, list[str]]]:
+    """Passes 1-2 for the utterances of one job (whole speakers). ``args = (model_dir, graph_dir,
+    data_dir, utts, cfg: FmllrDecodeConfig, grid)``. Returns ``(transforms speaker -> W,
+    speakers left with the identity, first-pass hypotheses per LM weight of ``grid`` ({utt: words}), utterances the
+    first pass could not decode)``."""
     from asr.decode.decoder import LATTICE_OK, NOT_DECODED, DecodeConfig, Graph, decode_lattice
-    from asr.decode.lattice import iter_best_paths, lattice_to_arrays, rescore_lattice
-    from asr.decode.mbr import lattice_words
+    from asr.decode.lattice import iter_best_paths, lattice_to_arrays
     from asr.decode.posteriors import lattice_pdf_posteriors
     from asr.gmm.system import load_system, read_transcripts
     from asr.transforms import apply_fmllr, identity_fmllr
 
-    model_dir, graph_dir, data_dir, utts, cfg, grid, final, final_grid = args
+    model_dir, graph_dir, data_dir, utts, cfg, grid = args
     sat = load_system(model_dir)
     if sat.ali_gmm is None:
         raise ValueError(f"{model_dir}: SAT system without an alignment model; retrain it with `asr gmm tri3`")
@@ -134,61 +120,50 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
     si = sat.features(data_dir, list(utts))
     sil_pdf = torch.isin(sat.ctx.pdf2phone, torch.tensor(sat.silence, dtype=torch.long))
     first = DecodeConfig(acwt=cfg.acwt, beam=cfg.first_beam)
-    main = replace(final, acwt=cfg.acwt)
+    second = DecodeConfig(acwt=cfg.acwt)
     spk2utts: dict[str, list[str]] = {}
     for u in sorted(si):
         spk2utts.setdefault(utt2spk[u], []).append(u)
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
-    final_hyps: list[dict[str, list[str]]] = [{} for _ in final_grid]
     events: dict[str, list[str]] = {}
-    final_events: dict[str, list[str]] = {}
     out: dict[str, Tensor] = {}
     identity: list[str] = []
 
-    def decode(gmm: DiagGmmSet, feats: dict[str, Tensor], conf: DecodeConfig, ev: dict[str, list[str]]) -> dict:
-        lats = {}
+    def posteriors(gmm: DiagGmmSet, feats: dict[str, Tensor], conf: DecodeConfig, keep_hyps: bool):
+        res = {}
+        lats = []
         for u, x in feats.items():
             lat, status = decode_lattice(graph, u, gmm.loglikes(x).cpu(), conf)
-            if status != LATTICE_OK:
-                ev.setdefault(status, []).append(u)
-            if lat is not None:
-                lats[u] = lat
-        return lats
-
-    def posteriors(lats: dict) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-        return {u: lattice_pdf_posteriors(lattice_to_arrays(lat), cfg.acwt)[:3] for u, lat in lats.items()}
-
-    def score(lats: dict, weights, into: list[dict[str, list[str]]], conf: DecodeConfig) -> None:
-        # best paths: every LM weight of the grid in one dynamic programme per speaker
-        scored = ((u, lattice_words(lat, weights, conf)) for u, lat in lats.items()) if conf.mbr \
-            else iter_best_paths(lats.items(), weights)
-        for u, paths in scored:
+            if keep_hyps and status != LATTICE_OK:
+                events.setdefault(status, []).append(u)
+            if lat is None:
+                continue
+            if keep_hyps:
+                lats.append((u, lat))
+            fr, pdf, post, _ = lattice_pdf_posteriors(lattice_to_arrays(lat), cfg.acwt)
+            res[u] = (fr, pdf, post)
+        # the speaker's best paths for every LM weight of the grid at once (dev: 20 of them in one
+        # dynamic programme, the same words as a shortest path per weight)
+        for u, paths in iter_best_paths(lats, grid):
             for k, ids in enumerate(paths):
-                into[k][u] = graph.word_strings(ids)
-
-    def estimate(post_gmm: DiagGmmSet, feats: dict[str, Tensor], posts: dict) -> Tensor | None:
-        ok = [u for u in feats if u in posts]
-        return speaker_fmllr_from_posteriors(sat.gmm, post_gmm, [feats[u] for u in ok], [posts[u] for u in ok],
-                                             sil_pdf, cfg.silence_weight, cfg.fmllr_iters, cfg.min_count)
+                hyps[k][u] = graph.word_strings(ids)
+        return res
 
     for spk, us in spk2utts.items():
         feats = {u: si[u] for u in us}
-        lats1 = decode(sat.ali_gmm, feats, first, events)
-        score(lats1, grid, hyps, first)
-        w1 = estimate(sat.ali_gmm, feats, posteriors(lats1))
-        if w1 is None:                       # too little data: the identity, and no second estimate
+        p1 = posteriors(sat.ali_gmm, feats, first, True)
+        ok = [u for u in us if u in p1]
+        w1 = speaker_fmllr_from_posteriors(sat.gmm, sat.ali_gmm, [feats[u] for u in ok], [p1[u] for u in ok],
+                                           sil_pdf, cfg.silence_weight, cfg.fmllr_iters, cfg.min_count)
+        if w1 is None:
             identity.append(spk)
             out[spk] = identity_fmllr(sat.gmm.dim).float()
-            score(decode(sat.gmm, feats, main, final_events), final_grid, final_hyps, main)
             continue
         adapted = {u: apply_fmllr(feats[u], w1) for u in us}
-        lats2 = decode(sat.gmm, adapted, main, final_events)
-        w2 = estimate(sat.gmm, adapted, posteriors(lats2))
+        p2 = posteriors(sat.gmm, adapted, second, False)
+        ok = [u for u in us if u in p2]
+        w2 = speaker_fmllr_from_posteriors(sat.gmm, sat.gmm, [adapted[u] for u in ok], [p2[u] for u in ok],
+                                           sil_pdf, cfg.silence_weight, cfg.fmllr_iters, cfg.min_count)
         out[spk] = w1 if w2 is None else compose_fmllr(w2, w1)
-        if w2 is not None:
-            lats2 = {u: rescore_lattice(lat, sat.gmm.loglikes(apply_fmllr(feats[u], out[spk])).cpu())
-                     for u, lat in lats2.items()}
-        score(lats2, final_grid, final_hyps, main)
-    for ev in (events, final_events):
-        ev.setdefault(NOT_DECODED, []).extend(u for u in utts if u not in si)
-    return out, identity, hyps, events, final_hyps, final_events
+    events.setdefault(NOT_DECODED, []).extend(u for u in utts if u not in si)
+    return out, identity, hyps, events
