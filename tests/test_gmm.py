@@ -160,9 +160,10 @@ def test_gauss_posteriors_of_the_aligned_pdf_match_direct_computation():
         assert float(post[t, k:].abs().sum()) == 0.0
 
 
-def test_component_loglikes_rows_match_the_dense_table():
-    """Only the requested (frame, pdf) pairs are evaluated; they equal the dense (T, P, M) table's
-    rows, padding (-inf) included, over pdfs of several component-count buckets."""
+def test_component_loglikes_row_buckets_match_the_dense_table():
+    """Only the requested (frame, pdf) pairs are evaluated, each row in exactly one bucket; they
+    equal the dense (T, P, M) table's rows, padding (-inf) included, over pdfs of several
+    component-count buckets."""
     from asr.gmm.model import DiagGmmSet
 
     g = torch.Generator().manual_seed(0)
@@ -174,7 +175,13 @@ def test_component_loglikes_rows_match_the_dense_table():
                    torch.log_softmax(torch.randn(G, generator=g), 0), g2p, P)
     x = torch.randn(50, D, generator=g)
     fr, pd = torch.randint(0, 50, (300,), generator=g), torch.randint(0, P, (300,), generator=g)
-    dense, rows = m.component_loglikes(x)[fr, pd], m.component_loglikes_rows(x, fr, pd)
+    dense = m.component_loglikes(x)[fr, pd]
+    rows = torch.full_like(dense, float("nan"))
+    for sel, comp in m.component_loglikes_row_buckets(x, fr, pd):
+        assert bool(torch.isnan(rows[sel]).all())                    # no row in two buckets
+        rows[sel] = -math.inf
+        rows[sel, :comp.shape[1]] = comp
+    assert not bool(torch.isnan(rows).any())                         # every row in one bucket
     pad = torch.isinf(dense)
     assert torch.equal(pad, torch.isinf(rows)) and pad.any()
     torch.testing.assert_close(rows[~pad], dense[~pad], rtol=1e-5, atol=1e-5)

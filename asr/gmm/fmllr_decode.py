@@ -60,7 +60,8 @@ def soft_gauss_posteriors(gmm: DiagGmmSet, x: Tensor, frames: Tensor, pdfs: Tens
     # per bucket of pdfs with similar Gaussian counts: padding every row to the largest pdf
     # (silence, ~500 Gaussians) made this 10x the work of the rows' own Gaussians
     frames_d, pdfs_d, w_d = frames.to(gmm.device), pdfs.to(gmm.device), weights.to(gmm.device).double()
-    rows, gauss, vals = [], [], []
+    none = torch.zeros(0, dtype=torch.long, device=gmm.device)
+    rows, gauss, vals = [none], [none], [none.double()]
     for sel, comp in gmm.component_loglikes_row_buckets(x, frames, pdfs):           # (R_b, m_b)
         p = torch.softmax(comp, 1)
         g = gmm.pdf_gauss[pdfs_d[sel], :comp.shape[1]]
@@ -68,9 +69,6 @@ def soft_gauss_posteriors(gmm: DiagGmmSet, x: Tensor, frames: Tensor, pdfs: Tens
         rows.append(frames_d[sel].unsqueeze(1).expand_as(g)[keep])
         gauss.append(g[keep])
         vals.append((p.double() * w_d[sel].unsqueeze(1))[keep])
-    if not rows:
-        return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64),
-                                       (x.shape[0], gmm.num_gauss), check_invariants=False).coalesce()
     return torch.sparse_coo_tensor(torch.stack([torch.cat(rows).cpu(), torch.cat(gauss).cpu()]),
                                    torch.cat(vals).cpu(), (x.shape[0], gmm.num_gauss),
                                    check_invariants=False).coalesce()

@@ -171,7 +171,7 @@ class DiagGmmSet:
         # maximum: the per-pdf log-sum-exp is a dense reduction, with at most 2x padding.
         bucket = torch.ceil(torch.log2(counts.clamp_min(1).double())).long()
         self._buckets = []
-        # bucket index of every pdf and its position inside its bucket (component_loglikes_rows)
+        # bucket index of every pdf and its position inside its bucket (component_loglikes_row_buckets)
         self._bucket_of_pdf = torch.empty(P, dtype=torch.long, device=self.device)
         self._pos_in_bucket = torch.empty(P, dtype=torch.long, device=self.device)
         for b in torch.unique(bucket).tolist():
@@ -232,21 +232,13 @@ class DiagGmmSet:
         x = x.to(self.device, torch.float32)
         return (self._augment(x) @ self._params).view(x.shape[0], self.num_pdfs, self.max_comp)
 
-    def component_loglikes_rows(self, x: Tensor, frames: Tensor, pdfs: Tensor) -> Tensor:
-        """``(R, M)``: row ``r`` holds ``component_loglikes(x)[frames[r], pdfs[r]]`` (``-inf`` =
-        padding). Evaluated per bucket of pdfs with similar component counts (as ``loglikes``), for
-        the frames that bucket's rows need, so a pdf with many Gaussians (silence) does not pad
-        every other pdf to its size."""
-        out = torch.full((frames.numel(), self.max_comp), -math.inf, device=self.device)
-        for sel, comp in self.component_loglikes_row_buckets(x, frames, pdfs):
-            out[sel, :comp.shape[1]] = comp
-        return out
-
     def component_loglikes_row_buckets(self, x: Tensor, frames: Tensor, pdfs: Tensor
                                        ) -> Iterator[tuple[Tensor, Tensor]]:
-        """:meth:`component_loglikes_rows` one bucket of pdfs at a time, unpadded to the largest
-        pdf: yields ``(sel (R_b,), comp (R_b, m_b))``, the rows ``sel`` whose pdf is in the bucket
-        and their log(w_g N(x_t; g)) for the bucket's ``m_b`` slots (``-inf`` = padding)."""
+        """Row ``r`` of ``component_loglikes(x)[frames[r], pdfs[r]]`` for only the requested (frame,
+        pdf) pairs, one bucket of pdfs with similar component counts at a time (as ``loglikes``), so
+        a pdf with many Gaussians (silence) does not pad every other pdf to its size: yields
+        ``(sel (R_b,), comp (R_b, m_b))``, the rows ``sel`` whose pdf is in the bucket and their
+        log(w_g N(x_t; g)) for the bucket's ``m_b`` slots (``-inf`` = padding)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features of shape {tuple(x.shape)}, model expects (T, {self.dim})")
         frames, pdfs = frames.to(self.device), pdfs.to(self.device)
