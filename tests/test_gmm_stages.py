@@ -162,7 +162,8 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
     assert main(["gmm", "mono", *common, "--gauss", "150", "--out", str(exp / "mono")]) == 0
     for stage, prev in (("tri1", "mono"), ("tri2", "tri1"), ("tri3", "tri2")):
         assert main(["gmm", stage, *common, "--leaves", "170", "--gauss", "200",
-                     "--ali", str(exp / prev), "--out", str(exp / stage)]) == 0, stage
+                     "--ali", str(exp / prev), "--out", str(exp / stage)]
+                    + (["--align-fmllr"] if stage == "tri3" else [])) == 0, stage
     for stage in ("mono", "tri1", "tri2", "tri3"):
         e = exp / stage
         assert (e / ".done").is_file() and (e / "final.pt").is_file() and (e / "ali_pdf.ark").is_file()
@@ -173,6 +174,8 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
 
     sat = load_system(exp / "tri3")
     assert sat.pipeline.kind == "lda" and sat.pipeline.dim == 40 and set(sat.fmllr) == {f"s0{k}" for k in range(6)}
+    recs = [json.loads(l) for l in (exp / "tri3" / "log" / "train.log").read_text().splitlines()]
+    assert recs[-1] == {"align_fmllr": True, "fmllr_speakers": 6, "fmllr_kept_previous": []}
     assert main(["gmm", "decode", "--model", str(exp / "tri3"), "--lang", lang, "--data", str(tmp_path / "dev"),
                  "--out", str(exp / "tri3" / "decode_dev")]) == 0
     line = (exp / "tri3" / "decode_dev" / "scoring").read_text()
@@ -356,6 +359,49 @@ def test_speaker_fmllr_silence_weight_and_skipped_speakers():
     a = estimate_speaker_fmllr(gmm, dist, pdfs, spk, iters=5, min_count=0.0, frame_weights=sil)["a"]
     b = estimate_speaker_fmllr(gmm, dist, pdfs, spk, iters=5, min_count=0.0)["a"]
     assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_speaker_fmllr_from_alignment_model_posteriors():
+    """Kaldi ``align_fmllr.sh``: Gaussian posteriors from the alignment model on the unadapted
+    features. When the alignment model is the SAT model seen through the speaker's distortion,
+    those posteriors are the SAT model's on the clean features, so the estimate (from the identity)
+    equals the one whose posteriors come from the true transform, and undoes the distortion. A
+    speaker with no usable frames keeps its previous transform and is listed; an alignment model
+    with other Gaussians is refused."""
+    from asr.gmm.adapt import estimate_speaker_fmllr
+    from asr.gmm.model import DiagGmmSet
+    from asr.transforms import apply_fmllr
+
+    g = torch.Generator().manual_seed(11)
+    D, P, M = 3, 4, 2                                  # 4 pdfs of 2 Gaussians each
+    means = 2.5 * torch.randn(P * M, D, generator=g)
+    vars_ = 0.3 + torch.rand(P * M, D, generator=g)
+    gauss2pdf = torch.arange(P).repeat_interleave(M)
+    logw = torch.log(torch.tensor([0.3, 0.7])).repeat(P)
+    sat = DiagGmmSet(means, vars_, logw, gauss2pdf, P)
+    scale = torch.tensor([1.4, 0.7, 1.1])
+    shift = torch.tensor([0.5, -1.0, 0.3])
+    ali = DiagGmmSet(means * scale + shift, vars_ * scale ** 2, logw, gauss2pdf, P)
+    pdfs = {f"a_u{i}": torch.randint(0, P, (600,), generator=g) for i in range(3)}
+    pdfs["b_u0"] = torch.randint(0, P, (30,), generator=g)
+    spk = {u: u[0] for u in pdfs}
+    dist = {}
+    for u, p in pdfs.items():
+        comp = 2 * p + (torch.rand(p.numel(), generator=g) < 0.7).long()
+        dist[u] = (means[comp] + vars_[comp].sqrt() * torch.randn(p.numel(), D, generator=g)) * scale + shift
+    true = torch.cat([torch.diag(1 / scale), (-shift / scale)[:, None]], 1)
+    prev = {"a": true, "b": torch.cat([torch.eye(D), torch.ones(D, 1)], 1)}
+    kept: list[str] = []
+    got = estimate_speaker_fmllr(sat, dist, pdfs, spk, iters=40, prev=prev, min_count=50.0, skipped=kept,
+                                 post_gmm=ali)
+    ref = estimate_speaker_fmllr(sat, dist, pdfs, spk, iters=40, prev=prev, min_count=50.0)
+    torch.testing.assert_close(got["a"], ref["a"], rtol=0, atol=1e-4)
+    x = torch.cat([dist[u] for u in pdfs if spk[u] == "a"])
+    assert (apply_fmllr(x, got["a"]) - apply_fmllr(x, true)).abs().max() < 0.25
+    assert kept == ["b"] and torch.equal(got["b"], prev["b"])
+    other = DiagGmmSet(means[:-1], vars_[:-1], logw[:-1], gauss2pdf[:-1], P)
+    with pytest.raises(ValueError, match="alignment model"):
+        estimate_speaker_fmllr(sat, dist, pdfs, spk, post_gmm=other)
 
 
 def test_gmm_training_on_a_real_dask_cluster_matches_local(tmp_path, monkeypatch):

@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             s.add_argument("--leaves", type=int, default=None, help="target number of tree leaves (pdfs)")
         s.add_argument("--device", choices=("cpu", "cuda"), default=None,
                        help="default: cuda when available, else cpu")
+        if stage == "tri3":
+            s.add_argument("--align-fmllr", action="store_true",
+                           help="re-estimate the training speakers' fMLLR for the final model from an alignment "
+                                "model pass and realign on it (Kaldi align_fmllr.sh after train_sat.sh)")
         s.set_defaults(func=_train, stage=stage)
     a = sub.add_parser("align", help="force-align a data dir's transcripts with a trained system")
     a.add_argument("--model", required=True)
@@ -72,7 +76,8 @@ def _train(args: argparse.Namespace) -> int:
     from asr.gmm.stages import RUNNERS, STAGE_CONFIGS
 
     cfg = STAGE_CONFIGS[args.stage]()
-    over = {"total_gauss": args.gauss, "num_leaves": getattr(args, "leaves", None)}
+    over = {"total_gauss": args.gauss, "num_leaves": getattr(args, "leaves", None),
+            "align_fmllr": True if getattr(args, "align_fmllr", False) else None}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if v is not None})
     if args.iters is not None:
         cfg = cfg.with_iters(args.iters)

@@ -63,12 +63,23 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
                            utt2spk: dict[str, str], iters: int = 10,
                            prev: dict[str, Tensor] | None = None, min_count: float = 50.0,
                            frame_weights: dict[str, Tensor] | None = None,
-                           skipped: list[str] | None = None) -> dict[str, Tensor]:
-    """Per-speaker fMLLR ``W (D, D+1)`` (Gales 1998) from untransformed ``feats`` and the Gaussian
-    posteriors of the aligned pdfs, each frame weighted by ``frame_weights`` (e.g. 0 on silence:
-    Kaldi ``weight-silence-post``). A speaker with at most ``min_count`` weighted frames or singular
-    statistics keeps ``prev`` / the identity and is appended to ``skipped``."""
+                           skipped: list[str] | None = None,
+                           post_gmm: DiagGmmSet | None = None) -> dict[str, Tensor]:
+    """Per-speaker fMLLR ``W (D, D+1)`` (Gales 1998) for ``gmm`` from untransformed ``feats`` and the
+    Gaussian posteriors of the aligned pdfs, each frame weighted by ``frame_weights`` (e.g. 0 on
+    silence: Kaldi ``weight-silence-post``). A speaker with at most ``min_count`` weighted frames or
+    singular statistics keeps ``prev`` / the identity and is appended to ``skipped``.
+
+    The Gaussian posteriors come from ``gmm`` on the features transformed by ``prev`` (SAT
+    training, Kaldi ``gmm-est-fmllr`` on the adapted features; the estimate starts at ``prev``) or,
+    with ``post_gmm`` (the alignment model, one Gaussian per Gaussian of ``gmm``), from ``post_gmm``
+    on the untransformed features and the estimate starts at the identity (Kaldi ``align_fmllr.sh``:
+    ``gmm-post-to-gpost final.alimdl`` + ``gmm-est-fmllr-gpost final.mdl``)."""
     from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
+
+    if post_gmm is not None and post_gmm.num_gauss != gmm.num_gauss:
+        raise ValueError(f"post_gmm has {post_gmm.num_gauss} Gaussians, the model {gmm.num_gauss}: "
+                         "the alignment model must share the model's Gaussians")
 
     spk2utts: dict[str, list[str]] = {}
     for u in sorted(pdf_alis):
@@ -76,10 +87,15 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
     means, vars_ = gmm.means.double().cpu(), gmm.vars.double().cpu()
     out = {}
     for spk, utts in spk2utts.items():
-        w0 = identity_fmllr(gmm.dim) if prev is None or spk not in prev else prev[spk].double()
+        kept = identity_fmllr(gmm.dim) if prev is None or spk not in prev else prev[spk].double()
         x = torch.cat([feats[u] for u in utts])
         pdfs = torch.cat([pdf_alis[u] for u in utts])
-        post = gaussian_posteriors_sparse(gmm, apply_fmllr(x, w0).to(gmm.device), pdfs)
+        if post_gmm is None:
+            w0 = kept
+            post = gaussian_posteriors_sparse(gmm, apply_fmllr(x, w0).to(gmm.device), pdfs)
+        else:
+            w0 = identity_fmllr(gmm.dim)
+            post = gaussian_posteriors_sparse(post_gmm, x.to(post_gmm.device), pdfs)
         if frame_weights is not None:
             fw = torch.cat([frame_weights[u] for u in utts]).double()
             post = torch.sparse_coo_tensor(post.indices(), post.values() * fw[post.indices()[0]], post.shape,
@@ -91,6 +107,7 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
         except ValueError:
             w = w0
         if st.beta <= min_count or w is w0:
+            w = kept
             if skipped is not None:
                 skipped.append(spk)
         out[spk] = w.float()
