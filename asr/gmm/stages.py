@@ -306,8 +306,6 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
     estimated first with the previous (speaker-independent) model, then re-estimated with the SAT
     model on ``cfg.fmllr_iters`` (silence frames weighted ``cfg.fmllr_silence_weight``); new tree
     on the fMLLR features; finally the alignment model for the first decoding pass."""
-    from asr.transforms import apply_fmllr
-
     cfg = cfg or SatConfig()
     psys, dev, out, data, alis = _tri_common(data_dir, lang_dir, ali_dir, out_dir, "tri3", cfg, nj, seed, device)
     if psys.pipeline.kind != "lda":
@@ -331,18 +329,14 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
                                     frame_weights=sil_weights(cur_alis), skipped=skipped)
         log({"iter": it, "fmllr_speakers": len(fm), "fmllr_kept_previous": skipped})
         holder["kept"] = skipped
-        if skipped:
-            print(f"asr gmm tri3: iteration {it}: fMLLR of {len(skipped)} speaker(s) not estimated (at most "
-                  f"{cfg.fmllr_min_count:g} non-silence frames or singular statistics), previous transform "
-                  f"kept: {', '.join(skipped[:5])}" + (" ..." if len(skipped) > 5 else ""))
+        _report_kept(f"iteration {it}", skipped, "singular statistics", "previous transform", cfg.fmllr_min_count)
         return fm
 
     pchains = utterance_chains(data.phones, psys.ctx, psys.topo)
     holder["fmllr"] = estimate(psys.gmm, pchains, alis, -1, None)
 
     def adapted() -> dict[str, Tensor]:
-        return {u: apply_fmllr(x, holder["fmllr"][data.utt2spk[u]]) if data.utt2spk[u] in holder["fmllr"] else x
-                for u, x in base.items()}
+        return _speaker_adapted(base, holder["fmllr"], data.utt2spk)
 
     feats = adapted()
     state = _new_tree_state(feats, data, alis, psys.topo, cfg, sil, dev, log)
@@ -365,13 +359,26 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
         fmllr, alis, failed, kept = align_fmllr(res.state, ali_gmm, base, data, chains, sil, cfg, fmllr, alis, failed,
                                                 runner)
         log({"align_fmllr": True, "fmllr_speakers": len(fmllr), "fmllr_kept_previous": kept})
-        if kept:
-            print(f"asr gmm tri3: align_fmllr: fMLLR of {len(kept)} speaker(s) not re-estimated (at most "
-                  f"{cfg.fmllr_min_count:g} non-silence frames, singular statistics or no aligned utterance), "
-                  f"training transform kept: {', '.join(kept[:5])}" + (" ..." if len(kept) > 5 else ""))
+        _report_kept("align_fmllr", kept, "singular statistics or no aligned utterance", "training transform",
+                     cfg.fmllr_min_count)
     return _finish(out, "tri3", res.state, pipeline, data, alis, failed, sil,
                    _cfg_dict("tri3", cfg, data_dir, lang_dir, ali_dir, seed), fmllr=fmllr,
                    si_model=str(Path(ali_dir).resolve()), ali_gmm=ali_gmm, fmllr_kept=kept)
+
+
+def _speaker_adapted(feats: dict[str, Tensor], fmllr: dict[str, Tensor], utt2spk: dict[str, str]
+                     ) -> dict[str, Tensor]:
+    """Each utterance's features through its speaker's fMLLR (unchanged for a speaker without one)."""
+    from asr.transforms import apply_fmllr
+
+    return {u: apply_fmllr(x, fmllr[utt2spk[u]]) if utt2spk[u] in fmllr else x for u, x in feats.items()}
+
+
+def _report_kept(when: str, kept: list[str], why: str, which: str, min_count: float) -> None:
+    """Name on stdout the speakers whose fMLLR was not (re-)estimated and kept ``which`` transform."""
+    if kept:
+        print(f"asr gmm tri3: {when}: fMLLR of {len(kept)} speaker(s) not estimated (at most {min_count:g} "
+              f"non-silence frames or {why}), {which} kept: {', '.join(kept[:5])}" + (" ..." if len(kept) > 5 else ""))
 
 
 def align_fmllr(state: TrainState, ali_gmm: DiagGmmSet, si_feats: dict[str, Tensor], data: TrainData,
@@ -386,8 +393,6 @@ def align_fmllr(state: TrainState, ali_gmm: DiagGmmSet, si_feats: dict[str, Tens
     transform ``prev`` from training and is listed; an utterance that fails an alignment keeps
     its alignment ``alis``. Returns ``(transforms, alignments, failed utterances, kept speakers)``;
     ``runner`` is closed."""
-    from asr.transforms import apply_fmllr
-
     try:
         runner.set_data(si_feats, chains)
         pre, _, _, _ = runner.align(ali_gmm, state.trans, cfg.align_batch)
@@ -401,8 +406,7 @@ def align_fmllr(state: TrainState, ali_gmm: DiagGmmSet, si_feats: dict[str, Tens
             if spk not in fm:
                 fm[spk] = w
                 kept.append(spk)
-        runner.set_data({u: apply_fmllr(x, fm[data.utt2spk[u]]) if data.utt2spk[u] in fm else x
-                         for u, x in si_feats.items()}, chains)
+        runner.set_data(_speaker_adapted(si_feats, fm, data.utt2spk), chains)
         new, bad, _, _ = runner.align(state.gmm, state.trans, cfg.align_batch)
     finally:
         runner.close()
