@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import kaldifst
@@ -88,6 +89,23 @@ def test_phone_lang_and_g_matches_arpa(tmp_path):
     for sent in (["sil", "aa", "b", "sil"], ["sil", "iy", "aa", "sil"], ["b"]):
         cost = _g_cost(G, [wsyms[w] for w in sent], wsyms["#0"])
         assert cost == pytest.approx(-lm.sentence_logprob(sent), abs=1e-3)
+
+
+def test_phone_lang_leaves_unseen_phones_out_of_g(tmp_path):
+    """A phone absent from the training transcripts (no acoustic data either) gets no G arc, is
+    named in a warning and in lang.json; the seen phones keep a proper distribution."""
+    (tmp_path / "text").write_text("u1 sil aa b sil\nu2 sil b aa iy sil\n")
+    with pytest.warns(UserWarning, match=r"44 of the 48 phones never occur.*\bcl\b"):
+        lang = make_phone_lang(tmp_path / "text", tmp_path / "lang")
+    info = json.loads((lang / "lang.json").read_text())
+    assert set(info["unseen_phones"]) == set(load_phone_set()) - {"sil", "aa", "b", "iy"}
+    wsyms = SymbolTable.read(lang / "words.txt")
+    G = fst_to_arrays(read_fst(lang / "G.fst"))
+    labels = set(G.ilabel.tolist())
+    assert {wsyms[p] for p in ("sil", "aa", "b", "iy")} <= labels
+    assert not labels & {wsyms[p] for p in info["unseen_phones"]}
+    lm = read_arpa(lang / "lm.arpa")
+    assert sum(10 ** lm.word_log10prob(w, ("aa",)) for w in lm.vocab) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_phone_lang_rejects_unknown_phone(tmp_path):

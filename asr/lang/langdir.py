@@ -41,6 +41,13 @@ def make_phone_lang(text: str | Path, out_dir: str | Path, order: int = 2,
         out_dir: lang dir to write.
         order: n-gram order (2 = the usual TIMIT phone bigram).
         phones: model phone set (default ``asr.lang.load_phone_set()``).
+
+    A phone that never occurs in ``text`` is left out of the n-gram (``G.fst`` has no arc for it;
+    warned, and listed as ``unseen_phones`` in ``lang.json``), as Kaldi's TIMIT lexicon and LM hold
+    only the phones of the training transcripts. Such a phone has no training frames either, so its
+    GMM pdfs keep their flat-start global Gaussian, which on mismatched speech outscores the trained
+    models and swallowed whole utterances when the LM gave it a unigram probability (TTS voices that
+    never produce ``cl``, ``dx``, ``el``, ...).
     """
     phones = list(phones or load_phone_set())
     trans = read_transcripts(text)
@@ -49,9 +56,16 @@ def make_phone_lang(text: str | Path, out_dir: str | Path, order: int = 2,
         bad = [t for t in toks if t not in known]
         if bad:
             raise ValueError(f"{text}: utterance {utt} has tokens {bad[:5]} outside the phone set")
+    seen = {t for toks in trans.values() for t in toks}
+    unseen = [p for p in phones if p not in seen]
+    if unseen:
+        warnings.warn(f"{text}: {len(unseen)} of the {len(phones)} phones never occur in the transcripts "
+                      f"({' '.join(unseen)}): left out of the language model, so they are never recognised",
+                      UserWarning, stacklevel=2)
     lexicon: Lexicon = [(p, [p]) for p in phones]
     return _write_lang(out_dir, phones, lexicon, 0, list(trans.values()), order, sil_phone=None,
-                       info={"mode": "phone", "oov_tokens": 0, "oov_types": 0})
+                       info={"mode": "phone", "oov_tokens": 0, "oov_types": 0, "unseen_phones": unseen},
+                       lm_vocab=[p for p in phones if p in seen])
 
 
 def make_word_lang(lexicon_path: str | Path, text: str | Path, out_dir: str | Path,
@@ -90,7 +104,8 @@ def make_word_lang(lexicon_path: str | Path, text: str | Path, out_dir: str | Pa
 
 def _write_lang(out_dir: str | Path, phones: list[str], lexicon: Lexicon, num_disambig: int,
                 sentences: list[list[str]], order: int, sil_phone: str | None, info: dict,
-                sil_prob: float = 0.5) -> Path:
+                sil_prob: float = 0.5, lm_vocab: list[str] | None = None) -> Path:
+    """Write the lang dir; the n-gram predicts ``lm_vocab`` (default: every lexicon word)."""
     import kaldilm
 
     out = Path(out_dir)
@@ -102,7 +117,7 @@ def _write_lang(out_dir: str | Path, phones: list[str], lexicon: Lexicon, num_di
     write_text_atomic(out / "lexicon.txt", "".join(f"{w} {' '.join(p)}\n" for w, p in lexicon))
     disambig = [psyms[f"#{k}"] for k in range(num_disambig + 1)]
     write_text_atomic(out / "disambig.int", "".join(f"{d}\n" for d in disambig))
-    lm = estimate_witten_bell(sentences, [w for w, _ in lexicon], order)
+    lm = estimate_witten_bell(sentences, lm_vocab if lm_vocab is not None else [w for w, _ in lexicon], order)
     write_arpa(lm, out / "lm.arpa")
     L = make_lexicon_fst(lexicon, psyms, wsyms, sil_phone=sil_phone, sil_prob=sil_prob)
     write_fst(L, out / "L.fst")
