@@ -3,7 +3,8 @@ size, each as a share of the float32 matmul rate measured in the same run at the
 shared or throttled machine still gives comparable ratios), plus the real-time factor of scoring
 (and of decoding when a model, graph and data dir are given).
 
-    .venv/bin/python bench/dnn.py [--frames 20000 --units 512,1024 --layers 3 --pdfs 1500 --threads 2]
+    .venv/bin/python bench/dnn.py [--frames 20000 --units 512,1024 --layers 3 --pdfs 1500 --threads 2
+        --flush-denormals 1]
         [--model exp/dnn --graph exp/tri3/graph --data data/dev_fbank]   # + decoding RTF
 Prints one JSON object. FLOPs counted: CD-1 = 5 GEMMs of 2·B·D·H per minibatch (positive hidden
 probabilities, reconstruction, negative hidden probabilities, two weight statistics); CE = forward
@@ -20,6 +21,7 @@ import time
 
 import torch
 
+from asr.jobs.device import flush_denormals
 from asr.nnet import CETrainConfig, HybridDNN, NetConfig, build_frame_data, train_ce
 from asr.nnet.pretrain import PretrainConfig, pretrain_dbn_on_frames
 from asr.nnet.synthetic import synth_corpus
@@ -117,7 +119,11 @@ def main() -> None:
     ap.add_argument("--graph", default=None)
     ap.add_argument("--data", default=None)
     ap.add_argument("--nj", type=int, default=1)
+    ap.add_argument("--flush-denormals", type=int, choices=(0, 1), default=1,
+                    help="1: as every asr command (asr.jobs.device.flush_denormals); 0: the CPU's default")
     args = ap.parse_args()
+    if args.flush_denormals:
+        flush_denormals()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     skip = set(filter(None, args.skip.split(",")))
@@ -126,7 +132,8 @@ def main() -> None:
     utts = sorted(feats)
     train = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[: max(1, int(0.9 * len(utts)))])
     cv = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[int(0.9 * len(utts)):])
-    out: dict = {"device": str(dev), "threads": args.threads, "train_frames": train.num_frames,
+    out: dict = {"device": str(dev), "threads": args.threads, "flush_denormals": args.flush_denormals,
+                 "train_frames": train.num_frames,
                  "torch": torch.__version__}
     for units in (int(u) for u in args.units.split(",")):
         if "dbn" not in skip:

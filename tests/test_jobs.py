@@ -172,6 +172,35 @@ def test_one_device_decision():
             choose_device("cuda")
 
 
+_DENORMAL_PROBE = r"""
+import sys, threading
+import torch
+from asr.jobs.device import flush_denormals
+on = flush_denormals()
+x = torch.full((4,), 1e-39)                     # subnormal in float32
+out = {}
+t = threading.Thread(target=lambda: out.update(thread=float((x * 1.0)[0])))
+t.start(); t.join()
+print(on, float((x * 1.0)[0]), out["thread"], float(torch.sigmoid(torch.tensor(-88.0))))
+"""
+
+
+@pytest.mark.parametrize("env", ["1", "0"])
+def test_flush_denormals_reaches_new_threads_and_can_be_turned_off(env):
+    """Subnormal floats are flushed to zero in the calling thread and in threads started after it
+    (torch's OpenMP pool), unless ASR_FLUSH_DENORMALS=0. Run in a fresh interpreter: the mode is
+    process state that must not leak into the other tests."""
+    import os
+
+    res = subprocess.run([sys.executable, "-c", _DENORMAL_PROBE], capture_output=True, text=True,
+                         env={**os.environ, "ASR_FLUSH_DENORMALS": env}, check=True)
+    on, here, thread, sig = res.stdout.split()
+    if env == "0":
+        assert on == "False" and float(here) > 0 and float(thread) > 0 and float(sig) > 0
+    elif on == "True":                                  # a CPU with FTZ/DAZ (every x86-64 one)
+        assert float(here) == 0.0 and float(thread) == 0.0 and float(sig) == 0.0
+
+
 def test_per_job_logs_on_dask_worker_processes(tmp_path, monkeypatch):
     """On a real cluster (worker processes of one thread) a job's output goes to its log too."""
     distributed = pytest.importorskip("distributed")

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    from asr.jobs.device import flush_denormals
+
+    flush_denormals()   # before the command's first torch operation starts the thread pool
     try:
         rc = args.func(args)
     except (UserError, FileNotFoundError, ValueError, StageFailed) as e:

@@ -19,6 +19,9 @@ def _init_worker() -> None:
         import torch
 
         torch.set_num_threads(1)
+        from asr.jobs.device import flush_denormals
+
+        flush_denormals()
     except ImportError:  # pragma: no cover
         pass
 
