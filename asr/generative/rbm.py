@@ -16,7 +16,7 @@ Everything operates on batches: ``v`` is ``(B, n_visible)``, ``h`` is ``(B, n_hi
 Randomness always comes from an explicit ``torch.Generator`` on the model's device.
 
 Speed on CPU: stacked RBMs meet subnormal floats (off units' probabilities below 1.2e-38 and their
-products), which x86 CPUs process on a slow path; a second RBM's epoch ran up to 5.7x slower for
+products), which x86 CPUs process on a slow path; a second RBM's epoch ran up to 5.6x slower for
 it. The ``asr`` commands turn on flush-to-zero first; a script using this module directly can call
 ``torch.set_flush_denormal(True)`` before its first torch operation.
 """

@@ -29,7 +29,7 @@ def flush_denormals() -> bool:
     fMLLR frames (181k), 2 cores: a DBN's second RBM (1024 x 1024, after 4 CD-1 epochs of the
     first) took 103 s for its first epoch without this and 18 s with it, while its later epochs
     and the other layers ran alike and every trained parameter came out bit-identical; on
-    ``bench/dnn.py``'s synthetic frames (``--flush-denormals 0``) the second RBM is 5x slower in
+    ``bench/dnn.py``'s synthetic frames (``--flush-denormals 0``) the second RBM is 4-5x slower in
     every epoch. Values below 1.2e-38 carry nothing a probability, log-likelihood or gradient here
     needs; runs stay deterministic either way, though a run may differ in its last bits from one
     made without this setting. Called once at the start of every ``asr`` command and job worker,
