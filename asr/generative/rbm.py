@@ -494,7 +494,12 @@ class _CDStep:
 
 @torch.no_grad()
 def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
-             chain: Tensor | None, sample_visible: bool) -> _CDStep:
+             chain: Tensor | None, sample_visible: bool,
+             dw_out: Tensor | None = None) -> _CDStep:
+    """One CD-k / PCD gradient estimate.
+    ``dw_out``: a (D, H) buffer the weight gradient is written into (the same numbers as a fresh
+    tensor, which would cost its page faults again at every step: a 1 MB result is a fresh
+    mapping of the allocator's each time)."""
     pre0 = torch.addmm(rbm.c, v0, rbm.W)
     ph0 = torch.sigmoid(pre0)
     v = v0 if chain is None else chain
@@ -509,7 +514,8 @@ def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
         vm = vs
     phk = rbm.hidden_probs(vm)
     n = v0.shape[0]
-    dW = (v0.t() @ ph0).addmm_(vm.t(), phk, alpha=-1.0).div_(n)  # in place: no (D, H) copy
+    dW = torch.mm(v0.t(), ph0, out=dw_out) if dw_out is not None else v0.t() @ ph0
+    dW.addmm_(vm.t(), phk, alpha=-1.0).div_(n)  # in place: no (D, H) copy
     db = (v0 - vm).mean(0)
     dc = (ph0 - phk).mean(0)
     return _CDStep((dW, db, dc), vs, vm, pre0)
@@ -583,6 +589,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
     params = (rbm.W, rbm.b, rbm.c)
     vel = [torch.zeros_like(p) for p in params]
     good = [torch.empty_like(p) for p in params]   # the last good parameters (divergence restore)
+    dw_buf, wd_buf = torch.empty_like(rbm.W), torch.empty_like(rbm.W)  # per-step (D, H) results
     chain: Tensor | None = None
     history: list[dict[str, float]] = []
     step = frames_seen = 0
@@ -614,7 +621,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                 if cfg.persistent and (chain is None or chain.shape[0] != v0.shape[0]):
                     chain = v0.clone()
                 st = _cd_step(rbm, v0, cfg.k, generator, chain if cfg.persistent else None,
-                              cfg.sample_visible)
+                              cfg.sample_visible, dw_out=dw_buf)
                 if cfg.persistent:
                     chain = st.chain_end
                 rec_t = ((st.recon - v0) ** 2).mean()
@@ -630,7 +637,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                 else:
                     for p, g, u in zip(params, st.grads, vel):
                         if p is rbm.W and cfg.weight_decay:
-                            g.sub_(cfg.weight_decay * p)  # g is this step's own buffer
+                            g.sub_(torch.mul(p, cfg.weight_decay, out=wd_buf))  # g: this step's dW
                         u.mul_(mom).add_(g, alpha=lr)
                         p.add_(u)
                 # one host sync per step: NaN/Inf anywhere in the parameters propagates here
