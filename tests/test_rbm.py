@@ -311,3 +311,25 @@ def test_monitored_free_energy_equals_the_model_free_energy():
         assert pre.abs().max() > 25
         torch.testing.assert_close(_free_energy_from_pre(rbm, v, pre), rbm.free_energy(v).mean(),
                                    rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_plain_cd1_draws_only_the_hidden_sample_per_step(visible):
+    """Plain CD-1 uses the mean of p(v | h) for its negative statistics and carries no chain, so the
+    visible sample is never drawn: the generator advances by the epoch's shuffle and one (B, H)
+    uniform per minibatch, nothing else (a replay of exactly those draws ends in the same state)."""
+    n, d, h, b = 250, 6, 5, 100
+    data = torch.rand(n, d) if visible == "bernoulli" else torch.randn(n, d)
+    rbm = RBM(d, h, visible=visible, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(3)
+    train_rbm(rbm, data, RBMTrainConfig(epochs=2, batch_size=b), g)
+    replay = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        torch.randperm(n, generator=replay)
+        for start in range(0, n, b):
+            torch.rand((min(b, n - start), h), generator=replay)
+    assert torch.equal(g.get_state(), replay.get_state())
+    # PCD carries its chain: there the visible sample is drawn
+    g2 = torch.Generator().manual_seed(3)
+    train_rbm(RBM(d, h, visible=visible), data, RBMTrainConfig(epochs=2, batch_size=b, persistent=True), g2)
+    assert not torch.equal(g2.get_state(), replay.get_state())

@@ -494,9 +494,12 @@ class _CDStep:
 
 @torch.no_grad()
 def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
-             chain: Tensor | None, sample_visible: bool,
+             chain: Tensor | None, sample_visible: bool, need_chain_end: bool = True,
              dw_out: Tensor | None = None) -> _CDStep:
-    """One CD-k / PCD gradient estimate.
+    """One CD-k / PCD gradient estimate. ``need_chain_end=False`` (plain CD, whose chain is not
+    carried): the last sweep's visible *sample* is not drawn when the statistics use the mean, so
+    ``chain_end`` is then that mean. Skipping the draw saves a (B, D) uniform (Bernoulli) or normal
+    (Gaussian) draw per step and changes which random numbers later steps get, not the algorithm.
     ``dw_out``: a (D, H) buffer the weight gradient is written into (the same numbers as a fresh
     tensor, which would cost its page faults again at every step: a 1 MB result is a fresh
     mapping of the allocator's each time)."""
@@ -507,6 +510,9 @@ def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
     vm = v
     h = sample_bernoulli(ph0 if chain is None else rbm.hidden_probs(v), generator)
     for step in range(k):
+        if step == k - 1 and not (need_chain_end or sample_visible):
+            vm = vs = rbm.visible_mean(h)
+            break
         vm, vs = rbm.sample_visible(h, generator)
         if step < k - 1:
             h = sample_bernoulli(rbm.hidden_probs(vs), generator)
@@ -621,7 +627,7 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                 if cfg.persistent and (chain is None or chain.shape[0] != v0.shape[0]):
                     chain = v0.clone()
                 st = _cd_step(rbm, v0, cfg.k, generator, chain if cfg.persistent else None,
-                              cfg.sample_visible, dw_out=dw_buf)
+                              cfg.sample_visible, need_chain_end=cfg.persistent, dw_out=dw_buf)
                 if cfg.persistent:
                     chain = st.chain_end
                 rec_t = ((st.recon - v0) ** 2).mean()
