@@ -146,7 +146,8 @@ def write_synth_data_dir(path: Path, raw, phones, utt2spk) -> None:
 
 
 @pytest.mark.slow
-def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
+def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path, monkeypatch):
+    import asr.decode.decoder as decoder
     from asr.cli.main import main
     from asr.lang.langdir import make_phone_lang
 
@@ -176,10 +177,19 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path):
     assert sat.pipeline.kind == "lda" and sat.pipeline.dim == 40 and set(sat.fmllr) == {f"s0{k}" for k in range(6)}
     recs = [json.loads(l) for l in (exp / "tri3" / "log" / "train.log").read_text().splitlines()]
     assert recs[-1] == {"align_fmllr": True, "fmllr_speakers": 6, "fmllr_kept_previous": []}
+    searches = []                       # (beam, lattice beam, acwt) of every lattice search
+    real = decoder.decode_lattice
+    monkeypatch.setattr(decoder, "decode_lattice", lambda g, u, x, cfg: searches.append(
+        (cfg.beam, cfg.lattice_beam, round(cfg.acwt, 4))) or real(g, u, x, cfg))
     assert main(["gmm", "decode", "--model", str(exp / "tri3"), "--lang", lang, "--data", str(tmp_path / "dev"),
                  "--out", str(exp / "tri3" / "decode_dev")]) == 0
     line = (exp / "tri3" / "decode_dev" / "scoring").read_text()
     assert line.startswith("%WER") and float(line.split()[1]) < 20.0
+    # decode_fmllr.sh's adaptation searches: the speaker-independent pass at first_beam 10 /
+    # first_lattice_beam 4, the adapted pass at beam 13 / lattice beam 6, both at acwt 1/12
+    n = len(set(raw) - train)
+    assert sorted(set(searches)) == [(10.0, 4.0, 0.0833), (13.0, 6.0, 0.0833)]
+    assert searches.count((10.0, 4.0, 0.0833)) == n
     assert main(["gmm", "align", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
                  "--out", str(exp / "tri3_ali_dev")]) == 0
     assert (exp / "tri3_ali_dev" / "ali_phone.ark").is_file()

@@ -38,6 +38,9 @@ class FmllrDecodeConfig:
     """Weight of frames whose posterior is on a silence pdf."""
     first_beam: float = 10.0
     """Search beam of the speaker-independent first pass."""
+    first_lattice_beam: float = 4.0
+    """Lattice beam of the first pass (Kaldi's ``first_lattice_beam``): its lattice only feeds the
+    first transform's posteriors."""
     fmllr_iters: int = 10
     """Row-update sweeps per estimation."""
     min_count: float = 50.0
@@ -117,7 +120,7 @@ def adapt_job(args: tuple) -> tuple[dict[str, Tensor], list[str], list[dict[str,
     utt2spk = read_transcripts(data_dir)[1]
     si = sat.features(data_dir, list(utts))
     sil_pdf = torch.isin(sat.ctx.pdf2phone, torch.tensor(sat.silence, dtype=torch.long))
-    first = DecodeConfig(acwt=cfg.acwt, beam=cfg.first_beam)
+    first = DecodeConfig(acwt=cfg.acwt, beam=cfg.first_beam, lattice_beam=cfg.first_lattice_beam)
     second = DecodeConfig(acwt=cfg.acwt)
     spk2utts: dict[str, list[str]] = {}
     for u in sorted(si):
