@@ -201,6 +201,27 @@ def test_flush_denormals_reaches_new_threads_and_can_be_turned_off(env):
         assert float(here) == 0.0 and float(thread) == 0.0 and float(sig) == 0.0
 
 
+def _subnormal_times_one(_: int) -> tuple[float, bool]:
+    """A subnormal float times one as the job finds it, and whether this CPU has flush-to-zero
+    (asked afterwards: asking sets the mode)."""
+    import torch
+
+    value = float((torch.full((4,), 1e-39) * 1.0)[0])
+    return value, bool(torch.set_flush_denormal(True))
+
+
+def test_dask_worker_jobs_flush_denormals(monkeypatch):
+    """A job on a Dask worker (a process the local executor's initialiser never reaches) runs with
+    subnormal floats flushed to zero, as every asr process and local job worker does."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        monkeypatch.setenv("ASR_DASK_SCHEDULER", cluster.scheduler_address)
+        out = map_jobs(_subnormal_times_one, [0, 1], nj=2, backend="dask")
+    for value, supported in out:
+        assert (value == 0.0) if supported else (value > 0.0)
+
+
 def test_per_job_logs_on_dask_worker_processes(tmp_path, monkeypatch):
     """On a real cluster (worker processes of one thread) a job's output goes to its log too."""
     distributed = pytest.importorskip("distributed")

@@ -30,6 +30,15 @@ def _run_one(fn: Callable[[T], R], job: T) -> R:
     return fn(job)
 
 
+def _run_flushed(fn: Callable[[T], R], job: T) -> R:
+    """``fn(job)`` on a Dask worker, whose threads ``_init_worker`` never reaches: subnormal floats
+    flushed to zero first, as in every asr process and local job worker (idempotent)."""
+    from asr.jobs.device import flush_denormals
+
+    flush_denormals()
+    return fn(job)
+
+
 class JobFailed(RuntimeError):
     """A job of ``map_jobs`` raised: the message names the job (and its log file when there is one)."""
 
@@ -199,7 +208,7 @@ def _map_dask(fns: list[Callable[[T], R]], jobs: list[T], nj: int, bar: Any, log
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        futs = [client.submit(f, j, pure=False) for f, j in zip(fns, jobs)]
+        futs = [client.submit(_run_flushed, f, j, pure=False) for f, j in zip(fns, jobs)]
         index = {f.key: i for i, f in enumerate(futs)}
         results: list[Any] = [None] * len(jobs)
         for f in as_completed(futs):
