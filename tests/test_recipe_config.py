@@ -104,6 +104,29 @@ def test_dropout_reaches_the_ce_stages_only_when_set():
     assert "--dropout" not in stage_options(cfg)["dnn"]   # unset: the stage hash of earlier runs holds
 
 
+def test_speed_perturbation_reaches_stage_9_and_the_ce_stages(fake_top, tmp_path):
+    cfg, _ = load_config(CONF / "default.yaml", ["dnn.speed_perturb=[0.9, 1.1]"])
+    assert cfg.dnn.speed_perturb == [0.9, 1.1]
+    for bad in ("[1.0]", "[0.9, 0.9]", "[3]"):
+        with pytest.raises(ConfigError, match="speed_perturb"):
+            load_config(CONF / "default.yaml", [f"dnn.speed_perturb={bad}"])
+    with pytest.raises(ConfigError, match="needs dnn.feats: fmllr"):
+        load_config(CONF / "default.yaml", ["dnn.speed_perturb=[0.9]", "dnn.feats=fbank"])
+    config = tmp_path / "sp.yaml"
+    config.write_text(f"inherit: {fake_top / 'recipes' / 'timit' / 'conf' / 'default.yaml'}\n"
+                      "dnn:\n  speed_perturb: [0.9, 1.1]\n")
+    exp = tmp_path / "exp"
+    _, calls = _stages_run(fake_top, exp, config)
+    dd = exp / "data" / "fmllr"
+    for f in ("0.9", "1.1"):
+        assert f"asr data perturb {exp}/data/train {exp}/data/train_sp{f} --speed {f}" in calls
+        assert f"asr gmm align --model {exp}/tri3 --data {exp}/data/train_sp{f} --out {dd}/ali_sp{f}" in calls
+    extra = f"--extra-data {dd}/train_sp0.9 --extra-ali {dd}/ali_sp0.9 --extra-data {dd}/train_sp1.1 --extra-ali {dd}/ali_sp1.1"
+    ce = [c for c in calls if c.startswith("asr dnn train")]
+    assert len(ce) == 2 and all(extra in c for c in ce)
+    assert not any("--extra" in c for c in calls if c.startswith(("asr dnn pretrain", "asr seq")))
+
+
 def test_overrides_beat_the_file_and_are_checked(tmp_path):
     cfg, _ = load_config(CONF / "default.yaml", ["seq.lr=8", "nj=4", "dnn.units=auto"])
     assert cfg.seq.lr == 8.0 and cfg.nj == 4 and cfg.dnn.units == "auto" and cfg.seq.kappa == 0.2
@@ -186,6 +209,8 @@ ALL = ["corpus", "data", "feats", "lang", "mono", "tri1", "tri2", "tri3", "fmllr
     ("bmmi.iters: 1", ["tri3_bmmi"]),
     ("dnn.dbn_epochs: 1", ["dbn", "dnn", "dnn_mpe"]),
     ("dnn.max_epochs: 2", ["dnn", "dnn_rand", "dnn_mpe"]),
+    # stage 9 makes the copies; the DBN reads stage 9's directory, so it is redone too
+    ("dnn.speed_perturb: [0.9, 1.1]", ["fmllr", "dbn", "dnn", "dnn_rand", "dnn_mpe"]),
     ("gmm.tri2_gauss: 1500", ["tri2", "tri3", "fmllr", "dbn", "dnn", "dnn_rand", "dnn_mpe", "tri3_bmmi"]),
 ])
 def test_changing_one_yaml_setting_reruns_exactly_the_stages_that_depend_on_it(fake_top, tmp_path, setting, reruns):
@@ -204,5 +229,6 @@ def test_changing_one_yaml_setting_reruns_exactly_the_stages_that_depend_on_it(f
     ran, calls = _stages_run(fake_top, exp, config)
     assert ran == reruns
     # the stage's directory records the settings it ran with
-    stage_cfg = yaml.safe_load((exp / reruns[0] / "stage_config.yaml").read_text())
+    first = exp / "data" / "fmllr" if reruns[0] == "fmllr" else exp / reruns[0]
+    stage_cfg = yaml.safe_load((first / "stage_config.yaml").read_text())
     assert stage_cfg[section][name] == yaml.safe_load(value)

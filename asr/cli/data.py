@@ -1,4 +1,5 @@
-"""``asr data timit CORPUS_DIR OUT_DIR [--skip-bad]`` and ``asr data validate DATA_DIR``."""
+"""``asr data timit CORPUS_DIR OUT_DIR [--skip-bad]``, ``asr data validate DATA_DIR`` and
+``asr data perturb SRC DST --speed F``."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("data_dir", metavar="DATA_DIR")
     v.add_argument("--no-wav-check", action="store_true", help="do not check that wavs exist")
     v.set_defaults(func=_validate)
+    s = sub.add_parser("perturb", help="speed-perturbed copy of a data directory (Kaldi perturb_data_dir_speed.sh)",
+                       description="Write DST: SRC's audio played F times faster (tempo and pitch; "
+                       "duration / F) as 16-bit WAV files, utterances and speakers renamed sp<F>-..., "
+                       "with utt2orig naming each copy's source utterance.")
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("dst", metavar="DST")
+    s.add_argument("--speed", type=float, required=True, help="speed factor, e.g. 0.9 or 1.1")
+    s.set_defaults(func=_perturb)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -46,4 +55,13 @@ def _validate(args: argparse.Namespace) -> int:
 
     dd = validate_data_dir(args.data_dir, check_wavs=not args.no_wav_check)
     print(f"{args.data_dir}: OK ({len(dd.utt2spk)} utterances, {len(dd.spk2utt)} speakers)")
+    return 0
+
+
+def _perturb(args: argparse.Namespace) -> int:
+    from asr.datadir.perturb import perturb_data_dir
+
+    dd = perturb_data_dir(args.src, args.dst, args.speed)
+    print(f"{args.dst}: {len(dd.utt2spk)} utterances at speed {args.speed:g}, "
+          f"{sum(dd.utt2dur.values()) / 3600:.2f} h")
     return 0

@@ -91,6 +91,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--frames-per-epoch", type=int, default=None)
     t.add_argument("--dropout", type=float, default=CE_DEFAULTS.dropout,
                    help="hidden-unit dropout probability while fine-tuning (default %(default)s = off, as Kaldi nnet1)")
+    t.add_argument("--extra-data", action="append", default=[], metavar="DIR",
+                   help="perturbed copies of --data (`asr data perturb`, features made) joined to the training "
+                   "side; copies of cross-validation utterances are left out (repeatable)")
+    t.add_argument("--extra-ali", action="append", default=[], metavar="DIR",
+                   help="the alignment dir of each --extra-data, in the same order (e.g. `asr gmm align` of tri3)")
     t.add_argument("--cv-fraction", type=float, default=TRAIN_DEFAULTS.cv_fraction)
     t.add_argument("--seed", type=int, default=TRAIN_DEFAULTS.seed)
     t.add_argument("--device", default="auto")
@@ -163,6 +168,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if not args.random_init and args.dbn is None:
         raise ValueError("give --dbn DIR (pretrained) or --random-init")
+    if len(args.extra_data) != len(args.extra_ali):
+        raise ValueError(f"--extra-data given {len(args.extra_data)} time(s), --extra-ali {len(args.extra_ali)}: "
+                         "give one alignment dir per extra data dir")
     device, rank = init_distributed(args.device)
     if rank == 0:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -183,7 +191,7 @@ def _train(args: argparse.Namespace) -> int:
     log = StageLog(args.out, "train", rank == 0)
     try:
         run_train(args.data, args.ali, args.out, cfg, dbn=None if args.random_init else args.dbn,
-                  device=device, log=log)
+                  device=device, log=log, extra=list(zip(args.extra_data, args.extra_ali)))
     except CETrainingError as e:
         if rank == 0:
             msg = f"asr dnn train: error: {e} (see {args.out}/log/train_curve.json; no .done written)"

@@ -21,7 +21,7 @@ from asr.gmm.system import load_system, read_transcripts
 
 # Data-dir files carried over unchanged from the source directory.
 CARRY = ("wav.scp", "text", "text.39", "text.wrd", "phone_times", "utt2spk", "spk2utt",
-         "spk2gender", "utt2dur")
+         "spk2gender", "utt2dur", "utt2orig")
 
 
 def write_fmllr_feats(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path,

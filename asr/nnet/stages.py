@@ -170,15 +170,52 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def add_extra_training_data(feats: dict[str, Tensor], alis: dict[str, Tensor], train_utts: list[str],
+                            extra: list[tuple[str | Path, str | Path]], num_pdfs: int,
+                            log: Log = print) -> list[str]:
+    """Join perturbed copies (``asr data perturb``: data dirs with ``utt2orig``) to the training
+    side: for each ``(data dir, alignment dir)`` of ``extra``, the copies of ``train_utts`` are
+    added to ``feats`` / ``alis`` (in place); copies of cross-validation utterances are left out,
+    so the CV set and its speakers stay unseen. Returns the training utterances, copies included."""
+    from asr.datadir.perturb import read_utt2orig
+
+    keep = set(train_utts)
+    out = list(train_utts)
+    for data_dir, ali_dir in extra:
+        orig = read_utt2orig(data_dir)
+        if not orig:
+            raise ValueError(f"{data_dir}: no utt2orig (not made by `asr data perturb`): extra training "
+                             "data must name the utterance each copy was made from")
+        tg = load_targets(ali_dir)
+        if tg.num_pdfs != num_pdfs:
+            raise ValueError(f"{ali_dir}: {tg.num_pdfs} pdfs, the main alignments have {num_pdfs} "
+                             "(extra data must be aligned with the same tree)")
+        wanted = sorted(u for u, o in orig.items() if o in keep)
+        clash = [u for u in wanted if u in feats]
+        if clash:
+            raise ValueError(f"{data_dir}: utterance {clash[0]} is already in the training data")
+        x = load_features(data_dir, [u for u in wanted if u in tg.alis])
+        feats.update(x)
+        alis.update({u: tg.alis[u] for u in x})
+        out += sorted(x)
+        log(f"extra training data {data_dir}: {len(x)} of {len(orig)} utterances (copies of the training "
+            f"side; {len(orig) - len(wanted)} of cross-validation utterances left out, "
+            f"{len(wanted) - len(x)} not aligned)")
+    return sorted(out)
+
+
 def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: DnnTrainConfig,
-              dbn: str | Path | None = None, device: torch.device | str = "cpu", log: Log = print) -> CEResult:
+              dbn: str | Path | None = None, device: torch.device | str = "cpu", log: Log = print,
+              extra: list[tuple[str | Path, str | Path]] | None = None) -> CEResult:
     """Frame-CE fine-tuning of a DBN-initialised (``dbn``) or randomly initialised (Kaldi prototype,
     ``init_kaldi_proto``) DNN on the pdf alignments ``ali``; ``cv_fraction`` of the speakers held
     out for newbob (Kaldi ``subset_data_dir_tr_cv.sh``). Priors are the pdf frequencies of all
     aligned frames (train and CV, as Kaldi's ``analyze-counts`` over the alignment dir); pdfs never
     seen are disabled (``pdf_log_priors``). Writes (rank 0 only under DDP) ``out_dir/final.pt``
     (model with normalisation and priors), ``ckpt/``, ``log/train_curve.json``, ``config.json``,
-    ``pdf2phone.pt``. Raises ``CETrainingError`` when training diverges or never improves."""
+    ``pdf2phone.pt``. ``extra``: (data dir, alignment dir) pairs of perturbed copies joined to the
+    training side only (:func:`add_extra_training_data`). Raises ``CETrainingError`` when training
+    diverges or never improves."""
     out = Path(out_dir)
     rank = _rank()
     tg = load_targets(ali)
@@ -186,6 +223,10 @@ def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: D
     utt2spk = read_utt2spk(data_dir)
     utt2spk = {u: s for u, s in utt2spk.items() if u in feats}
     tr, cv = split_cv_speakers(utt2spk, cfg.cv_fraction, cfg.seed)
+    if extra:
+        feats = dict(feats)
+        tg.alis = dict(tg.alis)
+        tr = add_extra_training_data(feats, tg.alis, tr, extra, tg.num_pdfs, log)
     left, right, hidden = cfg.left, cfg.right, tuple(cfg.hidden)
     norm = None
     linears = None
@@ -228,6 +269,7 @@ def run_train(data_dir: str | Path, ali: str | Path, out_dir: str | Path, cfg: D
         f"{' ...' if len(unseen) > 10 else ''}")
     if rank == 0:
         _write_json(out / "config.json", {"data": str(data_dir), "ali": str(ali), "dbn": str(dbn) if dbn else None,
+                                          "extra": [[str(d), str(a)] for d, a in extra or []],
                                           "config": asdict(replace(cfg, output_bias_lr_coef=coef, ce=ce)),
                                           "num_pdfs": tg.num_pdfs, "disabled_pdfs": unseen,
                                           "skipped": {**train.skipped, **cvd.skipped}})

@@ -84,6 +84,16 @@ class DnnSettings:
     max_epochs: int | None = field(default=None, metadata=POSITIVE)    # CE epochs cap (newbob stops earlier)
     dropout: float | None = field(default=None, metadata={"min": 0, "below": 1})   # CE hidden-unit dropout (None/0: off, as Kaldi nnet1)
     random_init_ablation: bool = True  # stage 12: the same network from random weights
+    # speed factors of perturbed copies of the training audio joined to CE training (stages 11-12), e.g.
+    # [0.9, 1.1] (Ko et al. 2015); made, aligned by tri3 (fMLLR per copy-speaker) and adapted in stage 9
+    speed_perturb: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.speed_perturb if not 0.5 <= f <= 2.0 or f == 1.0]
+        if bad or len(set(self.speed_perturb)) != len(self.speed_perturb):
+            raise ConfigError(f"dnn.speed_perturb: distinct factors in [0.5, 2] other than 1, got {self.speed_perturb}")
+        if self.speed_perturb and self.feats != "fmllr":
+            raise ConfigError("dnn.speed_perturb needs dnn.feats: fmllr (perturbed fbank copies are not made)")
 
 
 @dataclass
@@ -331,7 +341,7 @@ def stage_options(cfg: RecipeConfig) -> dict[str, list[str]]:
 STAGE_SETTINGS = {
     "corpus": ("seed", "nj", "corpus"), "mono": ("seed", "nj", "gmm.iters", "gmm.mono_gauss", "decode"),
     **{f"tri{k}": ("seed", "nj", "gmm.iters", f"gmm.tri{k}_leaves", f"gmm.tri{k}_gauss", "decode") for k in (1, 2, 3)},
-    "fmllr": ("dnn.feats",), "dbn": ("seed", "dnn.feats", "dnn.layers", "dnn.units", "dnn.dbn_epochs"),
+    "fmllr": ("dnn.feats", "dnn.speed_perturb"), "dbn": ("seed", "dnn.feats", "dnn.layers", "dnn.units", "dnn.dbn_epochs"),
     "dnn": ("seed", "dnn", "decode"), "dnn_rand": ("seed", "dnn", "decode"), "seq": ("seed", "nj", "seq", "decode"),
     "tri3_bmmi": ("nj", "seq.lattice_beam", "bmmi", "decode"),
 }
@@ -359,7 +369,7 @@ def shell_assignments(cfg: RecipeConfig) -> str:
     """Bash assignments of the recipe-level choices and one option array per stage."""
     scalars = {
         "seed": cfg.seed, "nj": cfg.jobs(), "corpus_size": cfg.corpus.size, "dnn_feats": cfg.dnn.feats,
-        "dnn_rand_ablation": cfg.dnn.random_init_ablation, "seq_criterion": cfg.seq.criterion,
+        "dnn_rand_ablation": cfg.dnn.random_init_ablation, "dnn_speed_perturb": " ".join(map(_fmt, cfg.dnn.speed_perturb)), "seq_criterion": cfg.seq.criterion,
         "seq_den": cfg.seq.den, "seq_lattice_beam": cfg.seq.lattice_beam, "seq_realign": cfg.seq.realign,
         "seq_den_lm_order": cfg.seq.den_lm_order, "seq_select_epoch": cfg.seq.select_epoch,
         "gmm_bmmi": cfg.bmmi.enabled,
