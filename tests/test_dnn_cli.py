@@ -6,37 +6,17 @@ import numpy as np
 import torch
 
 from asr.cli.main import main
-from asr.features.compute import cmvn_stats
 from asr.nnet import load_model
 from asr.nnet.io import _kaldi_io, read_matrices, write_alignments
 from asr.nnet.synthetic import synth_corpus
+from feat_dirs import write_feature_dir
 
 NUM_PDFS = 5
 
 
 def make_data(root):
-    kio = _kaldi_io()
     feats, alis = synth_corpus(40, NUM_PDFS, 6, seed=3, noise=1.0, n_speakers=8)
-    d = root / "data"
-    (d / "mats").mkdir(parents=True)
-    scp, u2s, spk_stats = [], [], {}
-    for u in sorted(feats):
-        p = d / "mats" / f"{u}.mat"
-        with open(p, "wb") as f:
-            kio.write_mat(f, feats[u].numpy().astype(np.float32))
-        scp.append(f"{u} {p}\n")
-        spk = u.split("_")[0]
-        u2s.append(f"{u} {spk}\n")
-        spk_stats[spk] = spk_stats.get(spk, 0) + cmvn_stats(feats[u])
-    cm = []
-    for s in sorted(spk_stats):
-        p = d / "mats" / f"cmvn_{s}.mat"
-        with open(p, "wb") as f:
-            kio.write_mat(f, spk_stats[s].numpy())
-        cm.append(f"{s} {p}\n")
-    (d / "feats.scp").write_text("".join(scp))
-    (d / "utt2spk").write_text("".join(u2s))
-    (d / "cmvn.scp").write_text("".join(cm))
+    d = write_feature_dir(root / "data", feats)
     # Kaldi ali-to-pdf style ark; one utterance with a 4-frame mismatch must be skipped
     bad = sorted(alis)[1]
     alis[bad] = torch.cat([alis[bad], torch.zeros(4, dtype=torch.long)])

@@ -13,6 +13,7 @@ import torch
 from asr.cli.main import main
 from asr.datadir import DataDir, read_data_dir, write_data_dir
 from asr.datadir.perturb import perturb_data_dir, read_utt2orig, speed_perturb
+from feat_dirs import write_feature_dir
 
 
 def _peak_hz(x: torch.Tensor, sr: int) -> float:
@@ -74,34 +75,6 @@ def test_perturb_data_dir_renames_rescales_and_maps_back(tmp_path):
     assert not (tmp_path / "sp_bad").exists()
 
 
-def _feat_dir(d: Path, feats: dict[str, torch.Tensor], utt2orig: dict[str, str] | None = None) -> None:
-    from asr.features.compute import cmvn_stats
-    from asr.nnet.io import _kaldi_io
-
-    kio = _kaldi_io()
-    (d / "mats").mkdir(parents=True)
-    scp, u2s, stats = [], [], {}
-    for u in sorted(feats):
-        p = d / "mats" / f"{u}.mat"
-        with open(p, "wb") as f:
-            kio.write_mat(f, feats[u].numpy().astype(np.float32))
-        scp.append(f"{u} {p}\n")
-        spk = u.rsplit("_", 1)[0]
-        u2s.append(f"{u} {spk}\n")
-        stats[spk] = stats.get(spk, 0) + cmvn_stats(feats[u])
-    cm = []
-    for s in sorted(stats):
-        p = d / "mats" / f"cmvn_{s}.mat"
-        with open(p, "wb") as f:
-            kio.write_mat(f, stats[s].numpy())
-        cm.append(f"{s} {p}\n")
-    (d / "feats.scp").write_text("".join(scp))
-    (d / "utt2spk").write_text("".join(u2s))
-    (d / "cmvn.scp").write_text("".join(cm))
-    if utt2orig is not None:
-        (d / "utt2orig").write_text("".join(f"{k} {v}\n" for k, v in sorted(utt2orig.items())))
-
-
 def _cv_utts(alis: dict) -> list[str]:
     """The CV utterances of ``asr dnn train``'s default split (seed 777, 10 % of the speakers)."""
     from asr.nnet.frames import split_cv_speakers
@@ -116,11 +89,11 @@ def test_extra_training_data_joins_the_training_side_only(tmp_path, capsys):
     from asr.nnet.synthetic import synth_corpus
 
     feats, alis = synth_corpus(24, 5, 6, seed=3, noise=1.0, n_speakers=8)
-    _feat_dir(tmp_path / "data", feats)
+    write_feature_dir(tmp_path / "data", feats)
     write_alignments(alis, tmp_path / "ali.ark")
     pre = "sp0.9-"
     copies = {pre + u: x[::2] + 0.1 for u, x in feats.items()}
-    _feat_dir(tmp_path / "sp", copies, {pre + u: u for u in feats})
+    write_feature_dir(tmp_path / "sp", copies, {pre + u: u for u in feats})
     (tmp_path / "ali_sp").mkdir()
     write_alignments({pre + u: a[::2] for u, a in alis.items()}, tmp_path / "ali_sp" / "ali_pdf.ark")
     common = ["dnn", "train", "--data", str(tmp_path / "data"), "--ali", str(tmp_path / "ali.ark"), "--random-init",
