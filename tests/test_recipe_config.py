@@ -117,11 +117,12 @@ def test_speed_perturbation_reaches_stage_9_and_the_ce_stages(fake_top, tmp_path
                       "dnn:\n  speed_perturb: [0.9, 1.1]\n")
     exp = tmp_path / "exp"
     _, calls = _stages_run(fake_top, exp, config)
-    dd = exp / "data" / "fmllr"
+    sp = exp / "data" / "sp"
     for f in ("0.9", "1.1"):
-        assert f"asr data perturb {exp}/data/train {exp}/data/train_sp{f} --speed {f}" in calls
-        assert f"asr gmm align --model {exp}/tri3 --data {exp}/data/train_sp{f} --out {dd}/ali_sp{f}" in calls
-    extra = f"--extra-data {dd}/train_sp0.9 --extra-ali {dd}/ali_sp0.9 --extra-data {dd}/train_sp1.1 --extra-ali {dd}/ali_sp1.1"
+        assert f"asr data perturb {exp}/data/train {sp}/train_sp{f} --speed {f}" in calls
+        assert f"asr gmm align --model {exp}/tri3 --data {sp}/train_sp{f} --out {sp}/ali_sp{f}" in calls
+    extra = (f"--extra-data {sp}/fmllr_sp0.9 --extra-ali {sp}/ali_sp0.9 "
+             f"--extra-data {sp}/fmllr_sp1.1 --extra-ali {sp}/ali_sp1.1")
     ce = [c for c in calls if c.startswith("asr dnn train")]
     assert len(ce) == 2 and all(extra in c for c in ce)
     assert not any("--extra" in c for c in calls if c.startswith(("asr dnn pretrain", "asr seq")))
@@ -209,8 +210,8 @@ ALL = ["corpus", "data", "feats", "lang", "mono", "tri1", "tri2", "tri3", "fmllr
     ("bmmi.iters: 1", ["tri3_bmmi"]),
     ("dnn.dbn_epochs: 1", ["dbn", "dnn", "dnn_mpe"]),
     ("dnn.max_epochs: 2", ["dnn", "dnn_rand", "dnn_mpe"]),
-    # stage 9 makes the copies; the DBN reads stage 9's directory, so it is redone too
-    ("dnn.speed_perturb: [0.9, 1.1]", ["fmllr", "dbn", "dnn", "dnn_rand", "dnn_mpe"]),
+    # stage 9's fmllr_sp makes the copies; the DBN reads only the original features and is kept
+    ("dnn.speed_perturb: [0.9, 1.1]", ["fmllr_sp", "dnn", "dnn_rand", "dnn_mpe"]),
     ("gmm.tri2_gauss: 1500", ["tri2", "tri3", "fmllr", "dbn", "dnn", "dnn_rand", "dnn_mpe", "tri3_bmmi"]),
 ])
 def test_changing_one_yaml_setting_reruns_exactly_the_stages_that_depend_on_it(fake_top, tmp_path, setting, reruns):
@@ -229,6 +230,6 @@ def test_changing_one_yaml_setting_reruns_exactly_the_stages_that_depend_on_it(f
     ran, calls = _stages_run(fake_top, exp, config)
     assert ran == reruns
     # the stage's directory records the settings it ran with
-    first = exp / "data" / "fmllr" if reruns[0] == "fmllr" else exp / reruns[0]
+    first = {"fmllr": exp / "data" / "fmllr", "fmllr_sp": exp / "data" / "sp"}.get(reruns[0], exp / reruns[0])
     stage_cfg = yaml.safe_load((first / "stage_config.yaml").read_text())
     assert stage_cfg[section][name] == yaml.safe_load(value)

@@ -341,7 +341,7 @@ def stage_options(cfg: RecipeConfig) -> dict[str, list[str]]:
 STAGE_SETTINGS = {
     "corpus": ("seed", "nj", "corpus"), "mono": ("seed", "nj", "gmm.iters", "gmm.mono_gauss", "decode"),
     **{f"tri{k}": ("seed", "nj", "gmm.iters", f"gmm.tri{k}_leaves", f"gmm.tri{k}_gauss", "decode") for k in (1, 2, 3)},
-    "fmllr": ("dnn.feats", "dnn.speed_perturb"), "dbn": ("seed", "dnn.feats", "dnn.layers", "dnn.units", "dnn.dbn_epochs"),
+    "fmllr": ("dnn.feats",), "fmllr_sp": ("dnn.speed_perturb",), "dbn": ("seed", "dnn.feats", "dnn.layers", "dnn.units", "dnn.dbn_epochs"),
     "dnn": ("seed", "dnn", "decode"), "dnn_rand": ("seed", "dnn", "decode"), "seq": ("seed", "nj", "seq", "decode"),
     "tri3_bmmi": ("nj", "seq.lattice_beam", "bmmi", "decode"),
 }

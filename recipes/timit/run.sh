@@ -282,29 +282,37 @@ run_stage 8 tri3 "$exp/tri3" "$exp/tri2" gmm_stage tri3 --ali "$exp/tri2" "${tri
 # with dev/test transforms from tri3's first decoding pass; `fbank`: 40 log-mel + per-speaker CMN.
 if [ "$dnn_feats" = fmllr ]; then
   dd=$exp/data/fmllr
-  # perturbed_copy F: the training audio at speed F (dnn.speed_perturb), its MFCCs, tri3's alignment
-  # (fMLLR estimated for each copy-speaker, as align_fmllr.sh for new speakers) and adapted features
-  perturbed_copy() {
-    local f=$1
-    "$asr" data perturb "$data/train" "$data/train_sp$f" --speed "$f"
-    "$asr" feats "$data/train_sp$f" --type mfcc --nj "$nj"
-    "$asr" gmm align --model "$exp/tri3" --data "$data/train_sp$f" --out "$dd/ali_sp$f"
-    "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$data/train_sp$f" --out "$dd/train_sp$f" \
-      --trans "$dd/ali_sp$f/trans.pt"
-  }
   fmllr_feats() {
     "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$data/train" --out "$dd/train"
     for s in dev test; do
       "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$data/$s" --out "$dd/$s" --trans "$exp/tri3/decode_$s/trans.pt"
     done
-    local f
-    for f in "$@"; do
-      step "sp$f" perturbed_copy "$f"
-    done
   }
-  # shellcheck disable=SC2086
-  run_stage 9 fmllr "$dd" "$exp/tri3" fmllr_feats $dnn_speed_perturb
+  run_stage 9 fmllr "$dd" "$exp/tri3" fmllr_feats
   dd_stage=$dd
+  # 9 (fmllr_sp, with dnn.speed_perturb only): speed-perturbed copies of the training audio for CE
+  # training, in a stage of their own so that changing the factors leaves the DBN (which reads only
+  # the original features) alone. perturbed_copy F: the copy at speed F, its MFCCs, tri3's alignment
+  # (fMLLR estimated for each copy-speaker, as align_fmllr.sh for new speakers) and adapted features.
+  if [ -n "$dnn_speed_perturb" ]; then
+    sp=$exp/data/sp
+    perturbed_copy() {
+      local f=$1
+      "$asr" data perturb "$data/train" "$sp/train_sp$f" --speed "$f"
+      "$asr" feats "$sp/train_sp$f" --type mfcc --nj "$nj"
+      "$asr" gmm align --model "$exp/tri3" --data "$sp/train_sp$f" --out "$sp/ali_sp$f"
+      "$asr" gmm fmllr-feats --model "$exp/tri3" --data "$sp/train_sp$f" --out "$sp/fmllr_sp$f" \
+        --trans "$sp/ali_sp$f/trans.pt"
+    }
+    perturbed_copies() {
+      local f
+      for f in "$@"; do
+        step "sp$f" perturbed_copy "$f"
+      done
+    }
+    # shellcheck disable=SC2086
+    run_stage 9 fmllr_sp "$sp" "$exp/tri3" perturbed_copies $dnn_speed_perturb
+  fi
 else
   dd=$fb dd_stage=$data/train/data
 fi
@@ -334,14 +342,15 @@ dnn_stage() {
   update_results
 }
 # the perturbed copies of stage 9 (dnn.speed_perturb) join the training side of CE training
-extra_opts=()
+extra_opts=() ce_deps="$dd_stage $exp/tri3"
 for f in $dnn_speed_perturb; do
-  extra_opts+=(--extra-data "$dd/train_sp$f" --extra-ali "$dd/ali_sp$f")
+  extra_opts+=(--extra-data "$sp/fmllr_sp$f" --extra-ali "$sp/ali_sp$f")
 done
-run_stage 11 dnn "$exp/dnn" "$dd_stage $exp/tri3 $dbn" dnn_stage dnn "${dnn_opts[@]}" "${extra_opts[@]}" --dbn "$dbn"
+[ -z "$dnn_speed_perturb" ] || ce_deps+=" $sp"
+run_stage 11 dnn "$exp/dnn" "$ce_deps $dbn" dnn_stage dnn "${dnn_opts[@]}" "${extra_opts[@]}" --dbn "$dbn"
 # 12: ablation: the same network from a random initialisation
 if [ "$dnn_rand_ablation" = true ]; then
-  run_stage 12 dnn_rand "$exp/dnn_rand" "$dd_stage $exp/tri3" dnn_stage dnn_rand "${dnn_opts[@]}" "${extra_opts[@]}" --random-init
+  run_stage 12 dnn_rand "$exp/dnn_rand" "$ce_deps" dnn_stage dnn_rand "${dnn_opts[@]}" "${extra_opts[@]}" --random-init
 fi
 
 # 13: sequence-discriminative training from the CE model. Denominator (seq_den): lattices of the
