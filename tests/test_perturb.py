@@ -81,9 +81,9 @@ def _cv_utts(alis: dict) -> list[str]:
     return split_cv_speakers({u: u.rsplit("_", 1)[0] for u in alis}, 0.1, 777)[1]
 
 
-def test_extra_training_data_joins_the_training_side_only(tmp_path, capsys):
-    """Copies of the training utterances are trained on; copies of the CV speakers' utterances are
-    not (the CV set stays unseen), so the CV frames are those of the run without extra data."""
+def _data_with_copies(tmp_path: Path) -> dict:
+    """24 synthetic utterances (``data``, ``ali.ark``) and a "perturbed" copy of each (``sp``, with
+    ``utt2orig``; ``ali_sp/ali_pdf.ark``): every second frame, shifted. Returns the alignments."""
     from asr.nnet.io import write_alignments
     from asr.nnet.synthetic import synth_corpus
 
@@ -95,6 +95,13 @@ def test_extra_training_data_joins_the_training_side_only(tmp_path, capsys):
     write_feature_dir(tmp_path / "sp", copies, {pre + u: u for u in feats})
     (tmp_path / "ali_sp").mkdir()
     write_alignments({pre + u: a[::2] for u, a in alis.items()}, tmp_path / "ali_sp" / "ali_pdf.ark")
+    return alis
+
+
+def test_extra_training_data_joins_the_training_side_only(tmp_path, capsys):
+    """Copies of the training utterances are trained on; copies of the CV speakers' utterances are
+    not (the CV set stays unseen), so the CV frames are those of the run without extra data."""
+    alis = _data_with_copies(tmp_path)
     common = ["dnn", "train", "--data", str(tmp_path / "data"), "--ali", str(tmp_path / "ali.ark"), "--random-init",
               "--layers", "1", "--units", "8", "--context", "1", "--epochs", "1", "--device", "cpu"]
     assert main(common + ["--out", str(tmp_path / "plain")]) == 0
@@ -123,3 +130,29 @@ def test_extra_training_data_joins_the_training_side_only(tmp_path, capsys):
     assert main(common + ["--out", str(tmp_path / "x2"), "--extra-data", str(tmp_path / "sp"),
                           "--extra-ali", str(tmp_path / "ali_sp")]) != 0
     assert "no utt2orig" in capsys.readouterr().err
+
+
+def test_sequence_training_takes_the_copies_on_its_training_side(tmp_path, capsys):
+    """``asr seq train --extra-data/--extra-ali`` trains on the copies of the training utterances as
+    CE training does (CV copies left out); lattice dirs go with ``--den lattice`` only."""
+    alis = _data_with_copies(tmp_path)
+    assert main(["dnn", "train", "--data", str(tmp_path / "data"), "--ali", str(tmp_path / "ali.ark"), "--random-init",
+                 "--layers", "1", "--units", "8", "--context", "1", "--epochs", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "ce")]) == 0
+    common = ["seq", "train", "--criterion", "mmi", "--model", str(tmp_path / "ce"), "--data", str(tmp_path / "data"),
+              "--ali", str(tmp_path / "ali.ark"), "--epochs", "1", "--lr", "0.5", "--device", "cpu"]
+    extra = ["--extra-data", str(tmp_path / "sp"), "--extra-ali", str(tmp_path / "ali_sp")]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--out", str(tmp_path / "both"), *extra]) == 0
+    n_tr = 24 - len(_cv_utts(alis))
+    assert f"extra training data {tmp_path / 'sp'}: {n_tr} of 24 utterances" in capsys.readouterr().out
+
+    def utts(run: str) -> int:
+        return json.loads((tmp_path / run / "log" / "train_curve.json").read_text())[-1]["utterances"]
+
+    assert (utts("plain"), utts("both")) == (n_tr, 2 * n_tr)
+    assert json.loads((tmp_path / "both" / "config.json").read_text())["extra"] == [
+        [str(tmp_path / "sp"), str(tmp_path / "ali_sp"), None]]
+    assert main(common + ["--out", str(tmp_path / "x1"), "--extra-data", str(tmp_path / "sp")]) != 0
+    assert main(common + ["--out", str(tmp_path / "x2"), *extra, "--extra-lattices", str(tmp_path)]) != 0
+    assert "--extra-lattices 1" in capsys.readouterr().err

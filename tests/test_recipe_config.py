@@ -126,6 +126,19 @@ def test_speed_perturbation_reaches_stage_9_and_the_ce_stages(fake_top, tmp_path
     ce = [c for c in calls if c.startswith("asr dnn train")]
     assert len(ce) == 2 and all(extra in c for c in ce)
     assert not any("--extra" in c for c in calls if c.startswith(("asr dnn pretrain", "asr seq")))
+    # seq.speed_perturb: the sequence stage makes each copy's lattices and trains on the copies too
+    with pytest.raises(ConfigError, match="seq.speed_perturb"):
+        load_config(CONF / "default.yaml", ["seq.speed_perturb=true"])
+    config.write_text(config.read_text() + "seq:\n  speed_perturb: true\n")
+    _, calls = _stages_run(fake_top, exp, config)
+    for f in ("0.9", "1.1"):
+        assert any(c.startswith(f"asr seq lattices --model {exp}/dnn --graph {exp}/tri3/graph --data {sp}/fmllr_sp{f} "
+                                f"--ali {sp}/ali_sp{f} --out {exp}/dnn_denlats_sp{f}") for c in calls), calls
+    seq = [c for c in calls if c.startswith("asr seq train")]
+    assert len(seq) == 1
+    assert (f"--extra-data {sp}/fmllr_sp0.9 --extra-ali {sp}/ali_sp0.9 --extra-lattices {exp}/dnn_denlats_sp0.9 "
+            f"--extra-data {sp}/fmllr_sp1.1 --extra-ali {sp}/ali_sp1.1 --extra-lattices {exp}/dnn_denlats_sp1.1") in seq[0]
+    assert not any(c.startswith(("asr dnn pretrain", "asr dnn train")) for c in calls)   # stages 10-12 kept
 
 
 def test_overrides_beat_the_file_and_are_checked(tmp_path):

@@ -65,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--graph", default=None, help="graph dir with HCLG.fst: the denominator with --den hclg; with pdf-bigram "
                         "only checked against the model's pdf count")
     t.add_argument("--out", required=True)
+    t.add_argument("--extra-data", action="append", default=[], metavar="DIR",
+                   help="speed-perturbed copies of the training data (`asr data perturb`, adapted features) that "
+                        "join the training side (copies of CV utterances are left out); repeatable")
+    t.add_argument("--extra-ali", action="append", default=[], metavar="DIR",
+                   help="the alignment dir of each --extra-data, in the same order")
+    t.add_argument("--extra-lattices", action="append", default=[], metavar="DIR",
+                   help="the denominator lattice dir of each --extra-data (`asr seq lattices` on it; --den lattice)")
     # defaults live in SeqTrainConfig only (None here = its value)
     t.add_argument("--epochs", type=int, default=None, help="passes over the data (default: SeqTrainConfig)")
     t.add_argument("--lr", type=float, default=None, help="SGD step on the per-frame objective (default: SeqTrainConfig)")
@@ -115,13 +122,20 @@ def _train(args: argparse.Namespace) -> int:
     cfg = SeqTrainConfig(criterion=args.criterion, exclude_silence=args.exclude_silence, **given)
     if (args.select_on_dev is None) != (args.dev_graph is None):
         raise ValueError("--select-on-dev and --dev-graph go together")
+    den = args.den or ("lattice" if args.lattices else "pdf-bigram")
+    n_lat = len(args.extra_data) if den == "lattice" else 0
+    if len(args.extra_ali) != len(args.extra_data) or len(args.extra_lattices) != n_lat:
+        raise ValueError(f"--extra-data given {len(args.extra_data)} time(s), --extra-ali {len(args.extra_ali)}, "
+                         f"--extra-lattices {len(args.extra_lattices)}: give one alignment dir per extra data dir, "
+                         "and one lattice dir each with --den lattice (none otherwise)")
+    extra = [(d, a, args.extra_lattices[i] if den == "lattice" else None)
+             for i, (d, a) in enumerate(zip(args.extra_data, args.extra_ali))]
     if args.select_on_dev is not None:
         from asr.decode.pipeline import read_scoring_errors
 
         read_scoring_errors(Path(args.model) / "decode_dev")     # the CE model's dev figure, checked before training
     run_seq_train(args.model, args.data, args.ali, args.graph, args.out, cfg, resolve_device(args.device),
-                  StageLog(args.out, "train"), den=args.den or ("lattice" if args.lattices else "pdf-bigram"),
-                  lattice_dir=args.lattices)
+                  StageLog(args.out, "train"), den=den, lattice_dir=args.lattices, extra=extra)
     if args.select_on_dev is not None:
         from asr.seqtrain.select import select_seq_epoch
 

@@ -114,6 +114,8 @@ class SeqSettings:
     ce_smoothing: float | None = None
     utts_per_epoch: int | None = field(default=None, metadata={"min": 0}) # a random subset per epoch (None: all)
     select_epoch: bool = True         # the epoch (0 = the CE model) chosen on dev (asr.seqtrain.select)
+    # train on dnn.speed_perturb's copies too (their own denominator lattices, and realignment with realign)
+    speed_perturb: bool = False
 
 
 @dataclass
@@ -152,6 +154,10 @@ class RecipeConfig:
     seq: SeqSettings = field(default_factory=SeqSettings)
     bmmi: BmmiSettings = field(default_factory=BmmiSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+
+    def __post_init__(self) -> None:
+        if self.seq.speed_perturb and not self.dnn.speed_perturb:
+            raise ConfigError("seq.speed_perturb: true needs the copies of dnn.speed_perturb (empty)")
 
     def jobs(self) -> int:
         """``nj`` resolved: ``auto`` is the number of cores this process may run on."""
@@ -372,6 +378,7 @@ def shell_assignments(cfg: RecipeConfig) -> str:
         "dnn_rand_ablation": cfg.dnn.random_init_ablation, "dnn_speed_perturb": " ".join(map(_fmt, cfg.dnn.speed_perturb)), "seq_criterion": cfg.seq.criterion,
         "seq_den": cfg.seq.den, "seq_lattice_beam": cfg.seq.lattice_beam, "seq_realign": cfg.seq.realign,
         "seq_den_lm_order": cfg.seq.den_lm_order, "seq_select_epoch": cfg.seq.select_epoch,
+        "seq_speed_perturb": cfg.seq.speed_perturb,
         "gmm_bmmi": cfg.bmmi.enabled,
     }
     lines = [f"{k}={shlex.quote(_fmt(v))}" for k, v in scalars.items()]

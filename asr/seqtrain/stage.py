@@ -15,7 +15,7 @@ from asr.jobs.stage import describe_ids, write_counts
 from asr.nnet.frames import build_frame_data, split_cv_speakers
 from asr.nnet.io import load_features
 from asr.nnet.model import load_model
-from asr.nnet.stages import load_targets, read_utt2spk
+from asr.nnet.stages import add_extra_training_data, load_targets, read_utt2spk
 from asr.seqtrain.fb import DenGraph
 from asr.seqtrain.graph import den_graph_from_fst
 from asr.seqtrain.pdfhmm import PdfHmmDen
@@ -52,14 +52,19 @@ def _check_graph_pdfs(graph_dir: str | Path, model_dir: str | Path) -> None:
 def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, graph_dir: str | Path | None,
                   out_dir: str | Path, cfg: SeqTrainConfig, device: torch.device | str = "cpu",
                   log: Callable[[str], None] = print, den: str = "pdf-bigram",
-                  lattice_dir: str | Path | None = None) -> list[dict]:
+                  lattice_dir: str | Path | None = None,
+                  extra: list[tuple[str | Path, str | Path, str | Path | None]] | None = None) -> list[dict]:
     """Sequence-train the CE model of ``model_dir`` (same CV speakers as its CE run) on the pdf
     alignments of ``ali``. Denominator ``den``: ``pdf-bigram`` (default; ``PdfHmmDen`` estimated
     from the training alignments, fast) or ``hclg`` (exact over the ε-removed ``graph_dir/HCLG.fst``;
     only practical for small graphs) or ``lattice`` (per-utterance lattices of ``lattice_dir``
     from ``asr seq lattices``; the only one for arc-level ``mpe``). With ``pdf-bigram`` /
     ``lattice`` a given ``graph_dir`` is only checked (its pdf count must match the model, which
-    will be decoded with it)."""
+    will be decoded with it).
+
+    ``extra``: ``(data dir, alignment dir, lattice dir)`` of speed-perturbed copies of the training
+    data (``asr data perturb``; the lattice dir with ``den == "lattice"`` only) that join the
+    training side, as in CE training (``add_extra_training_data``: copies of CV utterances left out)."""
     if den not in ("pdf-bigram", "hclg", "lattice"):
         raise ValueError(f"unknown denominator {den!r} (pdf-bigram|hclg|lattice)")
     if den == "hclg" and graph_dir is None:
@@ -87,6 +92,11 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
     feats = load_features(data_dir)
     utt2spk = {u: s for u, s in read_utt2spk(data_dir).items() if u in feats}
     tr, cv = split_cv_speakers(utt2spk, ce_cfg.get("cv_fraction", 0.1), ce_cfg.get("seed", cfg.seed))
+    extra = list(extra or [])
+    if any((lat is None) != (den != "lattice") for _, _, lat in extra):
+        raise ValueError("extra training data needs a lattice dir with --den lattice, and none otherwise")
+    if extra:
+        tr = add_extra_training_data(feats, tg.alis, tr, [(d, a) for d, a, _ in extra], tg.num_pdfs, log)
     left, right = model.cfg.left, model.cfg.right
     train = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=tr)
     cvd = build_frame_data(feats, tg.alis, left, right, tg.num_pdfs, utts=cv)
@@ -100,6 +110,8 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
         from asr.seqtrain.denlats import load_den_lattices, phone_classes
 
         graph = load_den_lattices(lattice_dir)
+        for _, _, lat in extra:
+            graph.update(load_den_lattices(lat))
         if tg.pdf2phone is not None:
             phone_class = phone_classes(int(tg.pdf2phone.max()))
         lat_ali = json.loads((Path(lattice_dir) / "meta.json").read_text()).get("ali")
@@ -112,6 +124,7 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
         graph = PdfHmmDen.from_alignments([tg.alis[u] for u in train.utts], tg.num_pdfs)
         log(f"denominator: pdf-bigram HMM from {len(train.utts)} training alignments, {graph.num_arcs} transitions")
     write_json_atomic(out / "config.json", {"model": str(model_dir), "data": str(data_dir), "ali": str(ali),
+                               "extra": [[str(p) if p is not None else None for p in e] for e in extra],
                                "graph": str(graph_dir) if graph_dir else None, "den": den, "config": asdict(cfg),
                                "lattices": str(lattice_dir) if lattice_dir else None,
                                "den_graph": ({"lattices": len(graph), "arcs": sum(la.num_arcs for la in graph.values())}

@@ -361,9 +361,9 @@ fi
 # (weak LM, exp/tri3/graph_den) instead of the decoding bigram. seq_select_epoch=true decodes dev
 # with every epoch's model and keeps the best, the CE model included (asr/seqtrain/select.py).
 seq_stage() {
-  local den=$1 lattice_beam=$2 realign=$3 den_order=$4 select=$5; shift 5
+  local den=$1 lattice_beam=$2 realign=$3 den_order=$4 select=$5 use_sp=$6; shift 6
   local sys=dnn_$seq_criterion ali=$exp/tri3 dgraph=$exp/tri3/graph
-  local den_opts=(--den "$den") sel_opts=()
+  local den_opts=(--den "$den") sel_opts=() extra=() f xali
   if [ "$select" = true ]; then
     sel_opts=(--select-on-dev "$dd/dev" --dev-graph "$exp/tri3/graph" --nj "$nj" --mode "$mode" "${decode_opts[@]}")
   fi
@@ -381,13 +381,33 @@ seq_stage() {
       --ali "$ali" --out "$exp/dnn_denlats" --lattice-beam "$lattice_beam" --nj "$nj"
     den_opts+=(--lattices "$exp/dnn_denlats")
   fi
+  # seq.speed_perturb: the perturbed copies of stage 9 join the training side, each with its own
+  # (realigned, with seq.realign) alignment and denominator lattices
+  if [ "$use_sp" = true ]; then
+    for f in $dnn_speed_perturb; do
+      xali=$sp/ali_sp$f
+      if [ "$realign" = true ]; then
+        step "align_sp$f" "$asr" dnn align --model "$exp/dnn" --data "$sp/fmllr_sp$f" --ali "$xali" \
+          --out "$exp/dnn_ali_sp$f"
+        xali=$exp/dnn_ali_sp$f
+      fi
+      extra+=(--extra-data "$sp/fmllr_sp$f" --extra-ali "$xali")
+      if [ "$den" = lattice ]; then
+        step "lattices_sp$f" "$asr" seq lattices --model "$exp/dnn" --graph "$dgraph" --data "$sp/fmllr_sp$f" \
+          --ali "$xali" --out "$exp/dnn_denlats_sp$f" --lattice-beam "$lattice_beam" --nj "$nj"
+        extra+=(--extra-lattices "$exp/dnn_denlats_sp$f")
+      fi
+    done
+  fi
   step train "$asr" seq train --criterion "$seq_criterion" --model "$exp/dnn" --data "$dd/train" --ali "$ali" \
-    --graph "$dgraph" --out "$exp/$sys" "${den_opts[@]}" "${sel_opts[@]}" "$@"
+    --graph "$dgraph" --out "$exp/$sys" "${den_opts[@]}" "${extra[@]}" "${sel_opts[@]}" "$@"
   decode_dnn "$sys"
   update_results
 }
-run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" "$exp/dnn $exp/tri3 $data" seq_stage "$seq_den" \
-  "$seq_lattice_beam" "$seq_realign" "$seq_den_lm_order" "$seq_select_epoch" "${seq_opts[@]}"
+seq_deps="$exp/dnn $exp/tri3 $data"
+[ "$seq_speed_perturb" != true ] || seq_deps+=" $sp"
+run_stage 13 "dnn_$seq_criterion" "$exp/dnn_$seq_criterion" "$seq_deps" seq_stage "$seq_den" \
+  "$seq_lattice_beam" "$seq_realign" "$seq_den_lm_order" "$seq_select_epoch" "$seq_speed_perturb" "${seq_opts[@]}"
 
 # 14: discriminative training of the GMM baseline too (like for like): tri3 + boosted MMI by
 # extended Baum-Welch over tri3's own denominator lattices (Kaldi steps/train_mmi.sh).
