@@ -110,8 +110,9 @@ def run_seq_train(model_dir: str | Path, data_dir: str | Path, ali: str | Path, 
         from asr.seqtrain.denlats import load_den_lattices, phone_classes
 
         graph = load_den_lattices(lattice_dir)
-        for _, _, lat in extra:
-            graph.update(load_den_lattices(lat))
+        keep = set(tr)
+        for _, _, lat in extra:     # the copies' lattices of the training side (not of CV copies)
+            graph.update({u: la for u, la in load_den_lattices(lat).items() if u in keep})
         if tg.pdf2phone is not None:
             phone_class = phone_classes(int(tg.pdf2phone.max()))
         lat_ali = json.loads((Path(lattice_dir) / "meta.json").read_text()).get("ali")
