@@ -128,8 +128,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--extra-data given {len(args.extra_data)} time(s), --extra-ali {len(args.extra_ali)}, "
                          f"--extra-lattices {len(args.extra_lattices)}: give one alignment dir per extra data dir, "
                          "and one lattice dir each with --den lattice (none otherwise)")
-    extra = [(d, a, args.extra_lattices[i] if den == "lattice" else None)
-             for i, (d, a) in enumerate(zip(args.extra_data, args.extra_ali))]
+    lats = args.extra_lattices if den == "lattice" else [None] * len(args.extra_data)
+    extra = list(zip(args.extra_data, args.extra_ali, lats))
     if args.select_on_dev is not None:
         from asr.decode.pipeline import read_scoring_errors
 
