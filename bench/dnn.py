@@ -4,11 +4,14 @@ shared or throttled machine still gives comparable ratios), plus the real-time f
 (and of decoding when a model, graph and data dir are given).
 
     .venv/bin/python bench/dnn.py [--frames 20000 --units 512,1024 --layers 3 --pdfs 1500 --threads 2
-        --flush-denormals 1]
+        --flush-denormals 1 --precision float32]
         [--model exp/dnn --graph exp/tri3/graph --data data/dev_fbank]   # + decoding RTF
 Prints one JSON object. FLOPs counted: CD-1 = 5 GEMMs of 2·B·D·H per minibatch (positive hidden
 probabilities, reconstruction, negative hidden probabilities, two weight statistics); CE = forward
 2·W, weight gradients 2·W and input gradients 2·W of every layer but the first, per frame.
+With ``--precision bfloat16`` (or ``auto``: bfloat16 where the hardware has it) the products run in
+bfloat16 with float32 parameters (asr.jobs.device); the reference stays the float32 matmul, so a
+share above 1 is the mixed-precision speed-up over float32 GEMM.
 The matmul reference of a layer is measured just before and just after it runs, at (batch x D) @ (D x H)
 (CE: at (batch x units) @ (units x units)), and their mean is used.
 """
@@ -21,7 +24,7 @@ import time
 
 import torch
 
-from asr.jobs.device import flush_denormals
+from asr.jobs.device import PRECISIONS, choose_precision, flush_denormals
 from asr.nnet import CETrainConfig, HybridDNN, NetConfig, build_frame_data, train_ce
 from asr.nnet.pretrain import PretrainConfig, pretrain_dbn_on_frames
 from asr.nnet.synthetic import synth_corpus
@@ -58,9 +61,11 @@ def _rates(flops: float, secs: float, cpu_secs: float, before: tuple[float, floa
             "share_of_matmul_cpu_time": round(flops / cpu_secs / ref[1], 3)}
 
 
-def bench_dbn(train, units: int, layers: int, batch: int, dev: torch.device, ref_s: float) -> list[dict]:
+def bench_dbn(train, units: int, layers: int, batch: int, dev: torch.device, ref_s: float,
+              precision: str = "float32") -> list[dict]:
     """Pretrain a ``layers`` x ``units`` DBN for one epoch per RBM; one record per RBM."""
-    cfg = PretrainConfig(hidden=(units,) * layers, epochs=1, gaussian_epoch_factor=1, batch_size=batch, seed=1)
+    cfg = PretrainConfig(hidden=(units,) * layers, epochs=1, gaussian_epoch_factor=1, batch_size=batch, seed=1,
+                         precision=precision)
     mean, var = train.spliced_moments()
     dims = [train.index.shape[1] * train.feats.shape[1], *cfg.hidden]
     rows: list[dict] = []
@@ -85,14 +90,16 @@ def bench_dbn(train, units: int, layers: int, batch: int, dev: torch.device, ref
     return rows
 
 
-def bench_ce(train, cv, units: int, layers: int, pdfs: int, batch: int, dev: torch.device, ref_s: float) -> dict:
+def bench_ce(train, cv, units: int, layers: int, pdfs: int, batch: int, dev: torch.device, ref_s: float,
+             precision: str = "float32") -> dict:
     """One CE epoch of a ``layers`` x ``units`` sigmoid DNN."""
     model = HybridDNN(NetConfig(40, pdfs, (units,) * layers, 5, 5))
     model.set_normalisation(*train.spliced_moments())
     ws = [m.weight.numel() for m in model.body if isinstance(m, torch.nn.Linear)]
     before = matmul_flops(batch, units, units, dev, ref_s)
     with tempfile.TemporaryDirectory() as d:
-        res = train_ce(model, train, cv, CETrainConfig(max_epochs=1, min_epochs=1, batch_size=batch), d, dev,
+        res = train_ce(model, train, cv, CETrainConfig(max_epochs=1, min_epochs=1, batch_size=batch,
+                                                                precision=precision), d, dev,
                        log=lambda s: None)
     after = matmul_flops(batch, units, units, dev, ref_s)
     rec = res.history[-1]                              # the training pass (no CV passes)
@@ -121,11 +128,14 @@ def main() -> None:
     ap.add_argument("--nj", type=int, default=1)
     ap.add_argument("--flush-denormals", type=int, choices=(0, 1), default=1,
                     help="1: as every asr command (asr.jobs.device.flush_denormals); 0: the CPU's default")
+    ap.add_argument("--precision", choices=PRECISIONS, default="float32",
+                    help="products of DBN and CE training (auto: bfloat16 where the hardware has it)")
     args = ap.parse_args()
     if args.flush_denormals:
         flush_denormals()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
+    precision = choose_precision(args.precision, dev)
     skip = set(filter(None, args.skip.split(",")))
     n_utts = max(2, args.frames // 300)
     feats, alis = synth_corpus(n_utts, args.pdfs, 40, seed=0, seg_frames=(5, 15), segs=(20, 40))
@@ -133,14 +143,16 @@ def main() -> None:
     train = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[: max(1, int(0.9 * len(utts)))])
     cv = build_frame_data(feats, alis, 5, 5, args.pdfs, utts=utts[int(0.9 * len(utts)):])
     out: dict = {"device": str(dev), "threads": args.threads, "flush_denormals": args.flush_denormals,
+                 "precision": precision,
                  "train_frames": train.num_frames,
                  "torch": torch.__version__}
     for units in (int(u) for u in args.units.split(",")):
         if "dbn" not in skip:
-            out[f"dbn_{units}"] = bench_dbn(train, units, args.layers, args.rbm_batch_size, dev, args.ref_seconds)
+            out[f"dbn_{units}"] = bench_dbn(train, units, args.layers, args.rbm_batch_size, dev, args.ref_seconds,
+                                         precision)
         if "ce" not in skip:
             out[f"ce_{units}"] = bench_ce(train, cv, units, args.layers, args.pdfs, args.batch_size, dev,
-                                          args.ref_seconds)
+                                          args.ref_seconds, precision)
     if "score" not in skip:
         model = HybridDNN(NetConfig(40, args.pdfs, (512,) * args.layers, 5, 5)).eval()
         x = feats[utts[0]]

@@ -39,7 +39,8 @@ def test_default_config_passes_the_dev_chosen_settings():
     cfg, _ = load_config(CONF / "default.yaml")
     opts = stage_options(cfg)
     assert opts["seq"] == ["--seed", "1", "--epochs", "2", "--lr", "16", "--kappa", "0.2", "--ce-smoothing", "0"]
-    assert opts["dbn"] == ["--layers", "4", "--units", "512", "--epochs", "8", "--seed", "1"]
+    assert opts["dbn"] == ["--layers", "4", "--units", "512", "--epochs", "8", "--seed", "1", "--precision", "float32"]
+    assert opts["dnn"][-2:] == ["--precision", "float32"]
     assert opts["mono"] == ["--nj", "2", "--seed", "1", "--gauss", "1000"]
     assert opts["bmmi"] == ["--criterion", "bmmi", "--select-taus", "100,400", "--iters", "4", "--boost", "0.1"]
 
@@ -94,6 +95,17 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path, text, where):
     with pytest.raises(ConfigError) as e:
         load_config(f)
     assert str(f) in str(e.value) and where in str(e.value), str(e.value)
+
+
+def test_precision_reaches_pretraining_and_ce_and_reruns_them():
+    cfg, _ = load_config(CONF / "default.yaml", ["dnn.precision=bfloat16"])
+    for stage in ("dbn", "dnn"):
+        opts = stage_options(cfg)[stage]
+        assert opts[opts.index("--precision") + 1] == "bfloat16"
+    assert stage_settings(cfg, "dbn")["dnn"]["precision"] == "bfloat16"
+    assert stage_settings(cfg, "dbn") != stage_settings(load_config(CONF / "default.yaml")[0], "dbn")
+    with pytest.raises(ConfigError, match="dnn.precision"):
+        load_config(CONF / "default.yaml", ["dnn.precision=half"])
 
 
 def test_dropout_reaches_the_ce_stages_only_when_set():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from asr.cli.common import args_record
 from asr.cli.decode import add_beam_args, add_scoring_args, beam_kwargs, scoring_kwargs
+from asr.jobs.device import PRECISIONS, choose_precision
 from asr.jobs.stage import StageLog
 from asr.nnet.sizing import resolve_units, units_arg
 from asr.nnet.pretrain import PretrainConfig
@@ -56,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=int, default=PT_DEFAULTS.seed,
                    help="initial weights, shuffling and sampling (default %(default)s)")
     a.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    a.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="matrix products of CD-1: float32 (default) | bfloat16 (mixed precision, float32 "
+                        "parameters) | auto (bfloat16 where the CPU/GPU has it in hardware)")
     a.set_defaults(func=_pretrain)
 
     ce = CE_DEFAULTS
@@ -99,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--cv-fraction", type=float, default=TRAIN_DEFAULTS.cv_fraction)
     t.add_argument("--seed", type=int, default=TRAIN_DEFAULTS.seed)
     t.add_argument("--device", default="auto")
+    t.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="training products: float32 (default) | bfloat16 (autocast; float32 parameters and CV "
+                        "loss) | auto (bfloat16 where the CPU/GPU has it in hardware)")
     t.set_defaults(func=_train)
 
     d = sub.add_parser("decode", help="hybrid decoding + scoring")
@@ -147,9 +154,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     cfg = PretrainConfig(hidden=(args.units,) * args.layers, epochs=args.epochs, batch_size=args.batch_size,
                          lr_gaussian=args.lr_gaussian, lr_bernoulli=args.lr_bernoulli,
                          weight_decay=args.l2_penalty, frames_per_epoch=args.frames_per_epoch, seed=args.seed)
+    device = resolve_device(args.device)
+    cfg.precision = choose_precision(args.precision, device)
     log = StageLog(args.out, "pretrain")
+    log(f"precision of the CD-1 products: {cfg.precision}")
     try:
-        run_pretrain(args.data, args.out, cfg, args.context, args.context, resolve_device(args.device), log)
+        run_pretrain(args.data, args.out, cfg, args.context, args.context, device, log)
     except TrainingDiverged as e:
         log(f"asr dnn pretrain: {e}")
         print(f"asr dnn pretrain: error: {e}", file=sys.stderr)
@@ -182,7 +192,7 @@ def _train(args: argparse.Namespace) -> int:
                        min_epochs=args.min_epochs, keep_lr_epochs=args.keep_lr_epochs,
                        start_halving_impr=args.start_halving_impr, end_halving_impr=args.end_halving_impr,
                        halving_factor=args.halving_factor, seed=args.seed, frames_per_epoch=args.frames_per_epoch,
-                       dropout=args.dropout)
+                       dropout=args.dropout, precision=choose_precision(args.precision, device))
     layers = args.layers or len(TRAIN_DEFAULTS.hidden)
     units = args.units or TRAIN_DEFAULTS.hidden[0]
     context = TRAIN_DEFAULTS.left if args.context is None else args.context

@@ -38,3 +38,37 @@ def flush_denormals() -> bool:
     if os.environ.get("ASR_FLUSH_DENORMALS", "1") == "0":
         return False
     return bool(torch.set_flush_denormal(True))
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports it, or
+    a CPU whose flags list ``avx512_bf16`` or ``amx_bf16`` (Linux ``/proc/cpuinfo``). Elsewhere
+    torch emulates bfloat16 products, slower than float32 ones."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def choose_precision(name: str | None, device: torch.device) -> str:
+    """The matrix-product precision of DNN training, ``"float32"`` or ``"bfloat16"`` (mixed: bfloat16
+    products accumulated in float32, float32 parameters and updates). ``"auto"`` (or None) takes
+    bfloat16 where ``device`` has it in hardware (:func:`native_bfloat16`), float32 elsewhere, so a
+    run's numbers depend on the machine's instruction set; the choice is recorded with each model."""
+    if name in (None, "", "auto"):
+        return "bfloat16" if native_bfloat16(torch.device(device)) else "float32"
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    return name

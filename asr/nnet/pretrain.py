@@ -53,6 +53,7 @@ class PretrainConfig:
     frames_per_epoch: int | None = None  # subsample this many shuffled frames per epoch (None = all)
     cache_bytes: int = 2 ** 31           # memory for the materialised inputs of one layer
     seed: int = 777
+    precision: str = "float32"           # matrix products: float32 | bfloat16 (RBMTrainConfig.matmul_dtype)
 
     def rbm_configs(self) -> list:
         """One ``asr.generative.RBMTrainConfig`` per layer."""
@@ -63,7 +64,8 @@ class PretrainConfig:
                                momentum=self.momentum, initial_momentum=self.initial_momentum,
                                schedule="kaldi", momentum_steps=self.momentum_steps,
                                momentum_step_frames=self.momentum_step_frames, weight_decay=self.weight_decay,
-                               variance_guard=self.variance_guard, rows_per_epoch=self.frames_per_epoch)
+                               variance_guard=self.variance_guard, rows_per_epoch=self.frames_per_epoch,
+                               matmul_dtype=self.precision)
                 for i in range(len(self.hidden))]
 
 
@@ -130,7 +132,9 @@ def pretrain_dbn_on_frames(data: FrameData, mean: Tensor, var: Tensor, cfg: Pret
         done = sorted(ckpt_dir.glob("rbm*.pt"))
         if done:
             ck = load_data_file(done[-1], "DBN pretraining checkpoint")
-            if not isinstance(ck, dict) or ck.get("config") != asdict(cfg) or ck.get("frames") != data.num_frames:
+            # settings added since a checkpoint was written count as their defaults
+            ck_cfg = {**asdict(PretrainConfig()), **(ck.get("config") or {})} if isinstance(ck, dict) else None
+            if ck_cfg != asdict(cfg) or ck.get("frames") != data.num_frames:
                 raise ValueError(f"{done[-1]} was written by another pretraining run (config or data differ); "
                                  f"remove {ckpt_dir} or use a new output dir")
             dbn.load_state_dict(ck["dbn"])

