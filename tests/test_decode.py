@@ -443,3 +443,34 @@ def test_best_paths_hand_exact_ties_to_openfst():
     raw, tied = _best_paths([_sorted_lattice(*_read_raw_lattice(lat))], grid)
     assert tied.all() and raw[0] != want           # the programme alone would differ somewhere
     assert lattice_best_paths([lat], grid) == [want]
+
+
+def test_rescored_lattice_has_the_new_acoustic_costs_and_the_same_graph(graph):
+    """``rescore_lattice`` (Kaldi ``gmm-rescore-lattice``): every emitting arc's acoustic cost is
+    ``-loglikes[t, pdf]`` of the new matrix at the frame it consumes, graph costs, labels and
+    states unchanged; rescoring with the matrix the lattice came from gives its costs back."""
+    from asr.decode.lattice import rescore_lattice
+
+    gdir, topo, ctx = graph
+    g = Graph(gdir)
+    lls = _loglikes(topo, ctx, seed=7)
+    ll = lls["u1"] * 0.3
+    lat = lattice_one(g, "u1", ll, DecodeConfig(lattice_beam=10.0))
+    before = lattice_to_arrays(lat)
+    other = torch.randn(ll.shape, generator=torch.Generator().manual_seed(3)) * 2.0 - 4.0
+    res = lattice_to_arrays(rescore_lattice(lat, other))
+    for k in ("num_states", "start", "final", "frame", "src", "dst", "pdf", "word", "graph_cost", "num_frames"):
+        a, b = getattr(before, k), getattr(res, k)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, k
+    emit = res.pdf >= 0
+    want = -other[res.frame[res.src[emit]], res.pdf[emit]].double()
+    torch.testing.assert_close(res.acoustic_cost[emit], want)
+    assert bool((res.acoustic_cost[~emit] == 0).all())
+    back = lattice_to_arrays(rescore_lattice(lat, ll))
+    torch.testing.assert_close(back.acoustic_cost, before.acoustic_cost, rtol=1e-5, atol=1e-4)
+    # a per-frame constant added to every log-likelihood shifts every path alike: same best words
+    shift = ll + torch.randn(ll.shape[0], 1, generator=torch.Generator().manual_seed(5)) * 10
+    for w in (1.0, 4.0):
+        assert lattice_best_words(rescore_lattice(lat, shift), w) == lattice_best_words(lat, w)
+    with pytest.raises(ValueError, match="log-likelihoods"):
+        rescore_lattice(lat, ll[:3])

@@ -270,3 +270,23 @@ def test_floored_logsumexp_equals_the_plain_one_bit_for_bit():
     c[:7, :5, 1:] = float("-inf")
     assert bool((c - c.amax(-1, keepdim=True) < EXP_FLOOR).any())
     assert torch.equal(_logsumexp_last(c.clone()), torch.logsumexp(c, -1))
+
+
+def test_loglikes_at_requested_pairs_equal_the_dense_loglikes():
+    """``loglikes_at`` (lattice rescoring) evaluates only the requested (frame, pdf) pairs, repeated
+    pairs included, and gives the dense matrix's entries."""
+    from asr.gmm.model import DiagGmmSet
+
+    g = torch.Generator().manual_seed(0)
+    P, D, T = 7, 5, 30
+    gauss2pdf = torch.tensor([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 4, 5, 6, 6])
+    G = gauss2pdf.numel()
+    lw = torch.log(torch.rand(G, generator=g) + 0.1)
+    lw = lw - torch.logsumexp(torch.full((P, G), float("-inf")).scatter(0, gauss2pdf[None], lw[None]), 1)[gauss2pdf]
+    gmm = DiagGmmSet(torch.randn(G, D, generator=g), torch.rand(G, D, generator=g) + 0.5, lw, gauss2pdf, P)
+    x = torch.randn(T, D, generator=g)
+    frames = torch.randint(0, T, (200,), generator=g)
+    pdfs = torch.randint(0, P, (200,), generator=g)
+    dense = gmm.loglikes(x)
+    torch.testing.assert_close(gmm.loglikes_at(x, frames, pdfs), dense[frames, pdfs], rtol=1e-5, atol=1e-4)
+    assert gmm.loglikes_at(x, frames[:0], pdfs[:0]).shape == (0,)

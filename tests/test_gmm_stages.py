@@ -190,6 +190,19 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path, monkeypatch):
     n = len(set(raw) - train)
     assert sorted(set(searches)) == [(10.0, 4.0, 0.0833), (13.0, 6.0, 0.0833)]
     assert searches.count((10.0, 4.0, 0.0833)) == n
+    # no third search: the adapted pass's lattices are rescored with the final transforms (Kaldi
+    # gmm-rescore-lattice); --final-search decodes the adapted features again, with the same
+    # transforms and nearly the same errors
+    assert len(searches) == 2 * n
+    assert main(["gmm", "decode", "--model", str(exp / "tri3"), "--lang", lang, "--data", str(tmp_path / "dev"),
+                 "--out", str(exp / "tri3" / "decode_dev_search"), "--final-search"]) == 0
+    assert len(searches) == 4 * n
+    t1, t2 = (torch.load(exp / "tri3" / k / "trans.pt", weights_only=False) for k in ("decode_dev", "decode_dev_search"))
+    assert sorted(t1) == sorted(t2) and all(torch.equal(t1[s], t2[s]) for s in t1)
+    from asr.decode.pipeline import read_scoring_errors
+
+    (e1, ref), (e2, _) = (read_scoring_errors(exp / "tri3" / k) for k in ("decode_dev", "decode_dev_search"))
+    assert abs(e1 - e2) <= 0.02 * ref, (e1, e2, ref)
     assert main(["gmm", "align", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
                  "--out", str(exp / "tri3_ali_dev")]) == 0
     assert (exp / "tri3_ali_dev" / "ali_phone.ark").is_file()

@@ -46,11 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, help="e.g. EXP/decode_test")
     d.add_argument("--lmwt-from", default=None, help="dev decode dir whose best_lmwt to apply (test sets)")
     d.add_argument("--nj", type=int, default=1)
-    add_beam_args(d, " of the final pass (the fMLLR passes keep decode_fmllr.sh's)")
+    add_beam_args(d, " of the final pass (SAT: of the adapted pass whose lattices are rescored; the first pass "
+                     "keeps decode_fmllr.sh's 10 / 4)")
     d.add_argument("--mode", choices=("phone", "word"), default=None, help="default: from the lang dir")
     d.add_argument("--transform-dir", default=None,
                    help="SAT systems: use this decode dir's trans.pt (per-speaker fMLLR) instead of "
                         "estimating transforms in two adaptation passes (Kaldi --transform-dir)")
+    d.add_argument("--final-search", action="store_true",
+                   help="SAT systems: decode the adapted features once more for the final hypotheses instead of "
+                        "rescoring the adapted pass's lattices with the final transforms (Kaldi decode_fmllr.sh)")
     add_scoring_args(d)
     d.set_defaults(func=_decode)
     f = sub.add_parser("fmllr-feats", help="write a SAT system's LDA+MLLT+fMLLR features as a data dir (DNN input)")
@@ -104,10 +108,12 @@ def _align(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     from asr.decode import DecodeConfig
     from asr.gmm.decode import decode_system
+    from asr.gmm.fmllr_decode import FmllrDecodeConfig
 
     cfg = DecodeConfig(**beam_kwargs(args), **scoring_kwargs(args))
     t0 = time.time()
     res = decode_system(args.model, args.lang, args.data, args.out, nj=args.nj, lmwt_from=args.lmwt_from,
-                        cfg=cfg, mode=args.mode, transform_dir=args.transform_dir)
+                        cfg=cfg, mode=args.mode, transform_dir=args.transform_dir,
+                        fmllr_cfg=FmllrDecodeConfig(rescore=not args.final_search))
     print(res.wer_line(args.out), f"({time.time() - t0:.1f} s)")
     return 0

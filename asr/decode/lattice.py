@@ -169,15 +169,35 @@ def _read_raw_lattice(lat) -> tuple[int, int, np.ndarray, np.ndarray]:
     final weight (2 float32), int64 arc count and 20-byte arcs) — the float32 weights exactly,
     where the text form keeps 6 digits. The state records have variable length; their offsets
     are found by pointer doubling over every word position (log2(S) vectorised steps)."""
+    return _parse_vector_lattice(_lattice_bytes(lat))
+
+
+def _lattice_bytes(lat) -> bytes:
+    """The OpenFst binary form of a ``kaldifst.Lattice`` (through a file in /dev/shm)."""
     fd, path = tempfile.mkstemp(suffix=".lat", dir=_TMP_DIR)
     os.close(fd)
     try:
         if not lat.write(path):
             raise OSError(f"could not write a lattice to {path}")
-        buf = Path(path).read_bytes()
+        return Path(path).read_bytes()
     finally:
         os.unlink(path)
-    return _parse_vector_lattice(buf)
+
+
+def _lattice_from_bytes(buf: bytes):
+    """A ``kaldifst.Lattice`` read from its OpenFst binary form."""
+    import kaldifst
+
+    fd, path = tempfile.mkstemp(suffix=".lat", dir=_TMP_DIR)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf)
+        lat = kaldifst.Lattice.read(path)
+    finally:
+        os.unlink(path)
+    if lat is None:
+        raise ValueError("could not read back a rescored lattice")
+    return lat
 
 
 _TMP_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -186,6 +206,13 @@ _MAGIC = 2125659606
 
 def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
     """See ``_read_raw_lattice``."""
+    return _parse_vector_lattice_words(buf)[:4]
+
+
+def _parse_vector_lattice_words(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``_parse_vector_lattice``'s four results, then the 4-byte word position of every arc record
+    (in the order of ``arcs``) within the body and the body's byte offset in ``buf``: an arc's
+    acoustic cost is the float32 at byte ``body + 4 * (word + 3)``."""
     def header_string(off: int) -> tuple[str, int]:
         k = int(np.frombuffer(buf, "<i4", 1, off)[0])
         return buf[off + 4:off + 4 + k].decode(), off + 4 + k
@@ -202,7 +229,7 @@ def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray]
     body = np.frombuffer(buf[off + 40:], "<i4")
     w = body.size
     if n == 0:
-        return 0, start, np.zeros((0, 6)), np.zeros((0, 2))
+        return 0, start, np.zeros((0, 6)), np.zeros((0, 2)), np.zeros(0, dtype=np.int64), off + 40
     # a state record at word p: final (2 words), arc count (int64: 2 words), 5 words per arc
     p = np.arange(w - 3)
     cnt = body[2:w - 1].astype(np.int64)
@@ -229,7 +256,7 @@ def _parse_vector_lattice(buf: bytes) -> tuple[int, int, np.ndarray, np.ndarray]
     arcs[:, 4] = f32[arc_word + 2]
     arcs[:, 5] = f32[arc_word + 3]
     finals = np.stack([f32[states], f32[states + 1]], 1).astype(np.float64)
-    return n, start, arcs, finals
+    return n, start, arcs, finals, arc_word, off + 40
 
 
 class _Sorted(NamedTuple):
@@ -246,6 +273,7 @@ class _Sorted(NamedTuple):
     final: np.ndarray       # (S, 2), +inf = not final
     frame: np.ndarray
     level: np.ndarray
+    arc_id: np.ndarray      # (A,) each arc's row in the raw lattice's arcs
 
 
 def lattice_to_arrays(lat) -> LatticeArrays:
@@ -275,6 +303,7 @@ def _sorted_lattice(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) ->
     ga = arcs[:, 4:]
     final = finals[:, 0] + finals[:, 1]
     emit = (il > 0).astype(np.int64)
+    arc_id = np.arange(src.size)
     res = _frame_order(n, start, src, dst, emit, final)
     if res is None:  # trim (co-reachable from a final state, reachable from the start), then again
         fin = np.nonzero(np.isfinite(final))[0]
@@ -289,7 +318,7 @@ def _sorted_lattice(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) ->
         new = np.full(n, -1, dtype=np.int64)
         new[ids] = np.arange(ids.size)
         k = acc[src] & acc[dst] & keep_arc
-        src, dst, il, ol, ga, emit = new[src[k]], new[dst[k]], il[k], ol[k], ga[k], emit[k]
+        src, dst, il, ol, ga, emit, arc_id = new[src[k]], new[dst[k]], il[k], ol[k], ga[k], emit[k], arc_id[k]
         n, start, final, finals = ids.size, int(new[start]), final[ids], finals[ids]
         res = _frame_order(n, start, src, dst, emit, final)
         if res is None:
@@ -300,7 +329,46 @@ def _sorted_lattice(n: int, start: int, arcs: np.ndarray, finals: np.ndarray) ->
     src, dst = new_id[src], new_id[dst]
     srt = np.lexsort((dst, src))
     return _Sorted(n=n, start=int(new_id[start]), src=src[srt], dst=dst[srt], ilabel=il[srt], olabel=ol[srt],
-                   weight=ga[srt], final=finals[order], frame=frame[order], level=level[order])
+                   weight=ga[srt], final=finals[order], frame=frame[order], level=level[order], arc_id=arc_id[srt])
+
+
+class LatticeRescorer:
+    """A ``kaldifst.Lattice`` (input labels ``pdf + 1``, as ``asr.decode.decoder.decode_lattice``
+    returns it) prepared for new acoustic costs (Kaldi ``gmm-rescore-lattice``, which
+    ``decode_fmllr.sh`` uses to score its adapted pass's lattice with the final transforms instead
+    of searching again): ``frames`` / ``pdfs`` (E,) are the frame and pdf of every emitting arc on a
+    complete path, the only (frame, pdf) pairs whose likelihoods are needed;
+    :meth:`with_costs` gives the lattice with those arcs' acoustic costs replaced, graph costs,
+    states and arcs unchanged (arcs on no complete path keep their costs)."""
+
+    def __init__(self, lat) -> None:
+        buf = _lattice_bytes(lat)
+        n, start, arcs, finals, arc_word, self._body = _parse_vector_lattice_words(buf)
+        r = _sorted_lattice(n, start, arcs, finals)
+        emit = r.ilabel > 0
+        self.frames = torch.from_numpy(r.frame[r.src[emit]])
+        self.pdfs = torch.from_numpy(r.ilabel[emit] - 1)
+        self._words = arc_word[r.arc_id[emit]] + 3           # the acoustic cost's float32 word
+        self._buf = buf
+
+    def with_costs(self, acoustic: Tensor):
+        """The lattice with acoustic costs ``acoustic (E,)`` (unscaled, -ln) on the emitting arcs."""
+        if acoustic.shape != self.frames.shape:
+            raise ValueError(f"{tuple(acoustic.shape)} acoustic costs for {self.frames.numel()} emitting arcs")
+        out = np.frombuffer(self._buf, np.uint8).copy()
+        f32 = out[self._body:self._body + (out.size - self._body) // 4 * 4].view("<f4")
+        f32[self._words] = acoustic.detach().to("cpu", torch.float32).numpy()
+        return _lattice_from_bytes(out.tobytes())
+
+
+def rescore_lattice(lat, loglikes: Tensor):
+    """``lat`` with every emitting arc's acoustic cost replaced by ``-loglikes[t, pdf]`` of the frame
+    ``t`` it consumes (:class:`LatticeRescorer`; ``loglikes (T, num_pdfs)``)."""
+    r = LatticeRescorer(lat)
+    if r.frames.numel() and (int(r.frames.max()) >= loglikes.shape[0] or int(r.pdfs.max()) >= loglikes.shape[1]):
+        raise ValueError(f"lattice needs frame {int(r.frames.max())} and pdf {int(r.pdfs.max())}; "
+                         f"log-likelihoods are {tuple(loglikes.shape)}")
+    return r.with_costs(-loglikes.detach().cpu()[r.frames, r.pdfs])
 
 
 def lattice_best_paths(lats: Sequence, lmwts: Sequence[float]) -> list[list[list[int]]]:

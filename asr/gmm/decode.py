@@ -4,7 +4,8 @@
 SAT systems decode in two passes (Kaldi ``decode_fmllr.sh``): the speaker-independent system the
 SAT model was trained from decodes first; its 1-best phone strings are force-aligned with that
 SI model, the alignment (chain states, tree-independent) gives SAT pdfs whose Gaussian posteriors
-estimate one fMLLR transform per test speaker; the second pass decodes the adapted features.
+estimate one fMLLR transform per test speaker; the second pass decodes the adapted features and its
+lattices, rescored on the final transforms, give the hypotheses (``asr.gmm.fmllr_decode``).
 """
 from __future__ import annotations
 
@@ -97,12 +98,14 @@ def estimate_test_fmllr(sat: GmmSystem, data_dir: str | Path, phones: dict[str, 
 @one_thread
 def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                   nj: int = 1, lmwt_from: str | Path | None = None, cfg=None, mode: str | None = None,
-                  transform_dir: str | Path | None = None):
+                  transform_dir: str | Path | None = None, fmllr_cfg=None):
     """Decode ``data_dir`` with the system in ``model_dir`` into ``out_dir`` and score it.
 
     ``lmwt_from``: a dev decode dir whose ``best_lmwt`` is applied (test sets); without it the LM
     weight is chosen on this set. SAT systems estimate each speaker's fMLLR in two adaptation passes
-    (:func:`adapt_speakers`; ``out_dir/si`` = the scored first pass) before the final decode, unless
+    (:func:`adapt_speakers`; ``out_dir/si`` = the scored first pass) and score the second pass's
+    lattices rescored on the final transforms (``fmllr_cfg``, ``asr.gmm.fmllr_decode.FmllrDecodeConfig``:
+    ``rescore=False`` decodes the adapted features again instead), unless
     ``transform_dir`` names a decode dir whose ``trans.pt`` to use (Kaldi ``--transform-dir``, e.g.
     the SAT system's own decode for its discriminatively trained version).
     Returns the ``asr.score.ScoreResult`` of the final pass.
@@ -124,17 +127,30 @@ def decode_system(model_dir: str | Path, lang_dir: str | Path, data_dir: str | P
         if not sys_.si_model:
             raise ValueError(f"{model_dir} is not a SAT system: --transform-dir does not apply")
     elif sys_.si_model:
-        fmllr_path = adapt_speakers(model_dir, lang_dir, data_dir, out, nj, lmwt_from, mode)
+        from asr.decode.pipeline import score_hyps
+        from asr.gmm.fmllr_decode import FmllrDecodeConfig
+
+        fcfg = fmllr_cfg or FmllrDecodeConfig()
+        grid = (float(lmwt),) if lmwt is not None else tuple(cfg.lmwt_grid)
+        fmllr_path, final = adapt_speakers(model_dir, lang_dir, data_dir, out, nj, lmwt_from, mode, fcfg,
+                                           final_cfg=cfg, final_grid=grid)
+        if final is not None:
+            return score_hyps(out, data_dir, grid, *final, mode)
     job = functools.partial(gmm_loglike_job, model_dir=str(model_dir), data_dir=str(data_dir),
                             fmllr_path=None if fmllr_path is None else str(fmllr_path))
     return decode_and_score(ensure_graph(model_dir, lang_dir), data_dir, out, job, cfg, nj=nj, lmwt=lmwt, mode=mode)
 
 
 def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, out: Path, nj: int,
-                   lmwt_from: str | Path | None, mode: str, cfg=None) -> Path:
-    """Passes 1-2 of ``decode_fmllr.sh`` (:mod:`asr.gmm.fmllr_decode`) for every speaker of
+                   lmwt_from: str | Path | None, mode: str, cfg=None, final_cfg=None,
+                   final_grid: tuple[float, ...] = ()) -> tuple[Path, tuple | None]:
+    """The passes of ``decode_fmllr.sh`` (:mod:`asr.gmm.fmllr_decode`) for every speaker of
     ``data_dir``: writes ``out/trans.pt`` (speaker -> fMLLR) and the scored first pass in ``out/si``
-    (LM weight from ``lmwt_from/si`` when given). Speakers left with the identity are named."""
+    (LM weight from ``lmwt_from/si`` when given). Speakers left with the identity are named.
+    Returns ``(trans.pt path, final)``: with ``cfg.rescore``, ``final = (hyps per LM weight of
+    final_grid, events)`` of the rescored second pass (``final_cfg``: its beams and scoring), for
+    ``asr.decode.pipeline.score_hyps``; else None."""
+    from asr.decode import DecodeConfig
     from asr.decode.pipeline import read_best_lmwt, score_hyps
     from asr.gmm.fmllr_decode import FmllrDecodeConfig, adapt_job
     from asr.jobs import map_jobs, split_by_speaker
@@ -146,20 +162,27 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     si_lmwt = read_best_lmwt(Path(lmwt_from) / "si") if lmwt_from else None
     grid = (si_lmwt,) if si_lmwt is not None else tuple(cfg.lmwt_grid)
     utt2spk = read_utt2spk(Path(data_dir) / "utt2spk")
-    jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid)
+    final_cfg = final_cfg or DecodeConfig()
+    final_grid = tuple(final_grid) or tuple(final_cfg.lmwt_grid)
+    jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid, final_cfg, final_grid)
             for utts in split_by_speaker(utt2spk, nj)]
     res = map_jobs(adapt_job, jobs, nj=nj, desc=f"fmllr {out.name}", log_dir=out / "log", task="fmllr")
     fm: dict[str, Tensor] = {}
     identity: list[str] = []
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
+    final_hyps: list[dict[str, list[str]]] = [{} for _ in final_grid]
     events: dict[str, list[str]] = {}
-    for t, ident, h, ev in res:
-        fm.update(t)
-        identity += ident
-        for kind, utts in ev.items():
-            events.setdefault(kind, []).extend(utts)
+    final_events: dict[str, list[str]] = {}
+    for r in res:
+        fm.update(r.transforms)
+        identity += r.identity
+        for into, ev in ((events, r.events), (final_events, r.final_events)):
+            for kind, utts in ev.items():
+                into.setdefault(kind, []).extend(utts)
         for k in range(len(grid)):
-            hyps[k].update(h[k])
+            hyps[k].update(r.hyps[k])
+        for k in range(len(r.final_hyps)):
+            final_hyps[k].update(r.final_hyps[k])
     score_hyps(out / "si", data_dir, grid, hyps, events, mode)
     identity.sort()
     write_counts(out, {"fmllr_identity_speakers": identity})
@@ -169,7 +192,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
               + (" ..." if len(identity) > 5 else ""))
     path = out / "trans.pt"
     save_data(fm, path)
-    return path
+    return path, ((final_hyps, final_events) if cfg.rescore else None)
 
 
 @one_thread

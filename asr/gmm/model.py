@@ -284,6 +284,21 @@ class DiagGmmSet:
             out[:, pos] = _logsumexp_last((aug @ w.T).view(x.shape[0], pos.numel(), m_b))
         return out
 
+    def loglikes_at(self, x: Tensor, frames: Tensor, pdfs: Tensor) -> Tensor:
+        """``log p(x[frames[r]] | pdf pdfs[r])`` for only the requested (frame, pdf) pairs, ``(R,)``
+        float32: each distinct pair once, only its pdf's components (lattice rescoring needs a few
+        dozen pdfs per frame where ``loglikes`` evaluates all of them)."""
+        frames, pdfs = frames.to(self.device).long(), pdfs.to(self.device).long()
+        out = torch.empty(frames.numel(), device=self.device)
+        if frames.numel() == 0:
+            return out
+        key, inv = torch.unique(frames * self.num_pdfs + pdfs, return_inverse=True)
+        uniq = torch.empty(key.numel(), device=self.device)
+        x = x.to(self.device, torch.float32)
+        for _, rows, _, comp in self.components_by_pdf(x[key // self.num_pdfs], key % self.num_pdfs):
+            uniq[rows] = torch.logsumexp(comp, 1)
+        return uniq[inv]
+
     def components_by_pdf(self, x: Tensor, pdfs: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
         """Frames grouped by aligned pdf: yields ``(pdf, rows (n,), aug (n, 2D+1), log w N (n, m))``
         for each pdf present, ``m`` its number of components (one small matmul per pdf); ``aug``
