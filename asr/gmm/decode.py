@@ -1,11 +1,12 @@
 """Alignment and decoding with a trained GMM system (Kaldi ``align_si.sh`` / ``align_fmllr.sh``,
 ``decode.sh`` / ``decode_fmllr.sh``).
 
-SAT systems decode in two passes (Kaldi ``decode_fmllr.sh``): the speaker-independent system the
-SAT model was trained from decodes first; its 1-best phone strings are force-aligned with that
-SI model, the alignment (chain states, tree-independent) gives SAT pdfs whose Gaussian posteriors
-estimate one fMLLR transform per test speaker; the second pass decodes the adapted features and its
-lattices, rescored on the final transforms, give the hypotheses (``asr.gmm.fmllr_decode``).
+SAT systems decode in two passes (Kaldi ``decode_fmllr.sh``, ``asr.gmm.fmllr_decode``): the SAT
+system's speaker-independent alignment model decodes first; its lattice posteriors estimate one fMLLR
+transform per test speaker; the second pass decodes the adapted features, its lattice posteriors give
+a second transform composed with the first, and its lattices, rescored on the composed transforms,
+give the hypotheses. Alignment of transcribed data (``align_fmllr.sh``) estimates a new speaker's
+transform from an alignment with the alignment model instead (:func:`estimate_test_fmllr`).
 """
 from __future__ import annotations
 
