@@ -97,15 +97,21 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path, text, where):
     assert str(f) in str(e.value) and where in str(e.value), str(e.value)
 
 
-def test_precision_reaches_pretraining_and_ce_and_reruns_them():
-    cfg, _ = load_config(CONF / "default.yaml", ["dnn.precision=bfloat16"])
-    for stage in ("dbn", "dnn"):
-        opts = stage_options(cfg)[stage]
-        assert opts[opts.index("--precision") + 1] == "bfloat16"
-    assert stage_settings(cfg, "dbn")["dnn"]["precision"] == "bfloat16"
-    assert stage_settings(cfg, "dbn") != stage_settings(load_config(CONF / "default.yaml")[0], "dbn")
-    with pytest.raises(ConfigError, match="dnn.precision"):
-        load_config(CONF / "default.yaml", ["dnn.precision=half"])
+def test_precisions_reach_their_own_stage_and_rerun_exactly_those():
+    base, _ = load_config(CONF / "default.yaml")
+    ce, _ = load_config(CONF / "default.yaml", ["dnn.precision=bfloat16"])
+    assert stage_options(ce)["dnn"][-2:] == ["--precision", "bfloat16"]
+    assert stage_options(ce)["dbn"][-2:] == ["--precision", "float32"]
+    assert stage_settings(ce, "dbn") == stage_settings(base, "dbn")      # CE's precision leaves the DBN alone
+    assert stage_settings(ce, "dnn") != stage_settings(base, "dnn")
+    pre, _ = load_config(CONF / "default.yaml", ["dnn.pretrain_precision=bfloat16"])
+    assert stage_options(pre)["dbn"][-2:] == ["--precision", "bfloat16"]
+    assert stage_options(pre)["dnn"][-2:] == ["--precision", "float32"]
+    assert stage_settings(pre, "dbn")["dnn"]["pretrain_precision"] == "bfloat16"
+    assert stage_settings(pre, "dbn") != stage_settings(base, "dbn")
+    for key in ("dnn.precision", "dnn.pretrain_precision"):
+        with pytest.raises(ConfigError, match=key):
+            load_config(CONF / "default.yaml", [f"{key}=half"])
 
 
 def test_dropout_reaches_the_ce_stages_only_when_set():

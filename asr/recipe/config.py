@@ -83,10 +83,12 @@ class DnnSettings:
     dbn_epochs: int | None = field(default=None, metadata=POSITIVE)    # CD-1 epochs per Bernoulli RBM (the Gaussian one gets twice as many)
     max_epochs: int | None = field(default=None, metadata=POSITIVE)    # CE epochs cap (newbob stops earlier)
     dropout: float | None = field(default=None, metadata={"min": 0, "below": 1})   # CE hidden-unit dropout (None/0: off, as Kaldi nnet1)
-    # matrix products of DBN pretraining and CE training: float32 | bfloat16 (mixed: float32
-    # parameters) | auto (bfloat16 where the CPU/GPU has it in hardware, float32 elsewhere;
-    # asr.jobs.device). float32 by default: bfloat16's dev accuracy is not yet measured
+    # matrix products of CE training (stages 11-12) and of DBN pretraining (stage 10), each:
+    # float32 | bfloat16 (mixed: float32 parameters) | auto (bfloat16 where the CPU/GPU has it in
+    # hardware, float32 elsewhere; asr.jobs.device). Two settings because the two differ on dev
+    # (README, "Mixed precision"): bfloat16 CE follows float32 CE, bfloat16 CD-1 is measured apart
     precision: str = field(default="float32", metadata=_choice("auto", "float32", "bfloat16"))
+    pretrain_precision: str = field(default="float32", metadata=_choice("auto", "float32", "bfloat16"))
     random_init_ablation: bool = True  # stage 12: the same network from random weights
     # speed factors of perturbed copies of the training audio joined to CE training (stages 11-12), e.g.
     # [0.9, 1.1] (Ko et al. 2015); made, aligned by tri3 (fMLLR per copy-speaker) and adapted in stage 9
@@ -338,7 +340,8 @@ def stage_options(cfg: RecipeConfig) -> dict[str, list[str]]:
         "tri1": gmm + _flags(leaves=g.tri1_leaves, gauss=g.tri1_gauss),
         "tri2": gmm + _flags(leaves=g.tri2_leaves, gauss=g.tri2_gauss),
         "tri3": gmm + _flags(leaves=g.tri3_leaves, gauss=g.tri3_gauss),
-        "dbn": _flags(layers=d.layers, units=d.units, epochs=d.dbn_epochs, seed=cfg.seed, precision=d.precision),
+        "dbn": _flags(layers=d.layers, units=d.units, epochs=d.dbn_epochs, seed=cfg.seed,
+                     precision=d.pretrain_precision),
         "dnn": _flags(layers=d.layers, units=d.units, max_epochs=d.max_epochs, dropout=d.dropout, seed=cfg.seed,
                       precision=d.precision),
         "seq": _flags(seed=cfg.seed, epochs=s.epochs, lr=s.lr, kappa=s.kappa, ce_smoothing=s.ce_smoothing,
@@ -353,7 +356,7 @@ STAGE_SETTINGS = {
     "corpus": ("seed", "nj", "corpus"), "mono": ("seed", "nj", "gmm.iters", "gmm.mono_gauss", "decode"),
     **{f"tri{k}": ("seed", "nj", "gmm.iters", f"gmm.tri{k}_leaves", f"gmm.tri{k}_gauss", "decode") for k in (1, 2, 3)},
     "fmllr": ("dnn.feats",), "fmllr_sp": ("dnn.speed_perturb",), "dbn": ("seed", "dnn.feats", "dnn.layers", "dnn.units", "dnn.dbn_epochs",
-                                                                                "dnn.precision"),
+                                                                                "dnn.pretrain_precision"),
     "dnn": ("seed", "dnn", "decode"), "dnn_rand": ("seed", "dnn", "decode"), "seq": ("seed", "nj", "seq", "decode"),
     "tri3_bmmi": ("nj", "seq.lattice_beam", "bmmi", "decode"),
 }
