@@ -206,6 +206,19 @@ def test_cli_mono_tri1_tri2_tri3_and_decode(tmp_path: Path, monkeypatch):
     assert main(["gmm", "align", "--model", str(exp / "tri3"), "--data", str(tmp_path / "dev"),
                  "--out", str(exp / "tri3_ali_dev")]) == 0
     assert (exp / "tri3_ali_dev" / "ali_phone.ark").is_file()
+    # a speaker-independent system searches at --acwt (default 0.1); SAT keeps 1/12 in every pass
+    import asr.decode.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "decode_lattice", decoder.decode_lattice)   # the counting one
+    searches.clear()
+    for opt in ([], ["--acwt", "0.125"]):
+        assert main(["gmm", "decode", "--model", str(exp / "tri1"), "--lang", lang, "--data", str(tmp_path / "dev"),
+                     "--out", str(exp / "tri1" / f"decode_dev{len(opt)}"), *opt]) == 0
+    assert searches.count((13.0, 6.0, 0.1)) == n and searches.count((13.0, 6.0, 0.125)) == n
+    searches.clear()
+    assert main(["gmm", "decode", "--model", str(exp / "tri3"), "--lang", lang, "--data", str(tmp_path / "dev"),
+                 "--out", str(exp / "tri3" / "decode_dev_acwt"), "--acwt", "0.125"]) == 0
+    assert {s[2] for s in searches} == {0.0833}
     # SAT features for the DNN: dev with the first-pass transforms, train with the training ones.
     from asr.features import load_feats
 

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--nj", type=int, default=1)
     add_beam_args(d, " of the final pass (SAT: of the adapted pass whose lattices are rescored; the first pass "
                      "keeps decode_fmllr.sh's 10 / 4)")
+    d.add_argument("--acwt", type=float, default=None,
+                   help="acoustic scale of a speaker-independent system's search (default 0.1; Kaldi's decode.sh "
+                        "1/12); SAT systems keep decode_fmllr.sh's 1/12 in every pass")
     d.add_argument("--mode", choices=("phone", "word"), default=None, help="default: from the lang dir")
     d.add_argument("--transform-dir", default=None,
                    help="SAT systems: use this decode dir's trans.pt (per-speaker fMLLR) instead of "
@@ -110,7 +113,8 @@ def _decode(args: argparse.Namespace) -> int:
     from asr.gmm.decode import decode_system
     from asr.gmm.fmllr_decode import FmllrDecodeConfig
 
-    cfg = DecodeConfig(**beam_kwargs(args), **scoring_kwargs(args))
+    acwt = {} if args.acwt is None else {"acwt": args.acwt}
+    cfg = DecodeConfig(**beam_kwargs(args), **acwt, **scoring_kwargs(args))
     t0 = time.time()
     res = decode_system(args.model, args.lang, args.data, args.out, nj=args.nj, lmwt_from=args.lmwt_from,
                         cfg=cfg, mode=args.mode, transform_dir=args.transform_dir,
