@@ -85,8 +85,8 @@ class DnnSettings:
     dropout: float | None = field(default=None, metadata={"min": 0, "below": 1})   # CE hidden-unit dropout (None/0: off, as Kaldi nnet1)
     # matrix products of CE training (stages 11-12) and of DBN pretraining (stage 10), each:
     # float32 | bfloat16 (mixed: float32 parameters) | auto (bfloat16 where the CPU/GPU has it in
-    # hardware, float32 elsewhere; asr.jobs.device). Two settings because the two differ on dev
-    # (README, "Mixed precision"): bfloat16 CE follows float32 CE, bfloat16 CD-1 is measured apart
+    # hardware, float32 elsewhere; asr.jobs.device). Two settings because they differ on dev (README,
+    # "Mixed precision", three seeds): bfloat16 CE 1-8 errors behind float32, bfloat16 CD-1 12-26 more
     precision: str = field(default="float32", metadata=_choice("auto", "float32", "bfloat16"))
     pretrain_precision: str = field(default="float32", metadata=_choice("auto", "float32", "bfloat16"))
     random_init_ablation: bool = True  # stage 12: the same network from random weights
