@@ -106,3 +106,15 @@ def test_batch_statistics_over_used_pairs_equal_the_dense_computation():
         assert float(want.occ.sum()) == pytest.approx(sum(lens[:2]), abs=1e-3)
         for f in ("occ", "x", "x2"):
             torch.testing.assert_close(getattr(got, f), getattr(want, f), atol=1e-5, rtol=1e-5)
+    # the batch size is a speed setting only: one utterance at a time gives the same sums and
+    # per-utterance totals (up to rounding: the pairs' likelihoods come from products of other shapes)
+    num1, den1 = GmmAccs.zeros(G, dim), GmmAccs.zeros(G, dim)
+    for k in range(3):
+        lz, ns = accumulate_batch(gmm, num1, den1, feats[k:k + 1], refs[k:k + 1], lats[k:k + 1], kappa, boost[k:k + 1])
+        assert bool(torch.isfinite(lz[0])) == bool(torch.isfinite(logz[k]))
+        if torch.isfinite(lz[0]):
+            torch.testing.assert_close(lz, logz[k:k + 1], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ns, num_score[k:k + 1], atol=1e-6, rtol=1e-6)
+    for got, want in ((num1, num), (den1, den)):
+        for f in ("occ", "x", "x2"):
+            torch.testing.assert_close(getattr(got, f), getattr(want, f), atol=1e-6, rtol=1e-6)

@@ -31,7 +31,11 @@ from asr.jobs.stage import StageFailed, describe_ids, write_counts
 @dataclass
 class GmmSeqConfig:
     """criterion: bmmi | mmi; kappa: acoustic scale; boost: b of bMMI; E, tau: EBW constant and
-    I-smoothing points; batch_utts: utterances per lattice forward-backward."""
+    I-smoothing points; batch_utts: utterances per lattice forward-backward and statistics pass. It
+    changes only the order of the float64 sums (EBW accumulates over the whole set before it
+    updates), and a large batch amortises the per-pdf loop of ``accumulate_batch``: 16 -> 256 took
+    an iteration on the default corpus's 1040 lattices from 10.3 to 3.3 s (peak 1.45 -> 1.58 GB),
+    the means within 5e-7 and every dev / test hypothesis of the recipe's stage identical."""
 
     criterion: str = "bmmi"
     iters: int = 4
@@ -39,7 +43,7 @@ class GmmSeqConfig:
     boost: float = 0.1
     E: float = 2.0
     tau: float = 400.0
-    batch_utts: int = 16
+    batch_utts: int = 256
 
 
 def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: str | Path, out_dir: str | Path,
