@@ -1,8 +1,18 @@
 """Acoustic degradations of a clean TTS waveform (pure tensor functions, seeded).
 
-All functions take a float32 waveform ``(N,)`` at ``sample_rate`` Hz and return one of the
-same length (so phone boundaries stay valid), except ``resample``/``vtl_warp`` which change
-the length by a known ratio (boundaries are rescaled by the caller).
+All functions take a waveform ``(N,)`` at ``sample_rate`` Hz and return one of the same length
+(so phone boundaries stay valid), except ``resample``/``vtl_warp`` which change the length by a
+known ratio (boundaries are rescaled by the caller).
+
+Reproducibility across machines: ``apply_condition`` computes in float64, its normal draws
+included. Its FFTs (MKL) and vectorised exp/sin/log1p/sigmoid give results that differ in the last
+bits between CPU instruction sets (measured: the same speaker rendered with MKL's AVX-512 and
+AVX2 code paths differed, in float32, in 1792 of 47365 int16 samples, through one mu-law step of
+the telephone channel and the level normalisation that follows; float32 normal draws differ by
+an ulp between torch's vectorised and scalar kernels). In float64 those differences
+are ~1e-16 relative, far below the float32 / int16 / mu-law steps the result is rounded to, so
+a corpus is the same file for file on any x86 machine (``tests/test_corpus_synth.py`` renders
+with both code paths).
 """
 from __future__ import annotations
 
@@ -59,15 +69,15 @@ def vtl_warp(x: torch.Tensor, factor: float, sample_rate: int) -> torch.Tensor:
 
 
 def _shaped_noise(n: int, kind: str, sample_rate: int, gen: torch.Generator) -> torch.Tensor:
-    """Unit-power noise ``(n,)``: white, pink (1/f), brown (1/f^2) or babble (speech-shaped
-    noise, amplitude-modulated at syllable rate like a crowd)."""
+    """Unit-power noise ``(n,)`` float64: white, pink (1/f), brown
+    (1/f^2) or babble (speech-shaped noise, amplitude-modulated at syllable rate like a crowd)."""
     m = _fast_len(n)
-    white = torch.randn(m, generator=gen)
+    white = torch.randn(m, generator=gen, dtype=torch.float64)
     if kind == "white":
         y = white[:n]
     else:
         spec = torch.fft.rfft(white)
-        f = torch.fft.rfftfreq(m, 1.0 / sample_rate).clamp_min(20.0)
+        f = torch.fft.rfftfreq(m, 1.0 / sample_rate, dtype=torch.float64).clamp_min(20.0)
         if kind == "pink":
             shape = f.pow(-0.5)
         elif kind == "brown":
@@ -78,8 +88,8 @@ def _shaped_noise(n: int, kind: str, sample_rate: int, gen: torch.Generator) -> 
             raise ValueError(f"unknown noise type {kind!r}")
         y = torch.fft.irfft(spec * shape, n=m)[:n]
         if kind == "babble":
-            t = torch.arange(n) / sample_rate
-            env = torch.ones(n)
+            t = torch.arange(n, dtype=torch.float64) / sample_rate
+            env = torch.ones(n, dtype=torch.float64)
             for _ in range(4):  # four talkers' syllabic envelopes (3-6 Hz)
                 rate = 3.0 + 3.0 * torch.rand(1, generator=gen).item()
                 phase = 2 * math.pi * torch.rand(1, generator=gen).item()
@@ -102,15 +112,15 @@ def synthetic_rir(rt60_s: float, sample_rate: int, gen: torch.Generator) -> torc
     """Room impulse response ``(L,)``: direct path, sparse early reflections (5-50 ms) and an
     exponentially decaying Gaussian tail with the given RT60 (Polack's statistical model)."""
     length = int(rt60_s * sample_rate)
-    t = torch.arange(length) / sample_rate
+    t = torch.arange(length, dtype=torch.float64) / sample_rate
     decay = torch.exp(-6.9078 * t / rt60_s)  # -60 dB at rt60
-    h = torch.randn(length, generator=gen) * decay * 0.3
+    h = torch.randn(length, generator=gen, dtype=torch.float64) * decay * 0.3
     onset = int(0.005 * sample_rate)
     h[:onset] = 0.0
     n_early = 8
     pos = (onset + torch.rand(n_early, generator=gen) * 0.045 * sample_rate).long()
-    amp = (torch.rand(n_early, generator=gen) * 0.6 + 0.2) * decay[pos]
-    h.index_add_(0, pos, amp * torch.sign(torch.randn(n_early, generator=gen)))
+    amp = (torch.rand(n_early, generator=gen).double() * 0.6 + 0.2) * decay[pos]
+    h.index_add_(0, pos, amp * torch.sign(torch.randn(n_early, generator=gen, dtype=torch.float64)))
     h[0] = 1.0
     return h / h.norm()
 
@@ -128,19 +138,20 @@ def telephone(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Telephone channel: 300-3400 Hz band-pass (smooth FFT mask) then 8-bit mu-law coding."""
     n = x.numel()
     m = _fast_len(n)
-    f = torch.fft.rfftfreq(m, 1.0 / sample_rate)
+    f = torch.fft.rfftfreq(m, 1.0 / sample_rate, dtype=x.dtype)
     mask = torch.sigmoid((f - 300.0) / 40.0) * torch.sigmoid((3400.0 - f) / 80.0)
     y = torch.fft.irfft(torch.fft.rfft(x, m) * mask, n=m)[:n]
     peak = y.abs().max().clamp_min(1e-9)
     q = AF.mu_law_encoding(y / peak, 256)
-    return AF.mu_law_decoding(q, 256) * peak
+    return AF.mu_law_decoding(q.to(y.dtype), 256) * peak      # integer codes would decode in float32
 
 
 def apply_condition(x: torch.Tensor, cond: Condition, sample_rate: int,
                     gen: torch.Generator) -> torch.Tensor:
-    """Reverb -> telephone -> noise -> level, as a far-field talker on a noisy line. Returns
-    ``(N,)`` float32 scaled to ``cond.level_dbfs`` RMS and clipped to [-1, 1)."""
-    x = x.to(torch.float32)
+    """Reverb -> telephone -> noise -> level, as a far-field talker on a noisy line, computed in
+    float64 (see the module docstring). Returns ``(N,)`` float32 scaled to ``cond.level_dbfs`` RMS
+    and clipped to [-1, 1)."""
+    x = x.to(torch.float64)
     if cond.rt60_s is not None:
         x = reverberate(x, synthetic_rir(cond.rt60_s, sample_rate, gen))
     if cond.telephone:
@@ -149,7 +160,7 @@ def apply_condition(x: torch.Tensor, cond: Condition, sample_rate: int,
         x = add_noise(x, cond.noise, cond.snr_db, sample_rate, gen)
     rms = x.pow(2).mean().sqrt().clamp_min(1e-9)
     x = x * (10.0 ** (cond.level_dbfs / 20.0) / rms)
-    return x.clamp(-1.0, 32767.0 / 32768.0)
+    return x.clamp(-1.0, 32767.0 / 32768.0).to(torch.float32)
 
 
 def to_int16(x: torch.Tensor) -> torch.Tensor:
