@@ -11,8 +11,9 @@ AVX2 code paths differed, in float32, in 1792 of 47365 int16 samples, through on
 the telephone channel and the level normalisation that follows; float32 normal draws differ by
 an ulp between torch's vectorised and scalar kernels). In float64 those differences
 are ~1e-16 relative, far below the float32 / int16 / mu-law steps the result is rounded to, so
-a corpus is the same file for file on any x86 machine (``tests/test_corpus_synth.py`` renders
-with both code paths).
+the rendered audio no longer depends on the code path (``tests/test_corpus_synth.py`` renders
+under MKL's AVX-512, AVX2 and SSE4.2 paths and ATen's vectorised and scalar kernels; other CPUs
+were not available to check).
 """
 from __future__ import annotations
 
