@@ -471,3 +471,104 @@ def test_gmm_training_on_a_real_dask_cluster_matches_local(tmp_path, monkeypatch
         [h["loglike_per_frame"] for h in local.history], rel=1e-6)
     assert not list((tmp_path / ".jobdata").glob("*.pt"))
     assert (tmp_path / "log" / "acc.1.2.log").is_file()
+
+
+def _two_speaker_setup(seed: int = 21):
+    """A 4-pdf model of 3 Gaussians each, 5 speakers with their own affine distortion, and a
+    'previous' transform per speaker (SAT re-estimation starts from it)."""
+    from asr.gmm.model import DiagGmmSet
+
+    g = torch.Generator().manual_seed(seed)
+    D, P, M = 3, 4, 3
+    gmm = DiagGmmSet(2.0 * torch.randn(P * M, D, generator=g), 0.3 + torch.rand(P * M, D, generator=g),
+                     torch.log(torch.tensor([0.2, 0.3, 0.5])).repeat(P), torch.arange(P).repeat_interleave(M), P)
+    feats, pdfs, spk, weights, prev = {}, {}, {}, {}, {}
+    for k in range(5):
+        s = f"s{k}"
+        A = torch.eye(D) + 0.2 * torch.randn(D, D, generator=g)
+        b = 0.5 * torch.randn(D, generator=g)
+        prev[s] = torch.cat([torch.eye(D) + 0.05 * torch.randn(D, D, generator=g), 0.1 * torch.randn(D, 1, generator=g)], 1)
+        for j in range(2):
+            u = f"{s}_u{j}"
+            n = 150 + 40 * k + 10 * j
+            p = torch.randint(0, P, (n,), generator=g)
+            comp = M * p + torch.randint(0, M, (n,), generator=g)
+            x = gmm.means[comp] + gmm.vars[comp].sqrt() * torch.randn(n, D, generator=g)
+            feats[u], pdfs[u], spk[u] = x @ A.T + b, p, s
+            weights[u] = torch.where(p == 0, 0.0, 1.0).double()        # pdf 0 plays silence
+    return gmm, feats, pdfs, spk, weights, prev
+
+
+def test_speaker_fmllr_in_jobs_equals_the_direct_statistics():
+    """The per-job estimate (posteriors pdf by pdf for all the job's frames, statistics from
+    per-frame terms, speakers spread over jobs) gives each speaker the transform computed directly
+    from its own sparse Gaussian posteriors (``FmllrStats.accumulate``), with 1 or 2 jobs, from the
+    identity or from a previous transform, with frame weights."""
+    from asr.gmm.adapt import estimate_speaker_fmllr
+    from asr.gmm.train import gaussian_posteriors_sparse
+    from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr
+
+    gmm, feats, pdfs, spk, weights, prev = _two_speaker_setup()
+    means, vars_ = gmm.means.double(), gmm.vars.double()
+    for start in (None, prev):
+        ref = {}
+        for s in sorted(set(spk.values())):
+            us = sorted(u for u in pdfs if spk[u] == s)
+            x, p = torch.cat([feats[u] for u in us]), torch.cat([pdfs[u] for u in us])
+            w0 = None if start is None else start[s]
+            post = gaussian_posteriors_sparse(gmm, x if w0 is None else apply_fmllr(x, w0), p)
+            fw = torch.cat([weights[u] for u in us])
+            post = torch.sparse_coo_tensor(post.indices(), post.values() * fw[post.indices()[0]], post.shape,
+                                           check_invariants=False)
+            st = FmllrStats(gmm.dim)
+            st.accumulate(x.double(), post, means, vars_)
+            ref[s] = estimate_fmllr(st, iters=8, w0=w0).float()
+        for nj in (1, 2):
+            got = estimate_speaker_fmllr(gmm, feats, pdfs, spk, iters=8, prev=start, min_count=0.0,
+                                         frame_weights=weights, nj=nj)
+            assert list(got) == sorted(ref)
+            for s in ref:
+                torch.testing.assert_close(got[s], ref[s], rtol=0, atol=2e-5)
+
+
+def test_fmllr_statistics_from_frame_terms_equal_those_from_posteriors():
+    from asr.transforms import FmllrStats
+
+    g = torch.Generator().manual_seed(3)
+    T, D, J = 50, 4, 7
+    x = torch.randn(T, D, generator=g, dtype=torch.float64)
+    post = torch.rand(T, J, generator=g, dtype=torch.float64)
+    means = torch.randn(J, D, generator=g, dtype=torch.float64)
+    vars_ = 0.5 + torch.rand(J, D, generator=g, dtype=torch.float64)
+    a, b = FmllrStats(D), FmllrStats(D)
+    a.accumulate(x, post, means, vars_)
+    b.accumulate_terms(x, post @ (1 / vars_), post @ (means / vars_), float(post.sum()))
+    assert a.beta == pytest.approx(b.beta)
+    torch.testing.assert_close(a.k, b.k)
+    torch.testing.assert_close(a.g, b.g)
+    with pytest.raises(ValueError, match="q and r"):
+        b.accumulate_terms(x, post[:, :D], post[:-1, :D], 1.0)
+
+
+def test_alignment_model_statistics_pool_all_frames_as_per_utterance_accumulation():
+    """``estimate_alignment_model`` (posteriors on the adapted features, statistics of the
+    speaker-independent ones, all frames pdf by pdf) equals accumulating utterance by utterance
+    with ``gauss_posteriors`` + ``GmmAccs.accumulate`` (Kaldi ``gmm-acc-stats-twofeats``)."""
+    from asr.gmm.adapt import estimate_alignment_model
+    from asr.gmm.model import GmmAccs
+
+    gmm, feats, pdfs, _, _, prev = _two_speaker_setup(seed=4)
+    from asr.transforms import apply_fmllr
+
+    adapted = {u: apply_fmllr(x, prev[u.split("_")[0]]) for u, x in feats.items()}
+    accs = GmmAccs.zeros(gmm.num_gauss, gmm.dim)
+    for u in sorted(pdfs):
+        g, p, _ = gmm.gauss_posteriors(adapted[u], pdfs[u])
+        accs.accumulate(feats[u], g, p)
+    ref = gmm.update(accs, min_var=1e-3, min_count=0.0, remove_low_count=False)
+    got = estimate_alignment_model(gmm, adapted, feats, pdfs, 1e-3)
+    torch.testing.assert_close(got.means, ref.means, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.vars, ref.vars, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.log_weights, ref.log_weights, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="same frames"):
+        gmm.accumulate_twofeats(GmmAccs.zeros(gmm.num_gauss, gmm.dim), feats["s0_u0"], feats["s0_u1"], pdfs["s0_u0"])

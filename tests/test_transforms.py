@@ -306,3 +306,30 @@ def test_mllt_ignores_gaussians_with_singular_covariance():
     assert math.isfinite(mllt_objective(ref, stats))
     with pytest.raises(ValueError, match="enough frames"):
         estimate_mllt(stats, min_count=1e6)
+
+
+def test_mllt_pair_statistics_equal_those_of_repeated_frames():
+    """``accumulate_pairs`` (a frame's (frame, Gaussian) pairs summed before its outer product) gives
+    the statistics of ``accumulate`` on the frames repeated once per pair, and ``outer_sum_by_dim``
+    (one GEMM per chunk) equals its einsum definition across a chunk boundary."""
+    from asr.transforms import MlltModelStats
+    from asr.transforms._post import CHUNK, outer_sum_by_dim
+
+    g = torch.Generator().manual_seed(8)
+    T, D, J = 40, 3, 6
+    x = torch.randn(T, D, generator=g, dtype=torch.float64)
+    rows = torch.randint(0, T - 5, (120,), generator=g)          # the last frames have no pair
+    ids = torch.randint(0, J, (120,), generator=g)
+    w = torch.rand(120, generator=g, dtype=torch.float64)
+    means, vars_ = torch.randn(J, D, generator=g), 0.5 + torch.rand(J, D, generator=g)
+    a, b = MlltModelStats(means, vars_), MlltModelStats(means, vars_)
+    a.accumulate(x[rows], ids, w)
+    b.accumulate_pairs(x, rows, ids, w)
+    torch.testing.assert_close(a.counts, b.counts)
+    torch.testing.assert_close(a.sums, b.sums)
+    torch.testing.assert_close(a.g, b.g)
+    with pytest.raises(ValueError, match="frame indices"):
+        b.accumulate_pairs(x, rows + T, ids, w)
+    n = CHUNK + 7
+    q, y = torch.rand(n, 2, generator=g, dtype=torch.float64), torch.randn(n, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(outer_sum_by_dim(q, y, y), torch.einsum("nr,na,nb->rab", q, y, y))

@@ -4,11 +4,13 @@ Kaldi ``train_lda_mllt.sh``), per-speaker fMLLR and the SAT alignment model (tri
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from asr.gmm.model import DiagGmmSet
-from asr.gmm.train import TrainState, gaussian_posteriors_sparse
+from asr.gmm.train import TrainState
 
 
 def estimate_lda_matrix(spliced: dict[str, Tensor], labels: dict[str, Tensor], weights: dict[str, Tensor],
@@ -48,10 +50,7 @@ def mllt_step(state: TrainState, feats: dict[str, Tensor], chains: dict[str, Ten
     keep = pw > 1e-4
     rows, ids, pw = rows[keep].cpu(), ids[keep].cpu(), pw[keep].double().cpu()
     st = MlltModelStats(gmm.means.cpu(), gmm.vars.cpu())
-    x = x.cpu()
-    step = 65536
-    for i in range(0, ids.numel(), step):
-        st.accumulate(x[rows[i:i + step]].double(), ids[i:i + step], pw[i:i + step])
+    st.accumulate_pairs(x.cpu().double(), rows, ids, pw)
     A = estimate_mllt(st, iters=sweeps)
     means = gmm.means.double().cpu() @ A.T
     state.gmm = DiagGmmSet(means.float(), gmm.vars.cpu(), gmm.log_weights.cpu(), gmm.gauss2pdf.cpu(),
@@ -64,7 +63,7 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
                            prev: dict[str, Tensor] | None = None, min_count: float = 50.0,
                            frame_weights: dict[str, Tensor] | None = None,
                            skipped: list[str] | None = None,
-                           post_gmm: DiagGmmSet | None = None) -> dict[str, Tensor]:
+                           post_gmm: DiagGmmSet | None = None, nj: int = 1) -> dict[str, Tensor]:
     """Per-speaker fMLLR ``W (D, D+1)`` (Gales 1998) for ``gmm`` from untransformed ``feats`` and the
     Gaussian posteriors of the aligned pdfs, each frame weighted by ``frame_weights`` (e.g. 0 on
     silence: Kaldi ``weight-silence-post``). A speaker with at most ``min_count`` weighted frames or
@@ -74,8 +73,13 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
     training, Kaldi ``gmm-est-fmllr`` on the adapted features; the estimate starts at ``prev``) or,
     with ``post_gmm`` (the alignment model, one Gaussian per Gaussian of ``gmm``), from ``post_gmm``
     on the untransformed features and the estimate starts at the identity (Kaldi ``align_fmllr.sh``:
-    ``gmm-post-to-gpost final.alimdl`` + ``gmm-est-fmllr-gpost final.mdl``)."""
-    from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
+    ``gmm-post-to-gpost final.alimdl`` + ``gmm-est-fmllr-gpost final.mdl``).
+
+    ``nj`` > 1 estimates the speakers in that many jobs (``asr.jobs.map_jobs``, whole speakers
+    per job, balanced by frames). A job takes the posteriors of all its frames pdf by pdf, so
+    the grouping moves a transform only at float rounding (about 1e-8; same ``nj``, same
+    result)."""
+    from asr.jobs import map_jobs
 
     if post_gmm is not None and post_gmm.num_gauss != gmm.num_gauss:
         raise ValueError(f"post_gmm has {post_gmm.num_gauss} Gaussians, the model {gmm.num_gauss}: "
@@ -84,33 +88,104 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
     spk2utts: dict[str, list[str]] = {}
     for u in sorted(pdf_alis):
         spk2utts.setdefault(utt2spk[u], []).append(u)
-    means, vars_ = gmm.means.double().cpu(), gmm.vars.double().cpu()
-    out = {}
+    items = []
     for spk, utts in spk2utts.items():
-        kept = identity_fmllr(gmm.dim) if prev is None or spk not in prev else prev[spk].double()
-        x = torch.cat([feats[u] for u in utts])
-        pdfs = torch.cat([pdf_alis[u] for u in utts])
-        if post_gmm is None:
-            w0 = kept
-            post = gaussian_posteriors_sparse(gmm, apply_fmllr(x, w0).to(gmm.device), pdfs)
-        else:
-            w0 = identity_fmllr(gmm.dim)
-            post = gaussian_posteriors_sparse(post_gmm, x.to(post_gmm.device), pdfs)
-        if frame_weights is not None:
-            fw = torch.cat([frame_weights[u] for u in utts]).double()
-            post = torch.sparse_coo_tensor(post.indices(), post.values() * fw[post.indices()[0]], post.shape,
-                                           check_invariants=False)
+        fw = None if frame_weights is None else torch.cat([frame_weights[u] for u in utts])
+        items.append(_SpeakerItem(spk, torch.cat([feats[u] for u in utts]), torch.cat([pdf_alis[u] for u in utts]),
+                                  fw, None if prev is None else prev.get(spk)))
+    # CUDA work stays in this process (no fork with an initialised CUDA context)
+    groups = _balanced_groups([it.x.shape[0] for it in items], nj if gmm.device.type == "cpu" else 1)
+    jobs = [(gmm, post_gmm, [items[i] for i in g], iters, min_count) for g in groups]
+    done: dict[str, tuple[Tensor, bool]] = {}
+    for res in map_jobs(_speaker_fmllr_job, jobs, nj=len(jobs)):
+        done.update(res)
+    out = {}
+    for spk in spk2utts:                 # the speakers' order, whatever job estimated them
+        w, kept = done[spk]
+        out[spk] = w
+        if kept and skipped is not None:
+            skipped.append(spk)
+    return out
+
+
+@dataclass
+class _SpeakerItem:
+    """One speaker's input to :func:`_speaker_fmllr_job`: frames ``x (T, D)``, aligned pdfs ``(T,)``,
+    frame weights ``(T,)`` or None, and the transform it has (None: the identity)."""
+
+    spk: str
+    x: Tensor
+    pdfs: Tensor
+    weights: Tensor | None
+    prev: Tensor | None
+
+
+def _balanced_groups(sizes: list[int], n: int) -> list[list[int]]:
+    """Indices of ``sizes`` in at most ``n`` groups of similar totals (largest first, each to the
+    lightest group), each group in ascending index order; deterministic."""
+    n = max(1, min(n, len(sizes)))
+    groups: list[list[int]] = [[] for _ in range(n)]
+    totals = [0] * n
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        k = min(range(n), key=lambda j: (totals[j], j))
+        groups[k].append(i)
+        totals[k] += sizes[i]
+    return [sorted(g) for g in groups if g]
+
+
+def _fmllr_frame_terms(post_gmm: DiagGmmSet, x: Tensor, pdfs: Tensor, means: Tensor, inv_vars: Tensor
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per frame of ``x (T, D)`` aligned to ``pdfs (T,)``: the posteriors ``gamma_tj`` of the aligned
+    pdf's Gaussians under ``post_gmm`` turned into ``q[t] = sum_j gamma_tj / var_j``,
+    ``r[t] = sum_j gamma_tj mu_j / var_j`` (``means``, ``inv_vars (G, D)`` float64: the model being
+    adapted, the same Gaussians) and ``occ[t] = sum_j gamma_tj``; all float64, ``(T, D)``,
+    ``(T, D)``, ``(T,)``. One small product per pdf; no ``(T, G)`` posterior matrix."""
+    t, d = x.shape
+    q = torch.zeros(t, d, dtype=torch.float64)
+    r = torch.zeros(t, d, dtype=torch.float64)
+    occ = torch.zeros(t, dtype=torch.float64)
+    mv = means * inv_vars
+    for p, rows, _, sel in post_gmm.components_by_pdf(x, pdfs):
+        m = sel.shape[1]
+        post = torch.exp(sel - torch.logsumexp(sel, 1)[:, None]).double().cpu()      # (n, m)
+        g = post_gmm.pdf_gauss[p, :m].cpu()
+        rows = rows.cpu()
+        q[rows] = post @ inv_vars[g]
+        r[rows] = post @ mv[g]
+        occ[rows] = post.sum(1)
+    return q, r, occ
+
+
+def _speaker_fmllr_job(args: tuple) -> dict[str, tuple[Tensor, bool]]:
+    """fMLLR of each speaker of one job: ``spk -> (W (D, D+1) float32, kept)``, ``kept`` when the
+    speaker kept its previous transform (or the identity). The posteriors of all the job's frames
+    (each speaker's through its own starting transform) are taken pdf by pdf in one pass
+    (:func:`_fmllr_frame_terms`) rather than pdf by pdf for each speaker."""
+    from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
+
+    gmm, post_gmm, items, iters, min_count = args
+    means, vars_ = gmm.means.double().cpu(), gmm.vars.double().cpu()
+    if (vars_ <= 0).any() or not torch.isfinite(vars_).all() or not torch.isfinite(means).all():
+        raise ValueError("variances must be positive and means/variances finite")
+    kept = [identity_fmllr(gmm.dim) if it.prev is None else it.prev.double() for it in items]
+    w0s = kept if post_gmm is None else [identity_fmllr(gmm.dim)] * len(items)
+    xs = [apply_fmllr(it.x, w0) if post_gmm is None else it.x for it, w0 in zip(items, w0s)]
+    src = gmm if post_gmm is None else post_gmm
+    q, r, occ = _fmllr_frame_terms(src, torch.cat(xs), torch.cat([it.pdfs for it in items]), means, 1.0 / vars_)
+    out = {}
+    start = 0
+    for k, it in enumerate(items):
+        sl = slice(start, start + it.x.shape[0])
+        start = sl.stop
+        w = torch.ones(it.x.shape[0], dtype=torch.float64) if it.weights is None else it.weights.double()
         st = FmllrStats(gmm.dim)
-        st.accumulate(x.double(), post, means, vars_)
+        st.accumulate_terms(it.x, q[sl] * w[:, None], r[sl] * w[:, None], float((occ[sl] * w).sum()))
         try:
-            w = estimate_fmllr(st, iters=iters, w0=w0, min_count=min_count)
+            est = estimate_fmllr(st, iters=iters, w0=w0s[k], min_count=min_count)
         except ValueError:
-            w = w0
-        if st.beta <= min_count or w is w0:
-            w = kept
-            if skipped is not None:
-                skipped.append(spk)
-        out[spk] = w.float()
+            est = w0s[k]
+        unchanged = st.beta <= min_count or est is w0s[k]
+        out[it.spk] = ((kept[k] if unchanged else est).float(), unchanged)
     return out
 
 
@@ -123,7 +198,9 @@ def estimate_alignment_model(sat_gmm: DiagGmmSet, adapted: dict[str, Tensor], si
     from asr.gmm.model import GmmAccs
 
     accs = GmmAccs.zeros(sat_gmm.num_gauss, sat_gmm.dim, sat_gmm.device)
-    for u in sorted(pdf_alis):
-        g, p, _ = sat_gmm.gauss_posteriors(adapted[u].to(sat_gmm.device), pdf_alis[u].to(sat_gmm.device))
-        accs.accumulate(si_feats[u].to(sat_gmm.device), g, p)
+    utts = sorted(pdf_alis)
+    for lo in range(0, len(utts), 256):        # bounds the per-pdf gathers' memory
+        part = utts[lo:lo + 256]
+        sat_gmm.accumulate_twofeats(accs, torch.cat([adapted[u] for u in part]), torch.cat([si_feats[u] for u in part]),
+                                    torch.cat([pdf_alis[u] for u in part]))
     return sat_gmm.update(accs, min_var=min_var, min_count=0.0, remove_low_count=False)

@@ -375,6 +375,21 @@ class DiagGmmSet:
             accs.occ.index_add_(0, g, stats[:, 2 * D])
         return float(total)
 
+    def accumulate_twofeats(self, accs: GmmAccs, x: Tensor, stats_x: Tensor, pdfs: Tensor) -> None:
+        """Kaldi ``gmm-acc-stats-twofeats``: the posteriors of the components of each frame's aligned
+        pdf come from ``x (T, D)``, the statistics added to ``accs`` are those of ``stats_x (T, D)``
+        (the same frames in another feature space; float64). One pass over the pdfs for all frames."""
+        if stats_x.shape != x.shape:
+            raise ValueError(f"stats_x {tuple(stats_x.shape)} and x {tuple(x.shape)} must be the same frames")
+        for p, rows, _, sel in self.components_by_pdf(x, pdfs):
+            m = sel.shape[1]
+            post = torch.exp(sel - torch.logsumexp(sel, 1)[:, None]).double()        # (n, m)
+            g = self.pdf_gauss[p, :m]
+            xs = stats_x[rows.to(stats_x.device)].to(self.device, torch.float64)
+            accs.x.index_add_(0, g, post.T @ xs)
+            accs.x2.index_add_(0, g, post.T @ (xs * xs))
+            accs.occ.index_add_(0, g, post.sum(0))
+
     def update(self, accs: GmmAccs, min_var: float = 1e-3, min_count: float = 10.0,
                remove_low_count: bool = True) -> "DiagGmmSet":
         """ML re-estimation (Kaldi ``MleDiagGmmUpdate``): weights occ_g / occ_pdf, means x/occ,

@@ -326,7 +326,7 @@ def run_tri3(data_dir, lang_dir, ali_dir, out_dir, cfg: SatConfig | None = None,
         skipped: list[str] = []
         fm = estimate_speaker_fmllr(gmm, base, {u: chains[u][a] for u, a in cur_alis.items()}, data.utt2spk,
                                     cfg.fmllr_update_iters, prev=prev, min_count=cfg.fmllr_min_count,
-                                    frame_weights=sil_weights(cur_alis), skipped=skipped)
+                                    frame_weights=sil_weights(cur_alis), skipped=skipped, nj=nj)
         log({"iter": it, "fmllr_speakers": len(fm), "fmllr_kept_previous": skipped})
         holder["kept"] = skipped
         _report_kept(f"iteration {it}", skipped, "singular statistics", "previous transform", cfg.fmllr_min_count)
@@ -401,7 +401,7 @@ def align_fmllr(state: TrainState, ali_gmm: DiagGmmSet, si_feats: dict[str, Tens
         kept: list[str] = []
         fm = estimate_speaker_fmllr(state.gmm, si_feats, {u: chains[u][a] for u, a in pre.items()}, data.utt2spk,
                                     cfg.fmllr_update_iters, prev=prev, min_count=cfg.fmllr_min_count,
-                                    frame_weights=weights, skipped=kept, post_gmm=ali_gmm)
+                                    frame_weights=weights, skipped=kept, post_gmm=ali_gmm, nj=runner.nj)
         for spk, w in prev.items():             # every utterance of the speaker failed step (1)
             if spk not in fm:
                 fm[spk] = w

