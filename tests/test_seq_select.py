@@ -64,6 +64,9 @@ def test_best_epoch_becomes_final(tmp_path, monkeypatch):
                                                                      2, "phone", False)
     assert json.loads((out / "selection.json").read_text())["chosen"]["epoch"] == 2
     assert not list((out / "select").glob("*/final.pt"))                     # candidates' networks not kept
+    # the chosen epoch's dev decoding is the stage's (the recipe does not decode dev again)
+    assert read_errors(out / "decode_dev") == (470, REF)
+    assert rec["decode_dev"] == str(out / "select" / "epoch2" / "decode_dev")
     # resumed: every candidate already scored, nothing is decoded again, same choice
     calls.clear()
     assert select_seq_epoch(ce, out, tmp_path / "graph", tmp_path / "dev", log=lambda m: None)["chosen"]["epoch"] == 2
@@ -82,6 +85,7 @@ def test_ce_model_kept_when_no_epoch_beats_it(tmp_path, monkeypatch):
     rec = select_seq_epoch(ce, out, tmp_path / "graph", tmp_path / "dev", log=msgs.append)
     assert rec["chosen"]["epoch"] == 0 and not rec["improved_on_dev"]
     assert _bias(out / "final.pt") == 0.0                                   # the CE network, not the last epoch's
+    assert read_errors(out / "decode_dev") == (450, REF) and rec["decode_dev"] == str(ce / "decode_dev")
     assert any("keeps" in m for m in msgs)
 
 

@@ -51,3 +51,25 @@ def copy_file_atomic(src: str | Path, dst: str | Path) -> Path:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     return Path(dst)
+
+
+def copy_tree_atomic(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = ()) -> Path:
+    """Copy the directory ``src`` to ``dst`` (replacing it) through ``dst.tmp`` and a rename, so a
+    reader finds the old tree or the whole new one; names in ``ignore`` are left out."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*ignore) if ignore else None)
+        old = dst.with_name(dst.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst

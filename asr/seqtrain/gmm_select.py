@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asr.decode.pipeline import read_scoring_errors
-from asr.jobs.atomic import copy_file_atomic, write_text_atomic
+from asr.jobs.atomic import copy_file_atomic, copy_tree_atomic, write_text_atomic
 from asr.jobs.safeio import save_data
 from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
@@ -29,7 +29,9 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
                    decode_cfg=None) -> dict:
     """Train one system per τ in ``taus`` into ``out_dir/tau<τ>``, decode dev after every iteration,
     and write the best candidate (fewest dev errors; the input system if none beats it) as the
-    system in ``out_dir`` (``final.pt``, ``trans.pt``, ``graph/``) plus ``selection.json``.
+    system in ``out_dir`` (``final.pt``, ``trans.pt``, ``graph/``) plus ``selection.json``; a trained
+    candidate's dev decoding is copied to ``out_dir/decode_dev`` (``selection.json`` ``decode_dev``
+    names its source; None when the starting system won).
     ``decode_cfg``: the ``asr.decode.DecodeConfig`` of the dev decodes (None: its defaults), which
     must be the one ``model_dir/decode_dev`` was made with.
     Returns the selection record."""
@@ -77,8 +79,14 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
         shutil.copytree(model_dir / "graph", out / "graph.tmp")
         shutil.rmtree(out / "graph", ignore_errors=True)
         os.replace(out / "graph.tmp", out / "graph")
+    # a trained candidate's dev decoding (same model, graph, transforms and settings) is the stage's:
+    # the recipe reuses it; the starting system's own decoding is its two-pass fMLLR one, not that
+    chosen_dev = src / "decode_dev" if best["iter"] > 0 else None
+    if chosen_dev is not None:
+        copy_tree_atomic(chosen_dev, out / "decode_dev", ignore=(".done",))
     rec = {"criterion": cfg.criterion, "taus": list(taus), "iters": cfg.iters, "candidates": cands,
-           "chosen": best, "improved_on_dev": best["iter"] > 0}
+           "chosen": best, "improved_on_dev": best["iter"] > 0,
+           "decode_dev": None if chosen_dev is None else str(chosen_dev)}
     write_text_atomic(out / "selection.json", json.dumps(rec, indent=1) + "\n")
     if best["iter"] == 0:
         log(f"no {cfg.criterion} candidate beat the starting system on dev ({err} errors): the stage keeps "

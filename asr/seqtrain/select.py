@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asr.decode.pipeline import read_scoring_errors
-from asr.jobs.atomic import copy_file_atomic, write_text_atomic
+from asr.jobs.atomic import copy_file_atomic, copy_tree_atomic, write_text_atomic
 from asr.jobs.safeio import load_data
 from asr.nnet.model import load_model, save_model
 
@@ -36,7 +36,8 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
     """Decode ``dev_dir`` with each epoch checkpoint of ``out_dir/ckpt`` (candidates under
     ``out_dir/select/epochN``) and write the one with the fewest dev errors (CE model of
     ``ce_dir`` = epoch 0, scored by ``ce_dir/decode_dev``) as ``out_dir/final.pt`` plus
-    ``out_dir/selection.json``. ``mbr``: decode as ``asr dnn decode`` does (its default: Viterbi
+    ``out_dir/selection.json``, and the chosen candidate's dev decoding as ``out_dir/decode_dev``
+    (``selection.json`` ``decode_dev`` names its source). ``mbr``: decode as ``asr dnn decode`` does (its default: Viterbi
     best paths), which must be how ``ce_dir/decode_dev`` was made, as must ``beam`` and
     ``lattice_beam`` (None: ``DecodeConfig``'s defaults). Returns the selection record."""
     from asr.nnet.stages import run_decode
@@ -76,6 +77,11 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
     else:
         _save_epoch_model(ce_dir, Path(best["model"]), out / "final.pt", {**final_extra, "epoch": best["epoch"]})
         log(f"chosen on dev: epoch {best['epoch']}: {best['dev_errors']} errors (CE model {err0})")
-    rec = {"candidates": cands, "chosen": best, "improved_on_dev": best["epoch"] > 0}
+    # the chosen candidate's dev decoding is the stage's (same network, graph and settings, which
+    # the CE model's own decoding must share too): the recipe reuses it instead of decoding again
+    chosen_dev = ce_dir / "decode_dev" if best["epoch"] == 0 else out / "select" / f"epoch{best['epoch']}" / "decode_dev"
+    copy_tree_atomic(chosen_dev, out / "decode_dev", ignore=(".done",))
+    rec = {"candidates": cands, "chosen": best, "improved_on_dev": best["epoch"] > 0,
+           "decode_dev": str(chosen_dev)}
     write_text_atomic(out / "selection.json", json.dumps(rec, indent=1) + "\n")
     return rec

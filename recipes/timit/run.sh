@@ -317,10 +317,22 @@ else
   dd=$fb dd_stage=$data/train/data
 fi
 
+# unless_selected DIR CMD...: run CMD (the dev decoding of DIR's system) unless DIR's training chose
+# its system on dev and left that candidate's dev decoding in DIR/decode_dev (selection.json names
+# it: the same model, graph and settings), which is then the stage's.
+unless_selected() {
+  local dir=$1; shift
+  if [ -f "$dir/decode_dev/scoring" ] && grep -q '"decode_dev": "' "$dir/selection.json" 2>/dev/null; then
+    log "$cur_label: dev decoding of the chosen candidate reused: $(cat "$dir/decode_dev/scoring")"
+  else
+    "$@"
+  fi
+}
+
 decode_dnn() {
   local sys=$1
-  step decode_dev "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/dev" \
-    --out "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj" "${decode_opts[@]}"
+  step decode_dev unless_selected "$exp/$sys" "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" \
+    --data "$dd/dev" --out "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj" "${decode_opts[@]}"
   step decode_test "$asr" dnn decode --model "$exp/$sys" --graph "$exp/tri3/graph" --data "$dd/test" \
     --out "$exp/$sys/decode_test" --lmwt-from "$exp/$sys/decode_dev" --mode "$mode" --nj "$nj" "${decode_opts[@]}"
 }
@@ -419,8 +431,8 @@ gmm_seq_stage() {
     --out "$exp/tri3_bmmi" --lang "$lang" --dev "$data/dev" --dev-transform-dir "$exp/tri3/decode_dev" \
     --nj "$nj" "${decode_opts[@]}" "$@"
   # the candidates reuse tri3's speaker transforms (Kaldi --transform-dir)
-  step decode_dev "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/dev" \
-    --out "$exp/tri3_bmmi/decode_dev" --transform-dir "$exp/tri3/decode_dev" --nj "$nj" "${decode_opts[@]}"
+  step decode_dev unless_selected "$exp/tri3_bmmi" "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" \
+    --data "$data/dev" --out "$exp/tri3_bmmi/decode_dev" --transform-dir "$exp/tri3/decode_dev" --nj "$nj" "${decode_opts[@]}"
   step decode_test "$asr" gmm decode --model "$exp/tri3_bmmi" --lang "$lang" --data "$data/test" \
     --out "$exp/tri3_bmmi/decode_test" --transform-dir "$exp/tri3/decode_test" \
     --lmwt-from "$exp/tri3_bmmi/decode_dev" --nj "$nj" "${decode_opts[@]}"
