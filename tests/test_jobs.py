@@ -232,3 +232,26 @@ def test_per_job_logs_on_dask_worker_processes(tmp_path, monkeypatch):
     assert out == [0, 20]
     text = (tmp_path / "decode.2.log").read_text()
     assert "job input 2" in text and "odd utterance in job 2" in text and "finished in" in text
+
+
+def test_decode_parts_balance_speakers_by_duration_heaviest_first(tmp_path):
+    """A decoding's parts: whole speakers, nj x DECODE_PARTS_PER_JOB of them balanced by
+    ``utt2dur`` (not by utterance counts), heaviest first; one part for nj = 1; without
+    ``utt2dur`` the utterance-count split of ``split_by_speaker``."""
+    from asr.jobs import decode_parts, split_by_speaker
+    from asr.jobs.executor import DECODE_PARTS_PER_JOB
+
+    utt2spk = {f"s{k}_u{j}": f"s{k}" for k in range(12) for j in range(3)}
+    dur = {u: (10.0 if u.startswith("s0_") else 1.0 + 0.1 * int(u[1:].split("_")[0])) for u in utt2spk}
+    (tmp_path / "utt2dur").write_text("".join(f"{u} {d}\n" for u, d in sorted(dur.items())))
+    parts = decode_parts(utt2spk, 2, tmp_path)
+    assert len(parts) == 2 * DECODE_PARTS_PER_JOB
+    assert sorted(u for p in parts for u in p) == sorted(utt2spk)
+    spk_of = [{utt2spk[u] for u in p} for p in parts]
+    assert all(len(a & b) == 0 for i, a in enumerate(spk_of) for b in spk_of[i + 1:])   # speakers whole
+    sizes = [sum(dur[u] for u in p) for p in parts]
+    assert sizes == sorted(sizes, reverse=True) and spk_of[0] == {"s0"}     # the 30 s speaker alone, first
+    assert decode_parts(utt2spk, 1, tmp_path) == [sorted(utt2spk)]
+    assert sorted(decode_parts(utt2spk, 2, tmp_path / "none")) == sorted(split_by_speaker(utt2spk, 6))
+    # weights move the split: by counts s0 is a speaker like any other
+    assert split_by_speaker(utt2spk, 2, weights=dur) != split_by_speaker(utt2spk, 2)

@@ -66,6 +66,7 @@ def test_best_epoch_becomes_final(tmp_path, monkeypatch):
     assert not list((out / "select").glob("*/final.pt"))                     # candidates' networks not kept
     # the chosen epoch's dev decoding is the stage's (the recipe does not decode dev again)
     assert read_errors(out / "decode_dev") == (470, REF)
+    assert (out / "decode_dev" / "scoring").read_text().split()[-1] == str(out / "decode_dev")   # relabelled
     assert rec["decode_dev"] == str(out / "select" / "epoch2" / "decode_dev")
     # resumed: every candidate already scored, nothing is decoded again, same choice
     calls.clear()

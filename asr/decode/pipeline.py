@@ -17,9 +17,9 @@ from asr.decode.decoder import (LATTICE_OK, NOT_DECODED, PARTIAL_LATTICE, RETRY_
                                 decode_lattice, lattice_one)
 from asr.decode.lattice import LatticeArrays, iter_best_paths, lattice_to_arrays
 from asr.decode.mbr import lattice_words
-from asr.jobs import map_jobs, split_by_speaker
+from asr.jobs import decode_parts, map_jobs
 from asr.jobs.stage import StageFailed, describe_ids, write_counts
-from asr.jobs.atomic import write_text_atomic
+from asr.jobs.atomic import copy_tree_atomic, write_text_atomic
 
 LoglikeJob = Callable[[list[str]], Iterable[tuple[str, Tensor]]]
 
@@ -102,6 +102,23 @@ def read_scoring_errors(decode_dir: str | Path) -> tuple[int, int]:
         raise ValueError(f"{path}: not a scoring line ({' '.join(line)[:80]!r})") from None
 
 
+def adopt_decoding(src: str | Path, dst: str | Path) -> Path:
+    """Make ``dst`` a copy of the decoding directory ``src`` (hypotheses, scores, ``best_lmwt``,
+    logs; not its ``.done``), its ``scoring`` and ``wer_*`` lines labelled ``dst``: a decoding made
+    of the same model, graph and settings elsewhere (a dev selection's candidate) taken as this
+    system's. Atomic: ``dst`` is the old directory or the whole copy."""
+    dst = Path(dst)
+
+    def relabel(tmp: Path) -> None:
+        for f in [tmp / "scoring", *tmp.glob("wer_*")]:
+            if f.is_file():
+                lines = [ln.rsplit(" ", 1)[0] + f" {dst}" if ln.startswith("%WER") else ln
+                         for ln in f.read_text().splitlines()]
+                f.write_text("".join(ln + "\n" for ln in lines))
+
+    return copy_tree_atomic(src, dst, ignore=(".done",), edit=relabel)
+
+
 def _fmt(lmwt: float) -> str:
     return f"{lmwt:g}"
 
@@ -109,7 +126,8 @@ def _fmt(lmwt: float) -> str:
 def decode_and_score(graph_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                      loglike_job: LoglikeJob, cfg: DecodeConfig, nj: int = 1,
                      lmwt: float | None = None, mode: str = "phone"):
-    """Decode ``data_dir`` with ``nj`` jobs (split by speaker), score every LMWT, write results.
+    """Decode ``data_dir`` with ``nj`` processes (``asr.jobs.decode_parts``: whole speakers, a few
+    parts per process, heaviest first), score every LMWT, write results.
 
     Args:
         loglike_job: picklable callable(list[utt]) -> iterator of (utt, Tensor (T, num_pdfs)).
@@ -133,7 +151,7 @@ def decode_and_score(graph_dir: str | Path, data_dir: str | Path, out_dir: str |
     utt2spk = read_utt2spk(data_dir / "utt2spk")
     grid = (float(lmwt),) if lmwt is not None else tuple(cfg.lmwt_grid)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(graph_dir), cfg, loglike_job, utts, grid) for utts in split_by_speaker(utt2spk, nj)]
+    jobs = [(str(graph_dir), cfg, loglike_job, utts, grid) for utts in decode_parts(utt2spk, nj, data_dir)]
     results = map_jobs(_decode_job, jobs, nj=nj, desc=f"decode {out.name}", log_dir=out / "log", task="decode")
     hyps: list[dict[str, list[str]]] = [{} for _ in grid]
     for h, _ in results:

@@ -154,7 +154,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     from asr.decode import DecodeConfig
     from asr.decode.pipeline import read_best_lmwt, score_hyps
     from asr.gmm.fmllr_decode import FmllrDecodeConfig, adapt_job
-    from asr.jobs import map_jobs, split_by_speaker
+    from asr.jobs import decode_parts, map_jobs
     from asr.jobs.stage import write_counts
     from asr.score import read_utt2spk
 
@@ -166,7 +166,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
     final_cfg = final_cfg or DecodeConfig()
     final_grid = tuple(final_grid) or tuple(final_cfg.lmwt_grid)
     jobs = [(str(model_dir), str(gdir), str(data_dir), utts, cfg, grid, final_cfg, final_grid)
-            for utts in split_by_speaker(utt2spk, nj)]
+            for utts in decode_parts(utt2spk, nj, data_dir)]
     res = map_jobs(adapt_job, jobs, nj=nj, desc=f"fmllr {out.name}", log_dir=out / "log", task="fmllr")
     fm: dict[str, Tensor] = {}
     identity: list[str] = []
@@ -192,7 +192,7 @@ def adapt_speakers(model_dir: Path, lang_dir: str | Path, data_dir: str | Path, 
               f"non-silence data or singular statistics): {', '.join(identity[:5])}"
               + (" ..." if len(identity) > 5 else ""))
     path = out / "trans.pt"
-    save_data(fm, path)
+    save_data(dict(sorted(fm.items())), path)          # the same file whatever the split
     return path, ((final_hyps, final_events) if cfg.rescore else None)
 
 

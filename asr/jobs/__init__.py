@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["JobFailed", "map_jobs", "split_by_speaker"]
+__all__ = ["JobFailed", "decode_parts", "map_jobs", "split_by_speaker"]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,11 @@ def copy_file_atomic(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def copy_tree_atomic(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = ()) -> Path:
+def copy_tree_atomic(src: str | Path, dst: str | Path, ignore: tuple[str, ...] = (),
+                     edit: Callable[[Path], None] | None = None) -> Path:
     """Copy the directory ``src`` to ``dst`` (replacing it) through ``dst.tmp`` and a rename, so a
-    reader finds the old tree or the whole new one; names in ``ignore`` are left out."""
+    reader finds the old tree or the whole new one; names in ``ignore`` are left out, and
+    ``edit(tmp_dir)`` may change the copy before it takes ``dst``'s name."""
     import shutil
 
     src, dst = Path(src), Path(dst)
@@ -63,6 +65,8 @@ def copy_tree_atomic(src: str | Path, dst: str | Path, ignore: tuple[str, ...] =
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*ignore) if ignore else None)
+        if edit is not None:
+            edit(tmp)
         old = dst.with_name(dst.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if dst.exists():

@@ -226,18 +226,50 @@ def _map_dask(fns: list[Callable[[T], R]], jobs: list[T], nj: int, bar: Any, log
             cluster.close()
 
 
-def split_by_speaker(utt2spk: dict[str, str], nj: int) -> list[list[str]]:
+def split_by_speaker(utt2spk: dict[str, str], nj: int, weights: dict[str, float] | None = None
+                     ) -> list[list[str]]:
     """Split utterances into at most ``nj`` lists, never splitting a speaker (Kaldi's
-    ``split_data.sh``); speakers are dealt round-robin in sorted order so splits are balanced
-    and deterministic."""
+    ``split_data.sh``): the heaviest speaker first goes to the lightest list, so splits are
+    balanced and deterministic. A speaker weighs its number of utterances, or the sum of their
+    ``weights`` (e.g. durations; an utterance missing from it weighs the mean of the others)."""
     spk2utts: dict[str, list[str]] = {}
     for u in sorted(utt2spk):
         spk2utts.setdefault(utt2spk[u], []).append(u)
+    if weights:
+        mean = sum(weights.values()) / len(weights)
+        spk_w = {s: sum(float(weights.get(u, mean)) for u in us) for s, us in spk2utts.items()}
+    else:
+        spk_w = {s: float(len(us)) for s, us in spk2utts.items()}
     n = max(1, min(nj, len(spk2utts)))
     parts: list[list[str]] = [[] for _ in range(n)]
-    sizes = [0] * n
-    for spk in sorted(spk2utts, key=lambda s: (-len(spk2utts[s]), s)):
+    sizes = [0.0] * n
+    for spk in sorted(spk2utts, key=lambda s: (-spk_w[s], s)):
         k = min(range(n), key=lambda i: (sizes[i], i))
         parts[k].extend(spk2utts[spk])
-        sizes[k] += len(spk2utts[spk])
+        sizes[k] += spk_w[spk]
     return [sorted(p) for p in parts if p]
+
+
+DECODE_PARTS_PER_JOB = 3
+"""A decoding is split into ``nj`` times this many parts (whole speakers, balanced by duration),
+heaviest first, for ``nj`` processes to take in turn: one part per process left one process idle
+for a quarter of a test-set decoding while the other finished (per-utterance decoding does not
+depend on the split)."""
+
+
+def decode_parts(utt2spk: dict[str, str], nj: int, data_dir: str | os.PathLike | None = None) -> list[list[str]]:
+    """The parts of a decoding with ``nj`` processes (:data:`DECODE_PARTS_PER_JOB` per process),
+    balanced by ``data_dir/utt2dur`` when there is one, heaviest first (a pool taking them in order
+    ends with the small ones); one part when ``nj`` is 1."""
+    from pathlib import Path
+
+    dur: dict[str, float] = {}
+    if data_dir is not None and (Path(data_dir) / "utt2dur").is_file():
+        for line in (Path(data_dir) / "utt2dur").read_text().splitlines():
+            f = line.split()
+            if len(f) == 2:
+                dur[f[0]] = float(f[1])
+    n = 1 if nj <= 1 else nj * DECODE_PARTS_PER_JOB
+    parts = split_by_speaker(utt2spk, n, weights=dur or None)
+    size = (lambda p: sum(dur.get(u, 0.0) for u in p)) if dur else len
+    return sorted(parts, key=lambda p: (-size(p), p[0]))

@@ -17,8 +17,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from asr.decode.pipeline import read_scoring_errors
-from asr.jobs.atomic import copy_file_atomic, copy_tree_atomic, write_text_atomic
+from asr.decode.pipeline import adopt_decoding, read_scoring_errors
+from asr.jobs.atomic import copy_file_atomic, write_text_atomic
 from asr.jobs.safeio import save_data
 from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
@@ -83,7 +83,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     # the recipe reuses it; the starting system's own decoding is its two-pass fMLLR one, not that
     chosen_dev = src / "decode_dev" if best["iter"] > 0 else None
     if chosen_dev is not None:
-        copy_tree_atomic(chosen_dev, out / "decode_dev", ignore=(".done",))
+        adopt_decoding(chosen_dev, out / "decode_dev")
     rec = {"criterion": cfg.criterion, "taus": list(taus), "iters": cfg.iters, "candidates": cands,
            "chosen": best, "improved_on_dev": best["iter"] > 0,
            "decode_dev": None if chosen_dev is None else str(chosen_dev)}

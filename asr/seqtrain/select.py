@@ -16,8 +16,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from asr.decode.pipeline import read_scoring_errors
-from asr.jobs.atomic import copy_file_atomic, copy_tree_atomic, write_text_atomic
+from asr.decode.pipeline import adopt_decoding, read_scoring_errors
+from asr.jobs.atomic import copy_file_atomic, write_text_atomic
 from asr.jobs.safeio import load_data
 from asr.nnet.model import load_model, save_model
 
@@ -80,7 +80,7 @@ def select_seq_epoch(ce_dir: str | Path, out_dir: str | Path, graph_dir: str | P
     # the chosen candidate's dev decoding is the stage's (same network, graph and settings, which
     # the CE model's own decoding must share too): the recipe reuses it instead of decoding again
     chosen_dev = ce_dir / "decode_dev" if best["epoch"] == 0 else out / "select" / f"epoch{best['epoch']}" / "decode_dev"
-    copy_tree_atomic(chosen_dev, out / "decode_dev", ignore=(".done",))
+    adopt_decoding(chosen_dev, out / "decode_dev")
     rec = {"candidates": cands, "chosen": best, "improved_on_dev": best["epoch"] > 0,
            "decode_dev": str(chosen_dev)}
     write_text_atomic(out / "selection.json", json.dumps(rec, indent=1) + "\n")
