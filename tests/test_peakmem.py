@@ -49,3 +49,18 @@ def test_watcher_writes_the_peak_in_mib(tmp_path):
     mib = int(out.read_text())
     assert 120 <= mib < 1000      # the 120 MiB block plus two interpreters, not the machine
     assert not (tmp_path / "peak.tmp").exists()
+
+
+def test_watcher_stops_when_the_watched_process_is_a_zombie(tmp_path):
+    """A watched process that died but is not reaped yet (its parent waits on pipes the watcher
+    holds too) counts as gone: the watcher exits, which lets the parent reach EOF and reap it."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    w = subprocess.Popen([sys.executable, pm.__file__, "--pid", str(p.pid), "--out", str(tmp_path / "peak"),
+                          "--interval", "0.05"])
+    try:
+        assert w.wait(timeout=30) == 0           # p exited; never waited for, it is a zombie
+        assert not pm.alive(p.pid) and (pm.PROC / str(p.pid)).exists()
+    finally:
+        w.kill()
+        p.wait()
+    assert not pm.alive(p.pid) and pm.alive(os.getpid())

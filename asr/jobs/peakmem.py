@@ -109,9 +109,20 @@ def watch(root: int, interval: float = 2.0, stop: list[bool] | None = None, stop
             total += pss
             peak = max(peak, hwm)
         peak = max(peak, total)
-        if stop[0] or (stop_file is not None and stop_file.exists()) or not (PROC / str(root)).exists():
+        if stop[0] or (stop_file is not None and stop_file.exists()) or not alive(root):
             return peak
         time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it has a ``/proc`` entry and is not a zombie. (A shell that died while
+    its parent waits on the pipes this watcher inherited stays a zombie until the watcher exits:
+    counting the zombie as alive hung both, e.g. a test runner reading a failed recipe's output.)"""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
 
 
 def main(argv: list[str] | None = None) -> int:
