@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asr.decode.pipeline import adopt_decoding, read_scoring_errors
-from asr.jobs.atomic import copy_file_atomic, write_text_atomic
+from asr.jobs.atomic import copy_file_atomic, copy_tree_atomic, write_text_atomic
 from asr.jobs.safeio import save_data
 from asr.seqtrain.gmm_stage import GmmSeqConfig, run_gmm_seq_train
 
@@ -75,10 +75,7 @@ def select_gmm_seq(model_dir: str | Path, train_dir: str | Path, lattice_dir: st
     if (model_dir / "trans.pt").is_file():
         copy_file_atomic(model_dir / "trans.pt", out / "trans.pt")
     if not (out / "graph" / "HCLG.fst").is_file():
-        shutil.rmtree(out / "graph.tmp", ignore_errors=True)
-        shutil.copytree(model_dir / "graph", out / "graph.tmp")
-        shutil.rmtree(out / "graph", ignore_errors=True)
-        os.replace(out / "graph.tmp", out / "graph")
+        copy_tree_atomic(model_dir / "graph", out / "graph")
     # a trained candidate's dev decoding (same model, graph, transforms and settings) is the stage's:
     # the recipe reuses it; the starting system's own decoding is its two-pass fMLLR one, not that
     chosen_dev = src / "decode_dev" if best["iter"] > 0 else None

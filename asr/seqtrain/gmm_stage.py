@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,7 +21,7 @@ from pathlib import Path
 import torch
 
 from asr.gmm.model import GmmAccs
-from asr.jobs.atomic import copy_file_atomic, write_json_atomic
+from asr.jobs.atomic import copy_file_atomic, copy_tree_atomic, write_json_atomic
 from asr.jobs.safeio import load_data, save_data
 from asr.jobs.stage import StageFailed, describe_ids, write_counts
 
@@ -140,10 +138,7 @@ def run_gmm_seq_train(model_dir: str | Path, data_dir: str | Path, lattice_dir: 
         copy_file_atomic(Path(model_dir) / "trans.pt", out / "trans.pt")
     src_graph = Path(model_dir) / "graph"
     if src_graph.is_dir() and not (out / "graph" / "HCLG.fst").is_file():
-        shutil.rmtree(out / "graph.tmp", ignore_errors=True)
-        shutil.copytree(src_graph, out / "graph.tmp")
-        shutil.rmtree(out / "graph", ignore_errors=True)
-        os.replace(out / "graph.tmp", out / "graph")
+        copy_tree_atomic(src_graph, out / "graph")
     write_json_atomic(out / "config.json", {"model": str(model_dir), "data": str(data_dir), "lattices": str(lattice_dir),
                                             "config": asdict(cfg), "history": history, "skipped": len(bad)}, indent=1)
     return history
