@@ -79,7 +79,7 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
     per job, balanced by frames). A job takes the posteriors of all its frames pdf by pdf, so
     the grouping moves a transform only at float rounding (about 1e-8; same ``nj``, same
     result)."""
-    from asr.jobs import map_jobs
+    from asr.jobs import map_jobs, split_by_speaker
 
     if post_gmm is not None and post_gmm.num_gauss != gmm.num_gauss:
         raise ValueError(f"post_gmm has {post_gmm.num_gauss} Gaussians, the model {gmm.num_gauss}: "
@@ -93,9 +93,12 @@ def estimate_speaker_fmllr(gmm: DiagGmmSet, feats: dict[str, Tensor], pdf_alis: 
         fw = None if frame_weights is None else torch.cat([frame_weights[u] for u in utts])
         items.append(_SpeakerItem(spk, torch.cat([feats[u] for u in utts]), torch.cat([pdf_alis[u] for u in utts]),
                                   fw, None if prev is None else prev.get(spk)))
-    # CUDA work stays in this process (no fork with an initialised CUDA context)
-    groups = _balanced_groups([it.x.shape[0] for it in items], nj if gmm.device.type == "cpu" else 1)
-    jobs = [(gmm, post_gmm, [items[i] for i in g], iters, min_count) for g in groups]
+    # whole speakers per job, balanced by frames; CUDA work stays in this process (no fork with an
+    # initialised CUDA context)
+    by_spk = {it.spk: it for it in items}
+    groups = split_by_speaker({s: s for s in by_spk}, nj if gmm.device.type == "cpu" else 1,
+                              weights={s: float(it.x.shape[0]) for s, it in by_spk.items()})
+    jobs = [(gmm, post_gmm, [by_spk[s] for s in g], iters, min_count) for g in groups]
     done: dict[str, tuple[Tensor, bool]] = {}
     for res in map_jobs(_speaker_fmllr_job, jobs, nj=len(jobs)):
         done.update(res)
@@ -118,19 +121,6 @@ class _SpeakerItem:
     pdfs: Tensor
     weights: Tensor | None
     prev: Tensor | None
-
-
-def _balanced_groups(sizes: list[int], n: int) -> list[list[int]]:
-    """Indices of ``sizes`` in at most ``n`` groups of similar totals (largest first, each to the
-    lightest group), each group in ascending index order; deterministic."""
-    n = max(1, min(n, len(sizes)))
-    groups: list[list[int]] = [[] for _ in range(n)]
-    totals = [0] * n
-    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
-        k = min(range(n), key=lambda j: (totals[j], j))
-        groups[k].append(i)
-        totals[k] += sizes[i]
-    return [sorted(g) for g in groups if g]
 
 
 def _fmllr_frame_terms(post_gmm: DiagGmmSet, x: Tensor, pdfs: Tensor, means: Tensor, inv_vars: Tensor

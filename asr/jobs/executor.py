@@ -263,12 +263,11 @@ def decode_parts(utt2spk: dict[str, str], nj: int, data_dir: str | os.PathLike |
     ends with the small ones); one part when ``nj`` is 1."""
     from pathlib import Path
 
-    dur: dict[str, float] = {}
-    if data_dir is not None and (Path(data_dir) / "utt2dur").is_file():
-        for line in (Path(data_dir) / "utt2dur").read_text().splitlines():
-            f = line.split()
-            if len(f) == 2:
-                dur[f[0]] = float(f[1])
+    from asr.datadir.table import read_table
+
+    path = None if data_dir is None else Path(data_dir) / "utt2dur"
+    dur = ({u: float(d) for u, d in read_table(path, what="utterance", columns=2).items()}
+           if path is not None and path.is_file() else {})
     n = 1 if nj <= 1 else nj * DECODE_PARTS_PER_JOB
     parts = split_by_speaker(utt2spk, n, weights=dur or None)
     size = (lambda p: sum(dur.get(u, 0.0) for u in p)) if dur else len
