@@ -31,13 +31,10 @@ def children_map() -> dict[int, list[int]]:
     for d in PROC.iterdir():
         if not d.name.isdigit():
             continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
+        fields = _stat_fields(int(d.name))
+        if fields is None:
             continue
-        # the command name (2nd field) may hold spaces and parentheses: split after the last ')'
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(d.name))
+        kids.setdefault(int(fields[1]), []).append(int(d.name))
     return kids
 
 
@@ -118,11 +115,18 @@ def alive(pid: int) -> bool:
     """Whether ``pid`` runs: it has a ``/proc`` entry and is not a zombie. (A shell that died while
     its parent waits on the pipes this watcher inherited stays a zombie until the watcher exits:
     counting the zombie as alive hung both, e.g. a test runner reading a failed recipe's output.)"""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, ...); None when the
+    process is gone. The command name may hold spaces and parentheses: split after the last ')'."""
     try:
         stat = (PROC / str(pid) / "stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
+        return None
+    return stat[stat.rindex(")") + 2:].split()
 
 
 def main(argv: list[str] | None = None) -> int:
