@@ -205,8 +205,14 @@ def test_bad_input_raises():
         train_rbm(rbm, torch.rand(10, 7), RBMTrainConfig(epochs=1))
     x = torch.rand(10, 8)
     x[3, 2] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="row 3: contains NaN"):      # checked once, the row named
         train_rbm(rbm, x, RBMTrainConfig(epochs=1))
+    x[3, 2], x[7, 1] = 0.5, 1.5
+    with pytest.raises(ValueError, match=r"row 7: .*\[0, 1\]"):
+        train_rbm(rbm, x, RBMTrainConfig(epochs=1))
+    # a streamed source is checked batch by batch
+    with pytest.raises(ValueError, match=r"epoch 1 batch 2: .*\[0, 1\]"):
+        train_rbm(rbm, lambda: iter([torch.rand(5, 8), x]), RBMTrainConfig(epochs=1))
     with pytest.raises(ValueError, match="visible"):
         RBM(3, 3, "poisson")
 

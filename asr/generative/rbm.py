@@ -49,7 +49,7 @@ def sample_bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Ten
     12 ns per element), which is a quarter of a CD-1 step of a 512-unit RBM. Returns ``p``'s dtype.
     """
     u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
-    return (u < p).to(p.dtype)
+    return u.lt_(p)          # in place: 1.0 where u < p, else 0.0, in p's dtype
 
 
 # ln of the smallest probability a sigmoid returns: twice the square root of the dtype's smallest
@@ -505,6 +505,23 @@ def iter_minibatches(data: DataSource, batch_size: int, generator: torch.Generat
         yield from data
 
 
+def check_data(rbm: RBM, data: Tensor, chunk: int = 65536) -> None:
+    """:func:`check_batch` for a whole data tensor ``(N, D)``, in chunks of rows; the error names the
+    first bad row."""
+    if data.dim() != 2 or data.shape[1] != rbm.n_visible:
+        raise ValueError(f"data: expected shape (N, {rbm.n_visible}), got {tuple(data.shape)}")
+    for start in range(0, data.shape[0], chunk):
+        c = data[start:start + chunk]
+        lo, hi = (float(x) for x in torch.aminmax(c))    # one pass; NaN propagates into both
+        if math.isfinite(lo) and math.isfinite(hi) and (rbm.visible != "bernoulli" or (lo >= 0.0 and hi <= 1.0)):
+            continue
+        bad = ~torch.isfinite(c).all(1)
+        if rbm.visible == "bernoulli":
+            bad |= (c < 0).any(1) | (c > 1).any(1)
+        row = start + int(bad.nonzero()[0, 0])
+        check_batch(rbm, data[row:row + 1], where=f"data row {row}")
+
+
 def check_batch(rbm: RBM, v: Tensor, where: str = "data") -> None:
     """Raise ValueError if ``v`` has the wrong shape, non-finite values, or (Bernoulli
     visible units) values outside [0, 1]."""
@@ -561,6 +578,16 @@ class _LowPrecisionProducts:
 
 
 @dataclass
+class _Phases:
+    """The positive and negative phase of one CD-k / PCD step (all ``(B, .)``)."""
+    pre0: Tensor        # positive hidden pre-activations v0 W + c (clamped as ``stable_sigmoid`` does)
+    ph0: Tensor         # p(h | v0)
+    chain_end: Tensor   # sampled visible state of the chain (the mean when it was not drawn)
+    recon: Tensor       # visible state the negative statistics use
+    phk: Tensor         # p(h | recon)
+
+
+@dataclass
 class _CDStep:
     grads: tuple[Tensor, Tensor, Tensor]   # dW (D, H), db (D,), dc (H,), batch means
     chain_end: Tensor                      # sampled visible state of the chain, (B, D)
@@ -569,17 +596,13 @@ class _CDStep:
 
 
 @torch.no_grad()
-def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
-             chain: Tensor | None, sample_visible: bool, need_chain_end: bool = True,
-             dw_out: Tensor | None = None, low: torch.dtype | None = None) -> _CDStep:
-    """One CD-k / PCD gradient estimate. ``need_chain_end=False`` (plain CD, whose chain is not
+def _phases(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None, chain: Tensor | None,
+            sample_visible: bool, need_chain_end: bool = True, low: torch.dtype | None = None) -> _Phases:
+    """The Gibbs chain of one CD-k / PCD step. ``need_chain_end=False`` (plain CD, whose chain is not
     carried): the last sweep's visible *sample* is not drawn when the statistics use the mean, so
     ``chain_end`` is then that mean. Skipping the draw saves a (B, D) uniform (Bernoulli) or normal
     (Gaussian) draw per step and changes which random numbers later steps get, not the algorithm.
-    ``dw_out``: a (D, H) buffer the weight gradient is written into (the same numbers as a fresh
-    tensor, which would cost its page faults again at every step: a 1 MB result is a fresh
-    mapping of the allocator's each time). ``low``: the dtype of the matrix products (None: the
-    model's; see ``RBMTrainConfig.matmul_dtype``)."""
+    ``low``: the dtype of the matrix products (None: the model's; see ``RBMTrainConfig.matmul_dtype``)."""
     if low is None:
         pre0 = torch.addmm(rbm.c, v0, rbm.W)
         hidden_probs, sample_vis, visible_mean = rbm.hidden_probs, rbm.sample_visible, rbm.visible_mean
@@ -601,16 +624,30 @@ def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
             h = sample_bernoulli(hidden_probs(vs), generator)
     if sample_visible:
         vm = vs
-    phk = hidden_probs(vm)
+    return _Phases(pre0, ph0, vs, vm, hidden_probs(vm))
+
+
+@torch.no_grad()
+def _cd_step(rbm: RBM, v0: Tensor, k: int, generator: torch.Generator | None,
+             chain: Tensor | None, sample_visible: bool, need_chain_end: bool = True,
+             low: torch.dtype | None = None) -> _CDStep:
+    """One CD-k / PCD gradient estimate (batch means) from :func:`_phases`."""
+    ph = _phases(rbm, v0, k, generator, chain, sample_visible, need_chain_end, low)
+    return _CDStep(_gradients(rbm, v0, ph, low), ph.chain_end, ph.recon, ph.pre0)
+
+
+def _gradients(rbm: RBM, v0: Tensor, ph: _Phases, low: torch.dtype | None,
+               dw_out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch-mean CD statistics ``(dW (D, H), db (D,), dc (H,))`` of the phases ``ph`` of ``v0``.
+    ``dw_out``: a (D, H) buffer dW is written into (the same numbers as a fresh tensor, whose 1 MB
+    would be a fresh mapping of the allocator's, with its page faults, at every step)."""
     n = v0.shape[0]
     if low is None:
-        dW = torch.mm(v0.t(), ph0, out=dw_out) if dw_out is not None else v0.t() @ ph0
-        dW.addmm_(vm.t(), phk, alpha=-1.0).div_(n)  # in place: no (D, H) copy
+        dW = torch.mm(v0.t(), ph.ph0, out=dw_out) if dw_out is not None else v0.t() @ ph.ph0
+        dW.addmm_(ph.recon.t(), ph.phk, alpha=-1.0).div_(n)      # in place: no (D, H) copy
     else:
-        dW = prods.statistics(v0, ph0, vm, phk, dw_out).div_(n)
-    db = (v0 - vm).mean(0)
-    dc = (ph0 - phk).mean(0)
-    return _CDStep((dW, db, dc), vs, vm, pre0)
+        dW = _LowPrecisionProducts(rbm, low).statistics(v0, ph.ph0, ph.recon, ph.phk, dw_out).div_(n)
+    return dW, (v0 - ph.recon).mean(0), (ph.ph0 - ph.phk).mean(0)
 
 
 @torch.no_grad()
@@ -630,6 +667,24 @@ def cd_gradient(rbm: RBM, v0: Tensor, k: int = 1, generator: torch.Generator | N
     """
     st = _cd_step(rbm, v0, k, generator, chain, sample_visible)
     return st.grads, st.chain_end
+
+
+FREE_ENERGY_EVERY = 8
+""":func:`train_rbm` monitors the free energy on minibatches 1, 9, 17, ... of an epoch (a monitor: its
+8 elementwise passes over a (B, H) batch cost ~6 % of a 512-unit CD-1 step when taken every time)."""
+
+
+def _update_velocities(rbm: RBM, vel: list[Tensor], v0: Tensor, ph: _Phases, lr: float, mom: float,
+                       weight_decay: float, low: torch.dtype | None, bufs: tuple[Tensor, Tensor]) -> None:
+    """``vel = mom * vel + lr * (grad - weight_decay * W)`` (weight decay on W only) for W, b, c in
+    place, with ``grad`` the batch-mean CD statistics of ``ph`` (:func:`_gradients`). ``bufs``: two
+    (D, H) buffers for the weight gradient and its decay term."""
+    dw_buf, wd_buf = bufs
+    grads = _gradients(rbm, v0, ph, low, dw_buf)
+    if weight_decay:
+        grads[0].sub_(torch.mul(rbm.W, weight_decay, out=wd_buf))
+    for g, u in zip(grads, vel):
+        u.mul_(mom).add_(g, alpha=lr)
 
 
 def _free_energy_from_pre(rbm: RBM, v: Tensor, pre: Tensor) -> Tensor:
@@ -665,11 +720,15 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
     Returns:
         One dict per epoch: ``epoch``, ``recon_error`` (mean over batches of the mean squared
         error between the data and its CD reconstruction), ``free_energy`` (mean F(v) of the
-        data), ``lr`` and ``momentum`` (of the epoch's last update), ``guard`` (variance-guard
-        interventions), ``batches``, ``frames``, ``seconds`` (wall), ``cpu_seconds`` (process).
+        data, over minibatches 1, 1 + ``FREE_ENERGY_EVERY``, ...), ``lr`` and ``momentum`` (of the
+        epoch's last update), ``guard`` (variance-guard interventions), ``batches``, ``frames``,
+        ``seconds`` (wall), ``cpu_seconds`` (process).
     Raises:
         ValueError: bad input (shape, NaN, Bernoulli data outside [0, 1]).
-        TrainingDiverged: NaN/Inf parameters; the last good state is restored in ``rbm``.
+        TrainingDiverged: a non-finite update (NaN/Inf in the velocities or the monitors, which
+            any NaN/Inf in the parameters reaches), detected before it is applied: ``rbm`` keeps
+            the last good state. (A finite update that overflows finite parameters to Inf, i.e.
+            weights near 3e38, is detected one step later.)
     """
     cfg = cfg or RBMTrainConfig()
     dev = rbm.W.device
@@ -684,24 +743,26 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
     cfg.step_settings(1, 0)  # validates the schedule name
     guard = cfg.variance_guard and rbm.visible == "gaussian"
     params = (rbm.W, rbm.b, rbm.c)
-    vel = [torch.zeros_like(p) for p in params]
-    good = [torch.empty_like(p) for p in params]   # the last good parameters (divergence restore)
-    dw_buf, wd_buf = torch.empty_like(rbm.W), torch.empty_like(rbm.W)  # per-step (D, H) results
+    vel_W, vel_b, vel_c = vel = [torch.zeros_like(p) for p in params]
+    if isinstance(data, Tensor) and cfg.check_input:
+        check_data(rbm, data)            # once, not per minibatch
+    per_batch_check = cfg.check_input and not isinstance(data, Tensor)
     chain: Tensor | None = None
     history: list[dict[str, float]] = []
     step = frames_seen = 0
     guard_scale, ramp_step = 1.0, -1
     first = cfg.init_visible_bias
+    bufs = (torch.empty_like(rbm.W), torch.empty_like(rbm.W))
     with torch.no_grad():
         for epoch in range(1, cfg.epochs + 1):
             t0, c0 = time.perf_counter(), time.process_time()
             rec_sum: Tensor | float = 0.0
             fe_sum: Tensor | float = 0.0
-            nb = frames = n_guard = 0
+            nb = frames = n_guard = n_fe = 0
             lr = mom = 0.0
             for v0 in iter_minibatches(data, cfg.batch_size, generator, cfg.rows_per_epoch):
                 v0 = v0.to(dev, rbm.W.dtype)
-                if cfg.check_input:
+                if per_batch_check:
                     check_batch(rbm, v0, where=f"epoch {epoch} batch {nb + 1}")
                 if first:  # after the first batch passed the checks
                     marg = v0 if not isinstance(data, Tensor) else torch.stack(
@@ -713,49 +774,55 @@ def train_rbm(rbm: RBM, data: DataSource, cfg: RBMTrainConfig | None = None,
                 if n_ramp != ramp_step:          # Kaldi restores the guard-lowered lr at each ramp step
                     ramp_step, guard_scale = n_ramp, 1.0
                 lr = base_lr * lr_factor * guard_scale
-                for q, p in zip(good, params):   # preallocated: a fresh (D, H) buffer per step costs
-                    q.copy_(p)                   # page faults that dwarf the copy
                 if cfg.persistent and (chain is None or chain.shape[0] != v0.shape[0]):
                     chain = v0.clone()
-                st = _cd_step(rbm, v0, cfg.k, generator, chain if cfg.persistent else None,
-                              cfg.sample_visible, need_chain_end=cfg.persistent, dw_out=dw_buf, low=low)
+                ph = _phases(rbm, v0, cfg.k, generator, chain if cfg.persistent else None,
+                             cfg.sample_visible, need_chain_end=cfg.persistent, low=low)
                 if cfg.persistent:
-                    chain = st.chain_end
-                rec_t = ((st.recon - v0) ** 2).mean()
-                fe_t = _free_energy_from_pre(rbm, v0, st.pre0)
-                pos_std, neg_std = (v0.std(unbiased=False), st.recon.std(unbiased=False)) if guard else (None, None)
-                if guard and bool(2 * pos_std < neg_std):
+                    chain = ph.chain_end
+                rec_t = F.mse_loss(ph.recon, v0)
+                monitor_fe = nb % FREE_ENERGY_EVERY == 0
+                fe_t = _free_energy_from_pre(rbm, v0, ph.pre0) if monitor_fe else None
+                guarded = False
+                if guard:
+                    pos_std, neg_std = v0.std(unbiased=False), ph.recon.std(unbiased=False)
+                    guarded = bool(2 * pos_std < neg_std)
+                if guarded:
                     scale = pos_std / neg_std
                     for p, u in zip(params, vel):
                         p.mul_(scale)
                         u.zero_()
                     guard_scale *= 0.9
                     n_guard += 1
+                    check = rec_t + sum(p.sum() for p in params)
                 else:
-                    for p, g, u in zip(params, st.grads, vel):
-                        if p is rbm.W and cfg.weight_decay:
-                            g.sub_(torch.mul(p, cfg.weight_decay, out=wd_buf))  # g: this step's dW
-                        u.mul_(mom).add_(g, alpha=lr)
-                        p.add_(u)
-                # one host sync per step: NaN/Inf anywhere in the parameters propagates here
-                check = rec_t + fe_t + sum(p.sum() for p in params)
+                    _update_velocities(rbm, vel, v0, ph, lr, mom, cfg.weight_decay, low, bufs)
+                    check = rec_t + vel_W.sum() + vel_b.sum() + vel_c.sum()
+                if fe_t is not None:
+                    check = check + fe_t
+                # one host sync per step, before the parameters move: NaN/Inf anywhere in them or in
+                # the data reaches the velocities (and the monitors), so the model is left at the
+                # last good state
                 if not torch.isfinite(check).item():
-                    for p, q in zip(params, good):
-                        p.copy_(q)
                     state = {k: t.detach().clone() for k, t in rbm.state_dict().items()}
                     raise TrainingDiverged(
                         f"RBM training diverged at step {step} (epoch {epoch}): non-finite "
-                        f"parameters or reconstruction error (lr={lr:.4g}); last good state restored",
-                        step=step, epoch=epoch, state_dict=state, history=history)
+                        f"update or reconstruction error (lr={lr:.4g}); the parameters are left at the "
+                        f"last good state", step=step, epoch=epoch, state_dict=state, history=history)
+                if not guarded:
+                    for p, u in zip(params, vel):
+                        p.add_(u)
                 rec_sum = rec_sum + rec_t
-                fe_sum = fe_sum + fe_t
+                if fe_t is not None:
+                    fe_sum = fe_sum + fe_t
+                    n_fe += 1
                 nb += 1
                 frames += v0.shape[0]
                 frames_seen += v0.shape[0]
             if nb == 0:
                 raise ValueError(f"epoch {epoch}: the data source yielded no batches "
                                  "(pass a tensor or a callable that returns a fresh iterable)")
-            m = {"epoch": epoch, "recon_error": float(rec_sum) / nb, "free_energy": float(fe_sum) / nb,
+            m = {"epoch": epoch, "recon_error": float(rec_sum) / nb, "free_energy": float(fe_sum) / max(1, n_fe),
                  "lr": lr, "momentum": mom, "guard": n_guard, "batches": nb, "frames": frames,
                  "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
             history.append(m)
