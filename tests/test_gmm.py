@@ -272,6 +272,68 @@ def test_floored_logsumexp_equals_the_plain_one_bit_for_bit():
     assert torch.equal(_logsumexp_last(c.clone()), torch.logsumexp(c, -1))
 
 
+def test_exp_normal_min_is_where_torch_exp_stops_being_normal():
+    """EXP_NORMAL_MIN: exp of it is a normal float32, exp of the next float below is not (vectorised
+    and scalar kernels); exp_flushed_ is torch.exp except that those subnormals are 0, and NaN/-inf
+    pass through."""
+    import numpy as np
+
+    from asr.gmm.model import EXP_NORMAL_MIN, exp_flushed_
+
+    tiny = torch.finfo(torch.float32).tiny
+    c = np.float32(EXP_NORMAL_MIN)
+    below = np.nextafter(c, np.float32(-np.inf))
+    for n in (1, 64):                                   # scalar tail and vectorised body
+        assert torch.exp(torch.full((n,), float(c))).min() >= tiny
+        assert torch.exp(torch.full((n,), float(below))).max() < tiny
+    a = torch.cat([torch.linspace(-120.0, 5.0, 5001), torch.tensor([float(c), float(below), float("-inf"),
+                                                                    float("nan")])])
+    ref, got = torch.exp(a), exp_flushed_(a.clone())
+    normal = ref >= tiny
+    assert torch.equal(got[normal], ref[normal]) and bool((got[~normal & ~a.isnan()] == 0).all())
+    assert bool(got[-1].isnan()) and bool((ref[~normal & ~a.isnan()] > 0).any())   # the case is real
+
+
+def test_component_posteriors_and_statistics_equal_the_plain_exp():
+    """The E-step's posteriors skip exp's slow underflow path: the log-likelihoods, the float64
+    statistics and every posterior above 1.2e-38 are those of torch.logsumexp / torch.exp."""
+    from asr.gmm.model import DiagGmmSet, GmmAccs, component_posteriors
+
+    g = torch.Generator().manual_seed(3)
+    sel = torch.randn(500, 40, generator=g) * 60.0
+    lse, post = component_posteriors(sel)
+    ref_lse = torch.logsumexp(sel, 1)
+    ref_post = torch.exp(sel - ref_lse[:, None])
+    tiny = torch.finfo(torch.float32).tiny
+    assert torch.equal(lse, ref_lse) and bool(((ref_post > 0) & (ref_post < tiny)).any())
+    assert torch.equal(post[ref_post >= tiny], ref_post[ref_post >= tiny]) and bool((post[ref_post < tiny] == 0).all())
+    # a model whose components lie far apart: the E-step's statistics equal those of the plain exp
+    P, D = 8, 5
+    g2p = torch.repeat_interleave(torch.arange(P), 12)
+    G = g2p.numel()
+    m = DiagGmmSet(torch.randn(G, D, generator=g) * 8, torch.rand(G, D, generator=g) * 0.3 + 0.05,
+                   torch.log_softmax(torch.randn(G, generator=g), 0), g2p, P)
+    x = torch.randn(600, D, generator=g) * 8
+    pdfs = torch.randint(0, P, (600,), generator=g)
+    accs = GmmAccs.zeros(G, D)
+    ll = m.accumulate(accs, x, pdfs)
+    ref = GmmAccs.zeros(G, D)
+    ref_ll = torch.zeros((), dtype=torch.float64)
+    underflow = False
+    for p, rows, a, sel in m.components_by_pdf(x, pdfs):           # the E-step as it was written before
+        lse = torch.logsumexp(sel, 1)
+        ref_ll += lse.double().sum()
+        q = torch.exp(sel - lse[:, None])
+        underflow |= bool(((q > 0) & (q < tiny)).any())
+        st = q.double().T @ a.double()
+        gi = m.pdf_gauss[p, :sel.shape[1]]
+        ref.x2.index_add_(0, gi, st[:, :D])
+        ref.x.index_add_(0, gi, st[:, D:2 * D])
+        ref.occ.index_add_(0, gi, st[:, 2 * D])
+    assert underflow and ll == float(ref_ll)
+    assert torch.equal(accs.occ, ref.occ) and torch.equal(accs.x, ref.x) and torch.equal(accs.x2, ref.x2)
+
+
 def test_loglikes_at_requested_pairs_equal_the_dense_loglikes():
     """``loglikes_at`` (lattice rescoring) evaluates only the requested (frame, pdf) pairs, repeated
     pairs included, and gives the dense matrix's entries."""

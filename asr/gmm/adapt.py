@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.gmm.model import DiagGmmSet
+from asr.gmm.model import DiagGmmSet, component_posteriors
 from asr.gmm.train import TrainState
 
 
@@ -137,7 +137,7 @@ def _fmllr_frame_terms(post_gmm: DiagGmmSet, x: Tensor, pdfs: Tensor, means: Ten
     mv = means * inv_vars
     for p, rows, _, sel in post_gmm.components_by_pdf(x, pdfs):
         m = sel.shape[1]
-        post = torch.exp(sel - torch.logsumexp(sel, 1)[:, None]).double().cpu()      # (n, m)
+        post = component_posteriors(sel)[1].double().cpu()                          # (n, m)
         g = post_gmm.pdf_gauss[p, :m].cpu()
         rows = rows.cpu()
         q[rows] = post @ inv_vars[g]

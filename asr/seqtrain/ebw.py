@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from asr.gmm.model import DiagGmmSet, GmmAccs
+from asr.gmm.model import DiagGmmSet, GmmAccs, _logsumexp_last, exp_flushed_
 from asr.seqtrain.lattice import DenLattice, lattice_arc_forward_backward
 
 
@@ -97,7 +97,7 @@ def accumulate_batch(gmm: DiagGmmSet, num: GmmAccs, den: GmmAccs, feats: list[Te
     groups = list(gmm.components_by_pdf(x_all[pairs // P], pairs % P))
     ll = torch.empty(pairs.numel(), device=dev)
     for _, rows, _, sel in groups:
-        ll[rows] = torch.logsumexp(sel, 1)
+        ll[rows] = _logsumexp_last(sel.clone())
     fb = lattice_arc_forward_backward(lats, kappa * ll[arc_pair].double(), boost=boost)
     ok = torch.isfinite(fb.logz)
     ref_utt = torch.repeat_interleave(torch.arange(len(lats), device=dev), torch.tensor(lens, device=dev))
@@ -111,7 +111,7 @@ def accumulate_batch(gmm: DiagGmmSet, num: GmmAccs, den: GmmAccs, feats: list[Te
         w = torch.stack([w_num[rows], w_den[rows]], 1)                          # (n, 2)
         if not bool(w.any()):
             continue
-        post = torch.exp(sel - ll[rows, None]).double()                         # (n, m)
+        post = exp_flushed_(sel - ll[rows, None]).double()                       # (n, m)
         ad = a.double()
         stats = post.T @ torch.cat([ad * w[:, :1], ad * w[:, 1:]], 1)          # (m, 2 (2D+1))
         g = gmm.pdf_gauss[p, :post.shape[1]]
