@@ -302,7 +302,11 @@ def train_ce(model: HybridDNN, train: FrameData, cv: FrameData, cfg: CETrainConf
                 (loss_sum * (world / gb)).backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                stats = torch.stack([loss_sum.detach().double(), (logits.detach().argmax(-1) == y).sum().double()])
+                # a frame is right when its target's logit is the largest (amax: a tenth of argmax's time
+                # on (256, 1356), 2 % of a step; the two differ only on exact ties)
+                lg = logits.detach()
+                right = (lg.gather(1, y[:, None]).squeeze(1) >= lg.amax(1)).sum()
+                stats = torch.stack([loss_sum.detach().double(), right.double()])
                 if world > 1:
                     dist.all_reduce(stats)
                 tot += stats[0]
