@@ -6,6 +6,7 @@ import math
 import torch
 
 from asr.gmm.model import DiagGmmSet, GmmAccs, global_stats
+from test_rbm import subnormals_kept  # noqa: F401  (fixture: flush-to-zero off for a test)
 
 
 def _random_set(gen: torch.Generator, num_pdfs: int = 4, dim: int = 3, comps=(1, 3, 2, 4)) -> DiagGmmSet:
@@ -262,20 +263,21 @@ def test_floored_logsumexp_equals_the_plain_one_bit_for_bit():
     """The log-likelihoods raise exp() arguments below EXP_FLOOR (underflowing terms, a slow path of
     the CPU's exp) to the floor; the result must not change: components hundreds of nats apart,
     -inf padding, rows with one finite entry."""
-    from asr.gmm.model import EXP_FLOOR, _logsumexp_last
+    from asr.gmm.model import EXP_FLOOR, logsumexp_last
 
     g = torch.Generator().manual_seed(0)
     c = torch.randn(300, 40, 24, generator=g) * torch.tensor([1.0, 30.0, 300.0]).repeat(8)
     c[:, :, 20:] = float("-inf")
     c[:7, :5, 1:] = float("-inf")
     assert bool((c - c.amax(-1, keepdim=True) < EXP_FLOOR).any())
-    assert torch.equal(_logsumexp_last(c.clone()), torch.logsumexp(c, -1))
+    assert torch.equal(logsumexp_last(c.clone()), torch.logsumexp(c, -1))
 
 
-def test_exp_normal_min_is_where_torch_exp_stops_being_normal():
+def test_exp_normal_min_is_where_torch_exp_stops_being_normal(subnormals_kept):
     """EXP_NORMAL_MIN: exp of it is a normal float32, exp of the next float below is not (vectorised
     and scalar kernels); exp_flushed_ is torch.exp except that those subnormals are 0, and NaN/-inf
-    pass through."""
+    pass through. (With flush-to-zero kept off for the test: an earlier test's in-process ``asr``
+    command may have turned it on, and then torch.exp returns no subnormals to compare with.)"""
     import numpy as np
 
     from asr.gmm.model import EXP_NORMAL_MIN, exp_flushed_
@@ -294,7 +296,7 @@ def test_exp_normal_min_is_where_torch_exp_stops_being_normal():
     assert bool(got[-1].isnan()) and bool((ref[~normal & ~a.isnan()] > 0).any())   # the case is real
 
 
-def test_component_posteriors_and_statistics_equal_the_plain_exp():
+def test_component_posteriors_and_statistics_equal_the_plain_exp(subnormals_kept):
     """The E-step's posteriors skip exp's slow underflow path: the log-likelihoods, the float64
     statistics and every posterior above 1.2e-38 are those of torch.logsumexp / torch.exp."""
     from asr.gmm.model import DiagGmmSet, GmmAccs, component_posteriors

@@ -264,7 +264,7 @@ class DiagGmmSet:
             aug = self._augment(x[i:i + chunk])
             for pdfs_b, m_b, params_b in self._buckets:
                 comp = (aug @ params_b).view(aug.shape[0], pdfs_b.numel(), m_b)
-                out[i:i + chunk, pdfs_b] = _logsumexp_last(comp)
+                out[i:i + chunk, pdfs_b] = logsumexp_last(comp)
         return out
 
     def loglikes_pdfs(self, x: Tensor, pdfs: Tensor) -> Tensor:
@@ -281,7 +281,7 @@ class DiagGmmSet:
             pos = torch.nonzero(bucket == b).flatten()
             m_b = int(m_of[pos].max())
             w = self._pdf_rows(pdfs[pos], m_b).reshape(-1, 2 * self.dim + 1)     # (U_b*m_b, 2D+1)
-            out[:, pos] = _logsumexp_last((aug @ w.T).view(x.shape[0], pos.numel(), m_b))
+            out[:, pos] = logsumexp_last((aug @ w.T).view(x.shape[0], pos.numel(), m_b))
         return out
 
     def loglikes_at(self, x: Tensor, frames: Tensor, pdfs: Tensor) -> Tensor:
@@ -296,7 +296,7 @@ class DiagGmmSet:
         uniq = torch.empty(key.numel(), device=self.device)
         x = x.to(self.device, torch.float32)
         for _, rows, _, comp in self.components_by_pdf(x[key // self.num_pdfs], key % self.num_pdfs):
-            uniq[rows] = _logsumexp_last(comp)
+            uniq[rows] = logsumexp_last(comp)
         return uniq[inv]
 
     def components_by_pdf(self, x: Tensor, pdfs: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
@@ -520,10 +520,11 @@ def exp_flushed_(a: Tensor) -> Tensor:
     below ``EXP_NORMAL_MIN`` (measured here: 32 ns per element against 0.15 ns; 14 ns below -104),
     and the component posteriors ``exp(log p(x, j) - log p(x))`` of a pdf are mostly that far down
     for a given frame. Those arguments are raised to ``EXP_NORMAL_MIN`` (a normal result, the fast
-    path) and their results set to 0, where ``torch.exp`` returns a subnormal (flush-to-zero does
-    not remove those: the vectorised exp scales its result with integer arithmetic). Everything
-    else is ``torch.exp``'s bit for bit; float64 statistics summed from such posteriors are
-    unchanged (tests/test_gmm.py). Other dtypes: plain ``exp_``."""
+    path) and their results set to 0, which is what ``torch.exp`` returns there under flush-to-zero
+    and a subnormal without it (flush-to-zero is per-thread state, ``asr.jobs.device.flush_denormals``;
+    it does not avoid the slow path: exp(-88) took 32 ns per element with it too). Everything else is
+    ``torch.exp``'s bit for bit; float64 statistics summed from such posteriors are unchanged
+    (tests/test_gmm.py). Other dtypes: plain ``exp_``."""
     if a.dtype != torch.float32:
         return a.exp_()
     low = a < EXP_NORMAL_MIN
@@ -534,14 +535,15 @@ def component_posteriors(sel: Tensor) -> tuple[Tensor, Tensor]:
     """``(log p(x), p(j | x))`` of each frame's components from their joint log-likelihoods
     ``sel (n, m)`` (``log w_j N(x; j)``, float32): ``(n,)`` and ``(n, m)``. The log-likelihood equals
     ``torch.logsumexp(sel, 1)`` bit for bit and the posteriors ``torch.exp(sel - lse[:, None])``
-    except for subnormals, which are 0 here (:func:`_logsumexp_last`, :func:`exp_flushed_`): without
+    except for subnormals, which are 0 here (:func:`logsumexp_last`, :func:`exp_flushed_`): without
     the exp's slow path for underflowing arguments, which took half of a triphone pass's E-step."""
-    lse = _logsumexp_last(sel.clone())
+    lse = logsumexp_last(sel.clone())
     return lse, exp_flushed_(sel - lse[:, None])
 
 
-def _logsumexp_last(c: Tensor) -> Tensor:
-    """logsumexp over the last dim, in place on ``c`` (every row has a finite entry)."""
+def logsumexp_last(c: Tensor) -> Tensor:
+    """logsumexp over the last dim, in place on ``c`` (every row has a finite entry): equal bit for bit
+    to ``torch.logsumexp(c, -1)``, without exp's slow path for underflowing terms (``EXP_FLOOR``)."""
     m = c.amax(-1, keepdim=True)
     return c.sub_(m).clamp_min_(EXP_FLOOR).exp_().sum(-1).log_().add_(m.squeeze(-1))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from asr.gmm.model import DiagGmmSet, GmmAccs, _logsumexp_last, exp_flushed_
+from asr.gmm.model import DiagGmmSet, GmmAccs, logsumexp_last, exp_flushed_
 from asr.seqtrain.lattice import DenLattice, lattice_arc_forward_backward
 
 
@@ -97,7 +97,7 @@ def accumulate_batch(gmm: DiagGmmSet, num: GmmAccs, den: GmmAccs, feats: list[Te
     groups = list(gmm.components_by_pdf(x_all[pairs // P], pairs % P))
     ll = torch.empty(pairs.numel(), device=dev)
     for _, rows, _, sel in groups:
-        ll[rows] = _logsumexp_last(sel.clone())
+        ll[rows] = logsumexp_last(sel.clone())
     fb = lattice_arc_forward_backward(lats, kappa * ll[arc_pair].double(), boost=boost)
     ok = torch.isfinite(fb.logz)
     ref_utt = torch.repeat_interleave(torch.arange(len(lats), device=dev), torch.tensor(lens, device=dev))
