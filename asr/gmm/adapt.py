@@ -152,11 +152,11 @@ def _speaker_fmllr_job(args: tuple) -> dict[str, tuple[Tensor, bool]]:
     (each speaker's through its own starting transform) are taken pdf by pdf in one pass
     (:func:`_fmllr_frame_terms`) rather than pdf by pdf for each speaker."""
     from asr.transforms import FmllrStats, apply_fmllr, estimate_fmllr, identity_fmllr
+    from asr.transforms._post import check_gmm_params
 
     gmm, post_gmm, items, iters, min_count = args
     means, vars_ = gmm.means.double().cpu(), gmm.vars.double().cpu()
-    if (vars_ <= 0).any() or not torch.isfinite(vars_).all() or not torch.isfinite(means).all():
-        raise ValueError("variances must be positive and means/variances finite")
+    check_gmm_params(means, vars_)
     kept = [identity_fmllr(gmm.dim) if it.prev is None else it.prev.double() for it in items]
     w0s = kept if post_gmm is None else [identity_fmllr(gmm.dim)] * len(items)
     xs = [apply_fmllr(it.x, w0) if post_gmm is None else it.x for it, w0 in zip(items, w0s)]

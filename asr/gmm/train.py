@@ -453,14 +453,6 @@ def build_tree_from_alignment(feats: dict[str, Tensor], phones: dict[str, Tensor
     return tree.to_context_dependency(), facts
 
 
-def gaussian_posteriors_sparse(gmm: DiagGmmSet, x: Tensor, pdfs: Tensor) -> Tensor:
-    """Sparse COO ``(T, G)`` posteriors of the Gaussians of each frame's aligned pdf (from
-    :meth:`DiagGmmSet.gauss_posterior_pairs`)."""
-    rows, g, p = gmm.gauss_posterior_pairs(x, pdfs)
-    return torch.sparse_coo_tensor(torch.stack([rows.cpu(), g.cpu()]), p.double().cpu(), (x.shape[0], gmm.num_gauss),
-                                   check_invariants=True).coalesce()
-
-
 def silence_weights(phones: Tensor, ali: Tensor, topo: Topology, silence: list[int],
                     weight: float = 0.0) -> Tensor:
     """1.0 per frame, ``weight`` on silence phones (Kaldi ``weight-silence-post``)."""

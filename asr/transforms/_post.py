@@ -49,6 +49,13 @@ def _check_weights(weights: Tensor, n: int) -> Tensor:
     return w
 
 
+def check_gmm_params(means: Tensor, vars: Tensor) -> None:
+    """Raise ValueError unless a diagonal GMM's ``vars`` are positive and ``means``/``vars`` finite
+    (every statistic that divides by them would be garbage otherwise)."""
+    if (vars <= 0).any() or not torch.isfinite(vars).all() or not torch.isfinite(means).all():
+        raise ValueError("GMM variances must be positive and means/variances finite")
+
+
 def check_features(x: Tensor, dim: int, what: str = "x") -> Tensor:
     """Validate a ``(N, dim)`` feature matrix and return it as float64."""
     if x.dim() != 2 or x.shape[1] != dim:

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from asr.transforms._post import check_features, check_ids, outer_sum_by_dim
+from asr.transforms._post import check_features, check_gmm_params, check_ids, outer_sum_by_dim
 
 
 class FmllrStats:
@@ -53,8 +53,7 @@ class FmllrStats:
                              f"{tuple(means.shape)} and {tuple(vars.shape)}")
         j = means.shape[0]
         means, vars = means.to(torch.float64), vars.to(torch.float64)
-        if (vars <= 0).any() or not torch.isfinite(vars).all() or not torch.isfinite(means).all():
-            raise ValueError("variances must be positive and means/variances finite")
+        check_gmm_params(means, vars)
         inv_vars = 1.0 / vars
         if not post.is_sparse and post.dtype in (torch.int64, torch.int32) and post.dim() == 1:
             ids, w = check_ids(post, t, j, weights)

@@ -30,7 +30,8 @@ import math
 import torch
 from torch import Tensor
 
-from asr.transforms._post import CHUNK, as_dense_posteriors, check_features, check_ids, outer_sum_by_dim
+from asr.transforms._post import (CHUNK, as_dense_posteriors, check_features, check_gmm_params, check_ids,
+                                  outer_sum_by_dim)
 
 
 class MlltStats:
@@ -108,8 +109,7 @@ class MlltModelStats:
     def __init__(self, means: Tensor, vars: Tensor) -> None:
         if means.dim() != 2 or vars.shape != means.shape:
             raise ValueError(f"means and vars must both be (J, D), got {tuple(means.shape)}, {tuple(vars.shape)}")
-        if (vars <= 0).any() or not torch.isfinite(vars).all() or not torch.isfinite(means).all():
-            raise ValueError("GMM variances must be positive and means/variances finite")
+        check_gmm_params(means, vars)
         self.means, self.vars = means.to(torch.float64), vars.to(torch.float64)
         self.num_gauss, self.dim = self.means.shape
         self.counts = torch.zeros(self.num_gauss, dtype=torch.float64)
